@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`.
+# Both create .venv and install the package (with its C extension) first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest clean
+
+run: $(INSTALLED)
+	$(BIN)/unixipc demo
+
+test: lint typecheck pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy --strict src
+	$(BIN)/python -m mypy.stubtest unixipc._native
+
+pytest: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+# Reinstall when the build description or the C sources change.
+$(INSTALLED): pyproject.toml $(wildcard src/native/*.c src/native/*.h)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+clean:
+	rm -rf build $(VENV) src/*.egg-info src/unixipc/*.so .pytest_cache .mypy_cache .ruff_cache

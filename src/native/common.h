@@ -1,0 +1,39 @@
+/* Helpers shared by every facility of unixipc._native.
+ *
+ * Policy lives in Python. The C side gets absolute deadlines (CLOCK_MONOTONIC
+ * nanoseconds, or -1 for "block forever") so that a call interrupted by a
+ * signal can be retried with exactly the time that is left (PEP 475).
+ */
+#ifndef UNIXIPC_COMMON_H
+#define UNIXIPC_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Deadline meaning "no deadline: block until done". */
+#define UNIXIPC_NO_DEADLINE ((int64_t)-1)
+
+/* Nanoseconds on CLOCK_MONOTONIC now. */
+int64_t unixipc_monotonic_ns(void);
+
+/* Convert a monotonic deadline to an absolute time on `clock` (for calls such
+ * as mq_timedsend that only accept CLOCK_REALTIME deadlines). */
+void unixipc_abstime(int64_t monotonic_deadline_ns, clockid_t clock, struct timespec *out);
+
+/* After a call failed with EINTR: run Python's signal handlers.
+ * Returns 0 to retry, -1 if a handler raised (the exception is set).
+ * Must be called with the GIL held. */
+int unixipc_after_eintr(void);
+
+/* Set OSError from errno, naming the object (`name` may be NULL). Returns NULL. */
+PyObject *unixipc_raise_errno(const char *name);
+
+/* Parse an int64 deadline argument; -1 means none. */
+int unixipc_parse_deadline(PyObject *arg, int64_t *out);
+
+/* Each facility file defines one of these; module.c calls them in order. */
+int unixipc_init_common(PyObject *module);
+
+#endif

@@ -1,0 +1,77 @@
+"""unixipc: every classic UNIX IPC facility for Python, as real kernel objects.
+
+One shape for every facility: ``X.create(...)``, ``X.open(...)``,
+``X.open_or_create(...)``, ``x.unlink()``, ``x.close()``, ``x.info()``; keyword
+``timeout`` on every blocking call; one exception tree (:mod:`unixipc.errors`).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from . import errors as errors
+from . import fifo as fifo
+from . import pipe as pipe
+from ._stream import PIPE_BUF as PIPE_BUF
+from .errors import ClosedResourceError as ClosedResourceError
+from .errors import DeadlockError as DeadlockError
+from .errors import EndOfChannel as EndOfChannel
+from .errors import IPCError as IPCError
+from .errors import IPCOSError as IPCOSError
+from .errors import MessageTooLarge as MessageTooLarge
+from .errors import OwnerDied as OwnerDied
+from .errors import PeerDied as PeerDied
+from .errors import PermissionDeniedError as PermissionDeniedError
+from .errors import ResourceExistsError as ResourceExistsError
+from .errors import ResourceLimitError as ResourceLimitError
+from .errors import ResourceNotFoundError as ResourceNotFoundError
+from .errors import TimeoutExpired as TimeoutExpired
+from .errors import UnsupportedFeature as UnsupportedFeature
+from .errors import WouldBlock as WouldBlock
+from .fifo import Fifo as Fifo
+from .fifo import FifoReader as FifoReader
+from .fifo import FifoWriter as FifoWriter
+from .pipe import Pipe as Pipe
+from .pipe import PipeReader as PipeReader
+from .pipe import PipeWriter as PipeWriter
+from .pipe import PopenReader as PopenReader
+from .pipe import PopenWriter as PopenWriter
+from .pipe import popen as popen
+
+try:
+    __version__: str = _version("unixipc")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = (
+    "PIPE_BUF",
+    "ClosedResourceError",
+    "DeadlockError",
+    "EndOfChannel",
+    "Fifo",
+    "FifoReader",
+    "FifoWriter",
+    "IPCError",
+    "IPCOSError",
+    "MessageTooLarge",
+    "OwnerDied",
+    "PeerDied",
+    "PermissionDeniedError",
+    "Pipe",
+    "PipeReader",
+    "PipeWriter",
+    "PopenReader",
+    "PopenWriter",
+    "ResourceExistsError",
+    "ResourceLimitError",
+    "ResourceNotFoundError",
+    "TimeoutExpired",
+    "UnsupportedFeature",
+    "WouldBlock",
+    "__version__",
+    "errors",
+    "fifo",
+    "pipe",
+    "popen",
+)

@@ -1,0 +1,87 @@
+"""Validation of names, paths, keys and permissions (private).
+
+Everything here raises TypeError or ValueError, naming the argument, before any
+system call is made.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = (
+    "check_bytes_like",
+    "check_int",
+    "check_path",
+    "check_permissions",
+    "check_posix_name",
+    "check_sysv_key",
+)
+
+NAME_MAX = 255
+
+
+def check_int(value: object, argument: str, *, minimum: int | None = None) -> int:
+    """An int (not a bool), at least ``minimum`` when given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{argument} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_permissions(value: object, argument: str = "permissions") -> int:
+    """Permission bits such as 0o600."""
+    bits = check_int(value, argument)
+    if not 0 <= bits <= 0o7777:
+        raise ValueError(f"{argument} must be between 0 and 0o7777, got {oct(bits)}")
+    return bits
+
+
+def check_path(value: object, argument: str = "path") -> str:
+    """A filesystem path given as str or os.PathLike[str]."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{argument} must be a str or os.PathLike, not {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{argument} must name a str path, not {type(path).__name__}")
+    if not path:
+        raise ValueError(f"{argument} must not be empty")
+    if "\0" in path:
+        raise ValueError(f"{argument} must not contain NUL characters")
+    return path
+
+
+def check_posix_name(value: object, argument: str = "name") -> str:
+    """A POSIX IPC name: '/' followed by 1..NAME_MAX-1 characters, no other '/'."""
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a str such as '/jobs', not {type(value).__name__}")
+    if not value.startswith("/"):
+        raise ValueError(f"{argument} must start with '/', got {value!r}")
+    if len(value) < 2 or len(value.encode()) > NAME_MAX:
+        raise ValueError(f"{argument} must have 1 to {NAME_MAX - 1} bytes after '/', got {value!r}")
+    if "/" in value[1:]:
+        raise ValueError(f"{argument} must not contain '/' after the first, got {value!r}")
+    if "\0" in value:
+        raise ValueError(f"{argument} must not contain NUL characters")
+    return value
+
+
+def check_sysv_key(value: object, argument: str = "key") -> int:
+    """A System V key: an int that fits key_t (negative or unsigned 32-bit form)."""
+    key = check_int(value, argument)
+    if not -(2**31) <= key < 2**32:
+        raise ValueError(f"{argument} must fit in 32 bits, got {key}")
+    return key - 2**32 if key >= 2**31 else key
+
+
+def check_bytes_like(value: object, argument: str = "data") -> memoryview:
+    """A bytes-like object, as a flat memoryview of bytes."""
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{argument} must be a bytes-like object, not {type(value).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise ValueError(f"{argument} must be C-contiguous")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view

@@ -1,0 +1,8 @@
+# Stub for the C extension unixipc._native, checked by mypy.stubtest.
+# Each facility's C file adds its functions here, in its own section.
+
+# common.c
+NO_DEADLINE: int
+ABI_VERSION: int
+
+def monotonic_to_clock(deadline_ns: int, clock_id: int, /) -> int: ...

@@ -1,0 +1,1 @@
+"""The ``unixipc`` command: one module per subcommand, a thin layer over the library."""

@@ -1,0 +1,42 @@
+"""``unixipc demo``: the tour of every facility, one line each."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from ..demo import STEPS, step_runner
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo", help="exercise every facility between real processes, one line each"
+    )
+    parser.add_argument(
+        "--only", metavar="FACILITY", action="append", help="run only these facilities"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    failures = 0
+    results = []
+    for facility, module in STEPS:
+        if args.only and facility not in args.only:
+            continue
+        try:
+            line = step_runner(facility, module)()
+        except Exception as error:  # report and go on: one broken facility must not hide the rest
+            failures += 1
+            results.append({"facility": facility, "error": str(error)})
+            if not args.json:
+                print(f"{facility:<10} FAILED: {error}")
+            continue
+        results.append(dataclasses.asdict(line))
+        if not args.json:
+            print(line, flush=True)
+    if args.json:
+        print(json.dumps(results))
+    return 1 if failures else 0

@@ -1,0 +1,26 @@
+"""``unixipc demo``: a tour of every facility, each crossing real process boundaries.
+
+Each facility has a module here with ``run() -> DemoLine``; STEPS lists them in
+the order the tour shows them. A new facility adds its module and one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from ._common import DemoLine as DemoLine
+
+# (facility, module): each module has run() -> DemoLine.
+STEPS: tuple[tuple[str, str], ...] = (
+    ("pipe", "pipes"),
+    ("popen", "pipes"),
+    ("fifo", "fifos"),
+)
+
+
+def step_runner(facility: str, module: str) -> Callable[[], DemoLine]:
+    """The function that runs one facility's part of the tour."""
+    loaded = importlib.import_module(f"{__package__}.{module}")
+    runner: Callable[[], DemoLine] = getattr(loaded, f"run_{facility.replace('-', '_')}")
+    return runner

@@ -1,0 +1,135 @@
+"""Helpers for tests that cross real process boundaries and talk to C peers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+START_METHODS = ("fork", "spawn", "forkserver")
+
+# Generous: the suite must pass on a busy 2-core machine.
+CHILD_TIMEOUT = 60.0
+
+
+def _child_main(conn: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        result = function(*args)
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    else:
+        conn.send(("ok", result))
+    finally:
+        conn.close()
+
+
+class Child:
+    """A function running in a child process (fork, spawn or forkserver).
+
+    The function must be defined at module level so that spawn can import it;
+    its return value comes back through ``result()``.
+    """
+
+    def __init__(self, function: Callable[..., Any], *args: Any, method: str = "fork") -> None:
+        context = multiprocessing.get_context(method)
+        self._results, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_child_main, args=(sender, function, args), daemon=True
+        )
+        self.process.start()
+        sender.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def result(self, timeout: float = CHILD_TIMEOUT) -> Any:
+        """Wait for the function's return value; its exception fails the test."""
+        try:
+            if not self._results.poll(timeout):
+                self.kill()
+                raise AssertionError(f"child {self.pid} did not finish within {timeout} s")
+            status, value = self._results.recv()
+        except EOFError:
+            self.process.join(timeout)
+            raise AssertionError(
+                f"child {self.pid} died without a result (exit code {self.process.exitcode})"
+            ) from None
+        finally:
+            self._results.close()
+        self.process.join(timeout)
+        if status == "error":
+            raise AssertionError(f"child {self.pid} failed:\n{value}")
+        return value
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(CHILD_TIMEOUT)
+        if not self._results.closed:
+            self._results.close()
+
+
+def run_in_child(function: Callable[..., Any], *args: Any, method: str = "fork") -> Any:
+    """Run ``function(*args)`` in a child process and return its result."""
+    return Child(function, *args, method=method).result()
+
+
+def run_python(
+    code: str, *args: str, timeout: float = CHILD_TIMEOUT, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a fresh interpreter (a real, unrelated process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+def compile_c(source: str, directory: Path, name: str, *libraries: str) -> Path:
+    """Compile a small C peer with the machine's gcc, warnings as errors."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise RuntimeError("these interop tests need gcc (or cc) on PATH")
+    source_path = directory / f"{name}.c"
+    source_path.write_text(source)
+    binary = directory / name
+    subprocess.run(
+        [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary), str(source_path)]
+        + [f"-l{library}" for library in libraries],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return binary
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = CHILD_TIMEOUT) -> None:
+    """Poll ``predicate`` until it is true; fail the test if it never becomes true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.01)
+
+
+def assert_elapsed(started: float, timeout: float, *, slack: float = 1.0) -> None:
+    """A timeout fired not early, and not more than ``slack`` seconds late."""
+    elapsed = time.monotonic() - started
+    assert elapsed >= timeout - 0.005, f"gave up early: {elapsed:.3f} s < {timeout} s"
+    assert elapsed <= timeout + slack, f"gave up late: {elapsed:.3f} s > {timeout} + {slack} s"
+
+
+def fd_count() -> int:
+    """Open descriptors of this process (to prove nothing leaks)."""
+    return len(os.listdir("/proc/self/fd"))
