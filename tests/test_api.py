@@ -34,6 +34,9 @@ PUBLIC = {
     "Fifo",
     "FifoReader",
     "FifoWriter",
+    # memory
+    "PosixSharedMemory",
+    "posix_shm",
     # modules and metadata
     "errors",
     "fifo",

@@ -9,6 +9,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -35,5 +36,6 @@ int unixipc_parse_deadline(PyObject *arg, int64_t *out);
 
 /* Each facility file defines one of these; module.c calls them in order. */
 int unixipc_init_common(PyObject *module);
+int unixipc_init_posix_shm(PyObject *module);
 
 #endif

@@ -13,6 +13,7 @@ from importlib.metadata import version as _version
 from . import errors as errors
 from . import fifo as fifo
 from . import pipe as pipe
+from . import posix_shm as posix_shm
 from ._stream import PIPE_BUF as PIPE_BUF
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
@@ -38,6 +39,7 @@ from .pipe import PipeWriter as PipeWriter
 from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
+from .posix_shm import PosixSharedMemory as PosixSharedMemory
 
 try:
     __version__: str = _version("unixipc")
@@ -63,6 +65,7 @@ __all__ = (
     "PipeWriter",
     "PopenReader",
     "PopenWriter",
+    "PosixSharedMemory",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
@@ -74,4 +77,5 @@ __all__ = (
     "fifo",
     "pipe",
     "popen",
+    "posix_shm",
 )

@@ -1,0 +1,204 @@
+"""POSIX shared memory: a named region of memory that processes map and share.
+
+Persistence: kernel. The object and its contents live until ``unlink()`` (or a
+reboot), even when no process has it open. Opening never registers the object
+for removal: only an explicit ``unlink()`` removes it, unlike the resource
+tracker of ``multiprocessing.shared_memory``.
+
+Portability: POSIX (shm_open, mmap); on Linux the objects appear in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+from . import _native
+from ._names import check_int, check_permissions, check_posix_name
+from ._resource import Resource
+from .errors import IPCError, ResourceExistsError, from_os_error
+
+__all__ = ("PosixSharedMemory", "PosixSharedMemoryInfo", "exists", "unlink")
+
+KIND = "POSIX shared memory"
+
+
+@dataclass(frozen=True)
+class PosixSharedMemoryInfo:
+    """What ``PosixSharedMemory.info()`` reports (from fstat)."""
+
+    name: str
+    size: int
+    permissions: int
+    uid: int
+    gid: int
+
+
+def exists(name: str) -> bool:
+    """True if a POSIX shared memory object called ``name`` exists."""
+    name = check_posix_name(name)
+    try:
+        fd = _native.shm_open(name, os.O_RDONLY, 0)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def unlink(name: str) -> None:
+    """Remove the object's name; processes that have it mapped keep their mapping.
+
+    Raises:
+        ResourceNotFoundError: no object called ``name``.
+        PermissionDeniedError: not allowed to remove it.
+    """
+    name = check_posix_name(name)
+    try:
+        _native.shm_unlink(name)
+    except OSError as error:
+        raise from_os_error(error, KIND, name) from None
+
+
+class PosixSharedMemory(Resource):
+    """A mapped POSIX shared memory object; ``buf`` is the memory."""
+
+    kind = KIND
+
+    def __init__(self, name: str, fd: int, read_only: bool) -> None:
+        """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
+        self.name = name
+        self.read_only = read_only
+        self._fd = fd
+        try:
+            size = os.fstat(fd).st_size
+            access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
+            # mmap cannot map zero bytes: an empty object has an empty buffer.
+            self._map: mmap.mmap | None = mmap.mmap(fd, size, access=access) if size else None
+        except OSError as error:
+            os.close(fd)
+            raise from_os_error(error, KIND, name) from None
+        self._buf = memoryview(self._map) if self._map is not None else memoryview(b"")
+        self._opened(name)
+
+    @classmethod
+    def create(cls, name: str, size: int, *, permissions: int = 0o600) -> PosixSharedMemory:
+        """Create the object ``name`` of ``size`` bytes (zero-filled) and map it.
+
+        Raises:
+            ResourceExistsError: ``name`` exists already.
+            ResourceLimitError: no room for ``size`` bytes.
+        """
+        name = check_posix_name(name)
+        check_int(size, "size", minimum=0)
+        permissions = check_permissions(permissions)
+        fd = cls._shm_open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, permissions)
+        try:
+            os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
+            os.ftruncate(fd, size)
+        except OSError as error:
+            os.close(fd)
+            _native.shm_unlink(name)
+            raise from_os_error(error, KIND, name) from None
+        return cls(name, fd, read_only=False)
+
+    @classmethod
+    def open(cls, name: str, *, read_only: bool = False) -> PosixSharedMemory:
+        """Map the existing object ``name`` (read-only if asked).
+
+        Raises:
+            ResourceNotFoundError: no object called ``name``.
+            PermissionDeniedError: its permissions forbid this access.
+        """
+        name = check_posix_name(name)
+        if not isinstance(read_only, bool):
+            raise TypeError("read_only must be a bool")
+        fd = cls._shm_open(name, os.O_RDONLY if read_only else os.O_RDWR, 0)
+        return cls(name, fd, read_only=read_only)
+
+    @classmethod
+    def open_or_create(cls, name: str, size: int, *, permissions: int = 0o600) -> PosixSharedMemory:
+        """Open ``name`` if it exists, else create it with ``size`` bytes.
+
+        An existing object keeps its own size.
+        """
+        name = check_posix_name(name)
+        check_int(size, "size", minimum=0)
+        check_permissions(permissions)
+        while True:
+            try:
+                return cls.create(name, size, permissions=permissions)
+            except ResourceExistsError:
+                pass
+            try:
+                return cls.open(name)
+            except FileNotFoundError:
+                continue  # removed between our two calls: try again
+
+    @staticmethod
+    def _shm_open(name: str, flags: int, permissions: int) -> int:
+        try:
+            return _native.shm_open(name, flags, permissions)
+        except OSError as error:
+            raise from_os_error(error, KIND, name) from None
+
+    @property
+    def buf(self) -> memoryview:
+        """The shared memory (read-only when opened so)."""
+        self._check_open()
+        return self._buf
+
+    @property
+    def size(self) -> int:
+        """The mapped size in bytes."""
+        self._check_open()
+        return len(self._buf)
+
+    def fileno(self) -> int:
+        """The descriptor of the shared memory object."""
+        self._check_open()
+        return self._fd
+
+    def info(self) -> PosixSharedMemoryInfo:
+        """Size, permissions and owner of the object."""
+        self._check_open()
+        status = os.fstat(self._fd)
+        return PosixSharedMemoryInfo(
+            self.name, status.st_size, status.st_mode & 0o7777, status.st_uid, status.st_gid
+        )
+
+    def unlink(self) -> None:
+        """Remove the object's name (this mapping stays usable until closed).
+
+        Raises:
+            ResourceNotFoundError: already removed.
+        """
+        unlink(self.name)
+
+    def close(self) -> None:
+        """Unmap and close. Idempotent; never removes the object (that is ``unlink``).
+
+        Raises:
+            IPCError: views of ``buf`` (memoryviews, NumPy arrays) are still alive;
+                release them first. The object stays open and usable.
+        """
+        if self._closed:
+            return
+        in_use = IPCError(
+            f"cannot close {self.describe()}: views of its memory are still in use; "
+            "release them (del the arrays and memoryviews) first"
+        )
+        try:
+            self._buf.release()
+        except BufferError:
+            raise in_use from None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                self._buf = memoryview(self._map)  # still open and usable
+                raise in_use from None
+        super().close()
+
+    def _release(self) -> None:
+        os.close(self._fd)
