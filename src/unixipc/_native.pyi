@@ -5,7 +5,10 @@
 NO_DEADLINE: int
 ABI_VERSION: int
 
+ALARM_SIGNAL: int
+
 def monotonic_to_clock(deadline_ns: int, clock_id: int, /) -> int: ...
+def blocking_read(fd: int, size: int, deadline_ns: int, /) -> bytes: ...
 
 # posix_shm.c
 def shm_open(name: str, flags: int, mode: int, /) -> int: ...
