@@ -37,6 +37,11 @@ PUBLIC = {
     # memory
     "PosixSharedMemory",
     "posix_shm",
+    "AnonymousSharedMemory",
+    "MappedFile",
+    "SysVSharedMemory",
+    "mapped_file",
+    "sysv_shm",
     # modules and metadata
     "errors",
     "fifo",

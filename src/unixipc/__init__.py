@@ -12,8 +12,10 @@ from importlib.metadata import version as _version
 
 from . import errors as errors
 from . import fifo as fifo
+from . import mapped_file as mapped_file
 from . import pipe as pipe
 from . import posix_shm as posix_shm
+from . import sysv_shm as sysv_shm
 from ._stream import PIPE_BUF as PIPE_BUF
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
@@ -33,6 +35,8 @@ from .errors import WouldBlock as WouldBlock
 from .fifo import Fifo as Fifo
 from .fifo import FifoReader as FifoReader
 from .fifo import FifoWriter as FifoWriter
+from .mapped_file import AnonymousSharedMemory as AnonymousSharedMemory
+from .mapped_file import MappedFile as MappedFile
 from .pipe import Pipe as Pipe
 from .pipe import PipeReader as PipeReader
 from .pipe import PipeWriter as PipeWriter
@@ -40,6 +44,7 @@ from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .sysv_shm import SysVSharedMemory as SysVSharedMemory
 
 try:
     __version__: str = _version("unixipc")
@@ -48,6 +53,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = (
     "PIPE_BUF",
+    "AnonymousSharedMemory",
     "ClosedResourceError",
     "DeadlockError",
     "EndOfChannel",
@@ -56,6 +62,7 @@ __all__ = (
     "FifoWriter",
     "IPCError",
     "IPCOSError",
+    "MappedFile",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -69,13 +76,16 @@ __all__ = (
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SysVSharedMemory",
     "TimeoutExpired",
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
     "errors",
     "fifo",
+    "mapped_file",
     "pipe",
     "popen",
     "posix_shm",
+    "sysv_shm",
 )
