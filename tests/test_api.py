@@ -42,6 +42,10 @@ PUBLIC = {
     "SysVSharedMemory",
     "mapped_file",
     "sysv_shm",
+    "PosixSemaphore",
+    "SysVSemaphoreSet",
+    "posix_sem",
+    "sysv_sem",
     # modules and metadata
     "errors",
     "fifo",

@@ -59,5 +59,7 @@ int unixipc_init_common(PyObject *module);
 int unixipc_init_deadline_calls(PyObject *module);
 int unixipc_init_posix_shm(PyObject *module);
 int unixipc_init_sysv_shm(PyObject *module);
+int unixipc_init_posix_sem(PyObject *module);
+int unixipc_init_sysv_sem(PyObject *module);
 
 #endif

@@ -12,6 +12,8 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_deadline_calls,
     unixipc_init_posix_shm,
     unixipc_init_sysv_shm,
+    unixipc_init_posix_sem,
+    unixipc_init_sysv_sem,
 };
 
 static int native_exec(PyObject *module)

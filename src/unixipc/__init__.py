@@ -14,7 +14,9 @@ from . import errors as errors
 from . import fifo as fifo
 from . import mapped_file as mapped_file
 from . import pipe as pipe
+from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
+from . import sysv_sem as sysv_sem
 from . import sysv_shm as sysv_shm
 from ._stream import PIPE_BUF as PIPE_BUF
 from .errors import ClosedResourceError as ClosedResourceError
@@ -43,7 +45,9 @@ from .pipe import PipeWriter as PipeWriter
 from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
+from .posix_sem import PosixSemaphore as PosixSemaphore
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .sysv_sem import SysVSemaphoreSet as SysVSemaphoreSet
 from .sysv_shm import SysVSharedMemory as SysVSharedMemory
 
 try:
@@ -72,10 +76,12 @@ __all__ = (
     "PipeWriter",
     "PopenReader",
     "PopenWriter",
+    "PosixSemaphore",
     "PosixSharedMemory",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SysVSemaphoreSet",
     "SysVSharedMemory",
     "TimeoutExpired",
     "UnsupportedFeature",
@@ -86,6 +92,8 @@ __all__ = (
     "mapped_file",
     "pipe",
     "popen",
+    "posix_sem",
     "posix_shm",
+    "sysv_sem",
     "sysv_shm",
 )
