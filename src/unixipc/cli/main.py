@@ -14,6 +14,10 @@ from ..errors import IPCError
 SUBCOMMANDS = (
     "demo",
     "fifo",
+    "shm",
+    "sem",
+    "sysv-shm",
+    "sysv-sem",
 )
 
 
