@@ -16,6 +16,11 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pipe", "pipes"),
     ("popen", "pipes"),
     ("fifo", "fifos"),
+    ("shm", "memory"),
+    ("sysv-shm", "memory"),
+    ("mmap", "memory"),
+    ("sem", "semaphores"),
+    ("sysv-sem", "semaphores"),
 )
 
 
