@@ -175,7 +175,7 @@ def test_close_is_refused_while_another_thread_waits(semaphore_name: str) -> Non
     waiter = threading.Thread(target=semaphore.acquire, kwargs={"timeout": 60})
     waiter.start()
     try:
-        time.sleep(0.1)
+        wait_until(lambda: semaphore._handle.waiting == 1)  # inside acquire() now
         with pytest.raises(IPCError, match="threads wait on it"):
             semaphore.close()
     finally:

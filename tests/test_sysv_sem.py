@@ -252,7 +252,10 @@ def _create_slowly(key: int, flag: str) -> None:
     _native.sysv_sem_op(sem_id, [(0, 1), (0, -1)], 2, False, True, -1)
 
 
-def test_a_second_opener_waits_for_the_creator(key: int, names: Names) -> None:
+def test_a_second_opener_waits_for_the_creator(
+    key: int, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sysv_sem, "INIT_WAIT", 60.0)  # however slow this machine is today
     flag = names.path("created")
     creator = Child(_create_slowly, key, flag)
     wait_until(lambda: os.path.exists(flag))
@@ -267,7 +270,10 @@ def _open_or_create_and_add(key: int, start: Any) -> None:
         semaphores.op([(1, 1)])
 
 
-def test_racing_creators_and_openers_never_lose_an_operation(key: int) -> None:
+def test_racing_creators_and_openers_never_lose_an_operation(
+    key: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sysv_sem, "INIT_WAIT", 60.0)  # the forked racers inherit it
     start = multiprocessing.get_context("fork").Event()
     racers = [Child(_open_or_create_and_add, key, start) for _ in range(6)]
     start.set()

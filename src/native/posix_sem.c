@@ -291,6 +291,17 @@ static PyMethodDef handle_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *handle_get_waiting(PosixSemaphoreHandle *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->waiting);
+}
+
+static PyGetSetDef handle_getset[] = {
+    {"waiting", (getter)handle_get_waiting, NULL,
+     "Threads of this process inside acquire() on this handle.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyTypeObject PosixSemaphoreHandleType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "unixipc._native.PosixSemaphoreHandle",
@@ -299,6 +310,7 @@ static PyTypeObject PosixSemaphoreHandleType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_dealloc = (destructor)handle_dealloc,
     .tp_methods = handle_methods,
+    .tp_getset = handle_getset,
 };
 
 static PyMethodDef posix_sem_methods[] = {

@@ -159,6 +159,10 @@ class PosixSharedMemory(MemoryBase):
         """Open ``name`` if it exists, else create it with ``size`` bytes.
 
         An existing object keeps its own size.
+
+        Raises:
+            PermissionDeniedError: the existing object's permissions forbid writing.
+            ResourceLimitError: no room for ``size`` bytes.
         """
         name = check_posix_name(name)
         check_int(size, "size", minimum=0)
