@@ -37,6 +37,17 @@ PUBLIC = {
     # memory
     "PosixSharedMemory",
     "posix_shm",
+    # message queues
+    "IPC_PRIVATE",
+    "ftok",
+    "Message",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
+    "posix_mq",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
+    "sysv_mq",
     # modules and metadata
     "errors",
     "fifo",

@@ -13,8 +13,12 @@ from importlib.metadata import version as _version
 from . import errors as errors
 from . import fifo as fifo
 from . import pipe as pipe
+from . import posix_mq as posix_mq
 from . import posix_shm as posix_shm
+from . import sysv_mq as sysv_mq
 from ._stream import PIPE_BUF as PIPE_BUF
+from ._sysv import IPC_PRIVATE as IPC_PRIVATE
+from ._sysv import ftok as ftok
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -39,7 +43,13 @@ from .pipe import PipeWriter as PipeWriter
 from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
+from .posix_mq import Message as Message
+from .posix_mq import PosixMessageQueue as PosixMessageQueue
+from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .sysv_mq import SysVMessage as SysVMessage
+from .sysv_mq import SysVMessageQueue as SysVMessageQueue
+from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
 
 try:
     __version__: str = _version("unixipc")
@@ -47,6 +57,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = (
+    "IPC_PRIVATE",
     "PIPE_BUF",
     "ClosedResourceError",
     "DeadlockError",
@@ -56,6 +67,7 @@ __all__ = (
     "FifoWriter",
     "IPCError",
     "IPCOSError",
+    "Message",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -65,17 +77,25 @@ __all__ = (
     "PipeWriter",
     "PopenReader",
     "PopenWriter",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
     "PosixSharedMemory",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
     "TimeoutExpired",
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
     "errors",
     "fifo",
+    "ftok",
     "pipe",
     "popen",
+    "posix_mq",
     "posix_shm",
+    "sysv_mq",
 )
