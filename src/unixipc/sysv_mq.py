@@ -204,11 +204,22 @@ class SysVMessageQueue(Resource):
         self._key = key
         self._id = queue_id
         self._queue_id = queue_id
-        # The largest message the kernel accepts (msgsnd refuses larger ones).
+        # The largest message the kernel accepts (msgsnd refuses larger ones),
+        # which is also the size receive() makes room for.
         self._max_size = _kernel_limit("msgmax", 8192)
         name = format_key(key) if key != IPC_PRIVATE else f"IPC_PRIVATE id {queue_id}"
         self._label = name
         self._opened(name)
+        # A message larger than the queue's max_bytes would make msgsnd wait
+        # forever: send() refuses it, against this value refreshed when it says no.
+        self._send_limit = self._current_send_limit()
+
+    def _current_send_limit(self) -> int:
+        try:
+            max_bytes = _native.msgctl_stat(self._id)["max_bytes"]
+        except OSError:
+            return self._max_size  # not allowed to read it (or gone): msgmax only
+        return min(self._max_size, max_bytes)
 
     @classmethod
     def _get(cls, key: int, flags: int) -> SysVMessageQueue:
@@ -294,16 +305,18 @@ class SysVMessageQueue(Resource):
 
         Raises:
             MessageTooLarge: larger than the kernel's msgmax or the queue's
-                ``max_bytes`` (nothing is sent).
+                ``max_bytes`` (nothing is sent; msgsnd would wait forever).
             WouldBlock: ``timeout=0`` and the queue is full.
             TimeoutExpired: still full when ``timeout`` ran out.
             ResourceNotFoundError: the queue was removed (also while waiting).
         """
-        # One C call validates the type, compares the length with msgmax
+        # One C call validates the type, compares the length with the limit
         # (returning it, unsent, if larger) and sends.
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
         try:
-            refused = _msgsnd(self._id, message, type, flags, deadline, self._label, self._max_size)
+            refused = _msgsnd(
+                self._id, message, type, flags, deadline, self._label, self._send_limit
+            )
         except OSError as error:
             raise self._error(error, "send to", timeout, _nbytes(message)) from None
         except (TypeError, ValueError, OverflowError, BufferError):
@@ -312,9 +325,16 @@ class SysVMessageQueue(Resource):
             raise
         if refused is not None:
             self._check_open()
+            self._send_limit = self._current_send_limit()
+            if refused <= self._send_limit:  # max_bytes was raised meanwhile
+                return self.send(message, type=type, timeout=timeout)
+            limit = (
+                f"the kernel's msgmax of {self._max_size}"
+                if refused > self._max_size
+                else f"its max_bytes of {self._send_limit}"
+            )
             raise MessageTooLarge(
-                f"{self.describe()}: a message of {refused} bytes exceeds the kernel's "
-                f"msgmax of {self._max_size}"
+                f"{self.describe()}: a message of {refused} bytes exceeds {limit}"
             )
 
     def receive(
@@ -414,16 +434,8 @@ class SysVMessageQueue(Resource):
                 f"{self.describe()}: the next matching message is larger than {size} bytes; "
                 "it stays queued (truncate=True takes it cut to fit)"
             )
-        if code == errno.EINVAL:
-            try:
-                status = _native.msgctl_stat(self._id)
-            except OSError:
-                return from_os_error(OSError(errno.EIDRM, ""), KIND, self._label)
-            if size > status["max_bytes"]:
-                return MessageTooLarge(
-                    f"{self.describe()}: a message of {size} bytes exceeds its max_bytes "
-                    f"of {status['max_bytes']}"
-                )
+        if code == errno.EINVAL:  # the id names no queue any more
+            return from_os_error(OSError(errno.EIDRM, ""), KIND, self._label)
         return from_os_error(error, KIND, self._label)
 
     # -- control --
@@ -500,6 +512,7 @@ class SysVMessageQueue(Resource):
         """
         check_int(max_bytes, "max_bytes", minimum=1)
         self._set(self._stat()["mode"] & 0o777, max_bytes)
+        self._send_limit = min(self._max_size, max_bytes)
 
     def unlink(self) -> None:
         """Remove the queue now (IPC_RMID): its messages are discarded, and senders
