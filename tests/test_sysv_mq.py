@@ -38,8 +38,9 @@ MSGMNB = int(Path("/proc/sys/kernel/msgmnb").read_text())
 
 
 def make_queue(names: Names, cleanup: Cleanup) -> SysVMessageQueue:
-    queue = SysVMessageQueue.create(names.key())
-    cleanup(queue.unlink)
+    key = names.key()
+    queue = SysVMessageQueue.create(key)
+    cleanup(sysv_mq.unlink, key)  # runs after the close below: by key, not by handle
     cleanup(queue.close)
     return queue
 
@@ -104,7 +105,7 @@ def test_open_or_create_then_unlink_by_key(names: Names) -> None:
 def test_keys_in_every_form(names: Names, cleanup: Cleanup) -> None:
     key = names.key() | 0x80000000  # above 2**31: stored as a negative key_t
     with SysVMessageQueue.create(key) as queue:
-        cleanup(queue.unlink)
+        cleanup(sysv_mq.unlink, key)
         assert queue.key == key - 2**32
         with SysVMessageQueue.open(key - 2**32) as same:
             assert same.id == queue.id
