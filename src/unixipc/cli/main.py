@@ -14,6 +14,8 @@ from ..errors import IPCError
 SUBCOMMANDS = (
     "demo",
     "fifo",
+    "mq",
+    "sysv-mq",
 )
 
 
