@@ -583,3 +583,25 @@ def test_c_and_python_exchange_messages_with_priorities(
         [str(peer), "receive", queue.name], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout == "30 urgent\n2 from python\n"
+
+
+class Seconds(float):
+    """A float subclass: valid, but not what the C fast path takes."""
+
+
+class Level(int):
+    """An int subclass, as an IntEnum would be."""
+
+
+def test_unusual_but_valid_arguments_take_the_python_path(names: Names, cleanup: Cleanup) -> None:
+    queue = make_queue(names, cleanup)
+    queue.send(memoryview(b"slow"), priority=Level(3), timeout=Seconds(1))
+    queue.send(b"fast", priority=2, timeout=1)
+    assert queue.receive(timeout=Seconds(0)) == (b"slow", 3)
+    assert queue.receive_into(bytearray(256), timeout=Level(0)) == (4, 2)
+    with pytest.raises(TypeError, match="timeout"):
+        queue.receive(timeout=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        queue.send()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        queue.receive(colour="blue")  # type: ignore[call-arg]

@@ -511,3 +511,25 @@ def test_c_and_python_exchange_typed_messages(
             check=True,
         )
         assert result.stdout == f"{wanted} {text}\n"
+
+
+class Seconds(float):
+    """A float subclass: valid, but not what the C fast path takes."""
+
+
+class Kind(int):
+    """An int subclass, as an IntEnum would be."""
+
+
+def test_unusual_but_valid_arguments_take_the_python_path(names: Names, cleanup: Cleanup) -> None:
+    queue = make_queue(names, cleanup)
+    queue.send(memoryview(b"slow"), type=Kind(3), timeout=Seconds(1))
+    queue.send(b"fast", type=2, timeout=1)
+    assert queue.receive(type=Kind(3), timeout=Seconds(0)) == (b"slow", 3)
+    assert queue.receive_into(bytearray(8), type=-5, timeout=Kind(0)) == (4, 2)
+    with pytest.raises(TypeError, match="timeout"):
+        queue.receive(timeout=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        queue.send()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        queue.receive(colour="blue")  # type: ignore[call-arg]

@@ -8,6 +8,10 @@
  * the same monotonic deadline (a clock step does not shorten or stretch it).
  */
 #include "common.h"
+#include "queue_fastpath.h"
+
+#include <stddef.h>
+#include <structmember.h>
 
 #include <fcntl.h>
 #include <mqueue.h>
@@ -133,9 +137,40 @@ static int parse_priority(PyObject *arg, unsigned int *out)
     return 0;
 }
 
+/* Send with the GIL released, retrying after EINTR with the same deadline.
+ * Returns 0, -1 with errno set, or -2 with an exception from a signal handler. */
+static int send_with_deadline(mqd_t mqd, const char *data, size_t length, unsigned int priority,
+                              int64_t deadline)
+{
+    int rc;
+    int saved_errno;
+    for (;;) {
+        if (deadline == UNIXIPC_NO_DEADLINE) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = mq_send(mqd, data, length, priority);
+            saved_errno = errno;
+            Py_END_ALLOW_THREADS
+        } else {
+            struct timespec at;
+            unixipc_abstime(deadline, CLOCK_REALTIME, &at);
+            Py_BEGIN_ALLOW_THREADS
+            rc = mq_timedsend(mqd, data, length, priority, &at);
+            saved_errno = errno;
+            Py_END_ALLOW_THREADS
+        }
+        if (rc == 0 || saved_errno != EINTR) {
+            break;
+        }
+        if (unixipc_after_eintr() < 0) {
+            return -2;
+        }
+    }
+    errno = saved_errno;
+    return rc == 0 ? 0 : -1;
+}
+
 /* mq_send(mqd, message, priority, deadline_ns, name, max_size) -> None | int
- * Returns the message's length, sending nothing, when it exceeds max_size.
- * METH_FASTCALL: this is the hot path of every send. */
+ * Returns the message's length, sending nothing, when it exceeds max_size. */
 static PyObject *native_mq_send(PyObject *Py_UNUSED(self), PyObject *const *args,
                                 Py_ssize_t nargs)
 {
@@ -164,33 +199,11 @@ static PyObject *native_mq_send(PyObject *Py_UNUSED(self), PyObject *const *args
         PyBuffer_Release(&view);
         return PyLong_FromSsize_t(length);
     }
-    int rc;
-    int saved_errno;
-    for (;;) {
-        if (deadline == UNIXIPC_NO_DEADLINE) {
-            Py_BEGIN_ALLOW_THREADS
-            rc = mq_send(mqd, view.buf, (size_t)view.len, priority);
-            saved_errno = errno;
-            Py_END_ALLOW_THREADS
-        } else {
-            struct timespec at;
-            unixipc_abstime(deadline, CLOCK_REALTIME, &at);
-            Py_BEGIN_ALLOW_THREADS
-            rc = mq_timedsend(mqd, view.buf, (size_t)view.len, priority, &at);
-            saved_errno = errno;
-            Py_END_ALLOW_THREADS
-        }
-        if (rc == 0 || saved_errno != EINTR) {
-            break;
-        }
-        if (unixipc_after_eintr() < 0) {
-            PyBuffer_Release(&view);
-            return NULL;
-        }
-    }
+    int rc = send_with_deadline(mqd, view.buf, (size_t)view.len, priority, deadline);
+    int error = errno;
     PyBuffer_Release(&view);
-    if (rc != 0) {
-        return raise_error_named(saved_errno, args[4]);
+    if (rc < 0) {
+        return rc == -2 ? NULL : raise_error_named(error, args[4]);
     }
     Py_RETURN_NONE;
 }
@@ -227,40 +240,65 @@ static Py_ssize_t receive_with_deadline(mqd_t mqd, char *buffer, size_t size, in
     return (Py_ssize_t)got;
 }
 
-
-/* A tuple subclass (a typing.NamedTuple) holding (first, second). */
-static PyObject *make_pair(PyObject *result_type, PyObject *first, PyObject *second)
-{
-    PyTypeObject *type = (PyTypeObject *)result_type;
-    PyObject *pair = type->tp_alloc(type, 2);
-    if (pair == NULL) {
-        Py_DECREF(first);
-        Py_DECREF(second);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(pair, 0, first);
-    PyTuple_SET_ITEM(pair, 1, second);
-    return pair;
-}
-
 /* Messages up to this size are received on the stack and copied into a bytes
  * object of their exact length; larger queues receive straight into a bytes
  * object of the queue's message size, which is then shrunk. */
 #define STACK_RECEIVE_MAX 8192
 
+/* A new bytes object holding the next message; NULL with *failure set to
+ * errno, or to -2 when a Python exception is set. */
+static PyObject *receive_bytes(mqd_t mqd, Py_ssize_t size, int64_t deadline,
+                               unsigned int *priority, int *failure)
+{
+    *failure = -2;
+    if (size <= STACK_RECEIVE_MAX) {
+        char buffer[STACK_RECEIVE_MAX];
+        Py_ssize_t got = receive_with_deadline(mqd, buffer, (size_t)size, deadline, priority);
+        if (got < 0) {
+            *failure = got == -2 ? -2 : errno;
+            return NULL;
+        }
+        return PyBytes_FromStringAndSize(buffer, got);
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL) {
+        return NULL;
+    }
+    Py_ssize_t got =
+        receive_with_deadline(mqd, PyBytes_AS_STRING(data), (size_t)size, deadline, priority);
+    if (got < 0) {
+        *failure = got == -2 ? -2 : errno;
+        Py_DECREF(data);
+        return NULL;
+    }
+    if (got != size && _PyBytes_Resize(&data, got) < 0) {
+        return NULL;
+    }
+    return data;
+}
+
+static int check_result_type(PyObject *type)
+{
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "result_type must be a tuple subclass");
+        return -1;
+    }
+    return 0;
+}
+
 /* mq_receive(mqd, size, deadline_ns, name, result_type) -> result_type(data, priority) */
 static PyObject *native_mq_receive(PyObject *Py_UNUSED(self), PyObject *const *args,
                                    Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyType_Check(args[4]) ||
-        !PyType_IsSubtype((PyTypeObject *)args[4], &PyTuple_Type)) {
+    if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
-                        "mq_receive(mqd, size, deadline_ns, name, result_type: tuple subclass)");
+                        "mq_receive(mqd, size, deadline_ns, name, result_type)");
         return NULL;
     }
     mqd_t mqd;
     int64_t deadline;
-    if (parse_mqd(args[0], &mqd) < 0 || unixipc_parse_deadline(args[2], &deadline) < 0) {
+    if (check_result_type(args[4]) < 0 || parse_mqd(args[0], &mqd) < 0 ||
+        unixipc_parse_deadline(args[2], &deadline) < 0) {
         return NULL;
     }
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
@@ -271,39 +309,12 @@ static PyObject *native_mq_receive(PyObject *Py_UNUSED(self), PyObject *const *a
         return NULL;
     }
     unsigned int priority = 0;
-    PyObject *data;
-    if (size <= STACK_RECEIVE_MAX) {
-        char buffer[STACK_RECEIVE_MAX];
-        Py_ssize_t got = receive_with_deadline(mqd, buffer, (size_t)size, deadline, &priority);
-        if (got < 0) {
-            return got == -2 ? NULL : raise_error_named(errno, args[3]);
-        }
-        data = PyBytes_FromStringAndSize(buffer, got);
-        if (data == NULL) {
-            return NULL;
-        }
-    } else {
-        data = PyBytes_FromStringAndSize(NULL, size);
-        if (data == NULL) {
-            return NULL;
-        }
-        Py_ssize_t got =
-            receive_with_deadline(mqd, PyBytes_AS_STRING(data), (size_t)size, deadline, &priority);
-        int error = errno;
-        if (got < 0) {
-            Py_DECREF(data);
-            return got == -2 ? NULL : raise_error_named(error, args[3]);
-        }
-        if (got != size && _PyBytes_Resize(&data, got) < 0) {
-            return NULL;
-        }
+    int failure;
+    PyObject *data = receive_bytes(mqd, size, deadline, &priority, &failure);
+    if (data == NULL) {
+        return failure == -2 ? NULL : raise_error_named(failure, args[3]);
     }
-    PyObject *priority_object = PyLong_FromUnsignedLong(priority);
-    if (priority_object == NULL) {
-        Py_DECREF(data);
-        return NULL;
-    }
-    return make_pair(args[4], data, priority_object);
+    return uq_pair(args[4], data, PyLong_FromUnsignedLong(priority));
 }
 
 /* mq_receive_into(mqd, buffer, deadline_ns, name) -> (nbytes, priority) */
@@ -332,6 +343,189 @@ static PyObject *native_mq_receive_into(PyObject *Py_UNUSED(self), PyObject *con
     }
     return Py_BuildValue("(nI)", got, priority);
 }
+
+/* ---- the fast path: methods of PosixMessageQueue's C base -------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int mqd;               /* -1 once closed */
+    Py_ssize_t limit;      /* the queue's max_message_size */
+    PyObject *label;       /* the name, for OSError */
+    PyObject *result_type; /* Message */
+} PosixQueueCore;
+
+static PyObject *core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
+                          PyObject *Py_UNUSED(kwargs))
+{
+    PosixQueueCore *self = (PosixQueueCore *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->mqd = -1; /* never 0: that is standard input */
+    }
+    return (PyObject *)self;
+}
+
+static void core_dealloc(PosixQueueCore *self)
+{
+    Py_CLEAR(self->label);
+    Py_CLEAR(self->result_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static const char *const send_keywords[] = {"priority", "timeout"};
+static const char *const timeout_keyword[] = {"timeout"};
+
+static PyObject *core_send(PosixQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    PyObject *values[2] = {NULL, Py_None};
+    unsigned int priority = 0;
+    int64_t deadline;
+    int zero;
+    Py_buffer view;
+    if (nargs != 1 || uq_keywords(kwnames, args + nargs, send_keywords, values, 2) < 0 ||
+        !uq_deadline(values[1], &deadline, &zero)) {
+        goto slow;
+    }
+    if (values[0] != NULL) {
+        if (!PyLong_CheckExact(values[0])) {
+            goto slow;
+        }
+        unsigned long value = PyLong_AsUnsignedLong(values[0]);
+        if (value == (unsigned long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto slow;
+        }
+        if (value >= (unsigned long)MQ_PRIO_MAX) {
+            goto slow;
+        }
+        priority = (unsigned int)value;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        goto slow;
+    }
+    if (view.len > self->limit) {
+        PyBuffer_Release(&view);
+        goto slow;
+    }
+    int rc = send_with_deadline((mqd_t)self->mqd, view.buf, (size_t)view.len, priority, deadline);
+    int error = errno;
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        return rc == -2 ? NULL
+                        : uq_raise_error((PyObject *)self, error, self->label, "send to", values[1], -1);
+    }
+    Py_RETURN_NONE;
+slow:
+    return uq_fall_back((PyObject *)self, "_send_slow", args, nargs, kwnames);
+}
+
+static PyObject *core_receive(PosixQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    PyObject *timeout = Py_None;
+    int64_t deadline;
+    int zero;
+    if (nargs != 0 || self->result_type == NULL ||
+        uq_keywords(kwnames, args + nargs, timeout_keyword, &timeout, 1) < 0 ||
+        !uq_deadline(timeout, &deadline, &zero)) {
+        return uq_fall_back((PyObject *)self, "_receive_slow", args, nargs, kwnames);
+    }
+    unsigned int priority = 0;
+    int failure;
+    PyObject *data = receive_bytes((mqd_t)self->mqd, self->limit, deadline, &priority, &failure);
+    if (data == NULL) {
+        return failure == -2 ? NULL
+                             : uq_raise_error((PyObject *)self, failure, self->label,
+                                              "receive from", timeout, -1);
+    }
+    return uq_pair(self->result_type, data, PyLong_FromUnsignedLong(priority));
+}
+
+static PyObject *core_receive_into(PosixQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    PyObject *timeout = Py_None;
+    int64_t deadline;
+    int zero;
+    Py_buffer view;
+    if (nargs != 1 || uq_keywords(kwnames, args + nargs, timeout_keyword, &timeout, 1) < 0 ||
+        !uq_deadline(timeout, &deadline, &zero)) {
+        goto slow;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        goto slow;
+    }
+    if (view.len < self->limit) { /* the kernel would refuse: let Python explain */
+        PyBuffer_Release(&view);
+        goto slow;
+    }
+    unsigned int priority = 0;
+    Py_ssize_t got =
+        receive_with_deadline((mqd_t)self->mqd, view.buf, (size_t)view.len, deadline, &priority);
+    int error = errno;
+    PyBuffer_Release(&view);
+    if (got < 0) {
+        return got == -2 ? NULL
+                         : uq_raise_error((PyObject *)self, error, self->label, "receive from",
+                                          timeout, -1);
+    }
+    return Py_BuildValue("(nI)", got, priority);
+slow:
+    return uq_fall_back((PyObject *)self, "_receive_into_slow", args, nargs, kwnames);
+}
+
+static PyMethodDef core_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))core_send, METH_FASTCALL | METH_KEYWORDS,
+     "send($self, message, /, *, priority=0, timeout=None)\n--\n\n"
+     "Put ``message`` (any bytes-like object) on the queue with ``priority``.\n\n"
+     "Blocks while the queue is full: ``timeout=None`` waits, ``0`` tries once,\n"
+     "a positive number of seconds waits at most that long.\n\n"
+     "Raises:\n"
+     "    MessageTooLarge: larger than ``max_message_size`` (nothing is sent).\n"
+     "    WouldBlock: ``timeout=0`` and the queue is full.\n"
+     "    TimeoutExpired: still full when ``timeout`` ran out.\n"},
+    {"receive", (PyCFunction)(void (*)(void))core_receive, METH_FASTCALL | METH_KEYWORDS,
+     "receive($self, /, *, timeout=None)\n--\n\n"
+     "Take the oldest message of the highest priority: ``Message(data, priority)``.\n\n"
+     "Raises:\n"
+     "    WouldBlock: ``timeout=0`` and the queue is empty.\n"
+     "    TimeoutExpired: still empty when ``timeout`` ran out.\n"},
+    {"receive_into", (PyCFunction)(void (*)(void))core_receive_into,
+     METH_FASTCALL | METH_KEYWORDS,
+     "receive_into($self, buffer, /, *, timeout=None)\n--\n\n"
+     "Receive the next message into ``buffer``; return ``(nbytes, priority)``.\n\n"
+     "``buffer`` is a writable bytes-like object of at least ``max_message_size``\n"
+     "bytes (the kernel requires room for the largest message the queue accepts).\n\n"
+     "Raises:\n"
+     "    MessageTooLarge: ``buffer`` is smaller than ``max_message_size`` (no\n"
+     "        message is taken).\n"
+     "    WouldBlock: ``timeout=0`` and the queue is empty.\n"
+     "    TimeoutExpired: still empty when ``timeout`` ran out.\n"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef core_members[] = {
+    {"_mqd", T_INT, offsetof(PosixQueueCore, mqd), 0, "the descriptor (-1 once closed)"},
+    {"_limit", T_PYSSIZET, offsetof(PosixQueueCore, limit), 0, "max_message_size"},
+    {"_label", T_OBJECT, offsetof(PosixQueueCore, label), 0, "the name, for errors"},
+    {"_result_type", T_OBJECT, offsetof(PosixQueueCore, result_type), 0,
+     "the named tuple receive() returns"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject PosixQueueCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "unixipc._native.PosixQueueCore",
+    .tp_basicsize = sizeof(PosixQueueCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The C base of PosixMessageQueue: its send and receive fast paths (private).",
+    .tp_new = core_new,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+};
 
 /* ---- notification ------------------------------------------------------------ */
 
@@ -432,6 +626,9 @@ int unixipc_init_posix_mq(PyObject *module)
     if (PyModule_AddFunctions(module, posix_mq_methods) < 0) {
         return -1;
     }
-    long prio_max = sysconf(_SC_MQ_PRIO_MAX);
-    return PyModule_AddIntConstant(module, "MQ_PRIO_MAX", prio_max > 0 ? prio_max : 32768);
+    if (PyType_Ready(&PosixQueueCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "PosixQueueCore", (PyObject *)&PosixQueueCoreType) < 0) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "MQ_PRIO_MAX", MQ_PRIO_MAX);
 }

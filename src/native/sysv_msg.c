@@ -7,6 +7,10 @@
  * with a per-thread timer signal; timeout 0 is IPC_NOWAIT, chosen by Python.
  */
 #include "common.h"
+#include "queue_fastpath.h"
+
+#include <stddef.h>
+#include <structmember.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +123,32 @@ static int parse_mtype(PyObject *arg, long minimum, long *out)
     return 0;
 }
 
+/* Send `length` bytes as `mtype` under the deadline. Returns 0, -1 with errno
+ * set, or -2 with a Python exception set. */
+static int send_message(int msqid, const void *data, Py_ssize_t length, long mtype, int flags,
+                        int64_t deadline)
+{
+    stack_message on_stack;
+    stack_message *message = &on_stack;
+    if (length > STACK_MESSAGE_MAX) {
+        message = malloc(sizeof(long) + (size_t)length);
+        if (message == NULL) {
+            PyErr_NoMemory();
+            return -2;
+        }
+    }
+    message->mtype = mtype;
+    memcpy(message->mtext, data, (size_t)length);
+    msg_call call = {msqid, message, (size_t)length, mtype, flags};
+    long rc = unixipc_call_with_deadline(do_msgsnd, &call, deadline);
+    int error = errno;
+    if (message != &on_stack) {
+        free(message);
+    }
+    errno = error;
+    return rc < 0 ? (int)rc : 0;
+}
+
 /* msgsnd(msqid, message, mtype, flags, deadline_ns, name, max_size) -> None | int
  * Returns the message's length, sending nothing, when it exceeds max_size. */
 static PyObject *native_msgsnd(PyObject *Py_UNUSED(self), PyObject *const *args,
@@ -129,11 +159,11 @@ static PyObject *native_msgsnd(PyObject *Py_UNUSED(self), PyObject *const *args,
                         "msgsnd(msqid, message, mtype, flags, deadline_ns, name, max_size)");
         return NULL;
     }
-    msg_call call;
+    int msqid, flags;
+    long mtype;
     int64_t deadline;
-    if (parse_int(args[0], &call.msqid) < 0 || parse_int(args[3], &call.flags) < 0 ||
-        unixipc_parse_deadline(args[4], &deadline) < 0 ||
-        parse_mtype(args[2], 1, &call.mtype) < 0) {
+    if (parse_int(args[0], &msqid) < 0 || parse_int(args[3], &flags) < 0 ||
+        unixipc_parse_deadline(args[4], &deadline) < 0 || parse_mtype(args[2], 1, &mtype) < 0) {
         return NULL;
     }
     Py_ssize_t max_size = PyLong_AsSsize_t(args[6]);
@@ -149,25 +179,9 @@ static PyObject *native_msgsnd(PyObject *Py_UNUSED(self), PyObject *const *args,
         PyBuffer_Release(&view);
         return PyLong_FromSsize_t(length);
     }
-    stack_message on_stack;
-    stack_message *message = &on_stack;
-    if (view.len > STACK_MESSAGE_MAX) {
-        message = malloc(sizeof(long) + (size_t)view.len);
-        if (message == NULL) {
-            PyBuffer_Release(&view);
-            return PyErr_NoMemory();
-        }
-    }
-    message->mtype = call.mtype;
-    memcpy(message->mtext, view.buf, (size_t)view.len);
-    call.message = message;
-    call.size = (size_t)view.len;
-    PyBuffer_Release(&view);
-    long rc = unixipc_call_with_deadline(do_msgsnd, &call, deadline);
+    int rc = send_message(msqid, view.buf, view.len, mtype, flags, deadline);
     int error = errno;
-    if (message != &on_stack) {
-        free(message);
-    }
+    PyBuffer_Release(&view);
     if (rc < 0) {
         return rc == -2 ? NULL : raise_error_named(error, args[5]);
     }
@@ -175,23 +189,16 @@ static PyObject *native_msgsnd(PyObject *Py_UNUSED(self), PyObject *const *args,
 }
 
 /* Receive up to `size` bytes into a temporary struct msgbuf, then let `deliver`
- * copy the text where it belongs. Returns what deliver returns, or NULL. */
+ * copy the text where it belongs. Returns what deliver returns; or NULL with
+ * *failure = errno, or -2 when a Python exception is set. */
 typedef PyObject *(*deliver_message)(const char *text, Py_ssize_t length, long mtype,
                                      void *context);
 
-static PyObject *receive_message(PyObject *const *args, Py_ssize_t size, deliver_message deliver,
-                                 void *context)
+static PyObject *receive_message(int msqid, Py_ssize_t size, long mtype, int flags,
+                                 int64_t deadline, deliver_message deliver, void *context,
+                                 int *failure)
 {
-    /* args: msqid, <size or buffer>, mtype, flags, deadline_ns, name */
-    msg_call call;
-    int64_t deadline;
-    if (parse_int(args[0], &call.msqid) < 0 || parse_int(args[3], &call.flags) < 0 ||
-        unixipc_parse_deadline(args[4], &deadline) < 0) {
-        return NULL;
-    }
-    if (parse_mtype(args[2], -LONG_MAX, &call.mtype) < 0) {
-        return NULL;
-    }
+    *failure = -2;
     stack_message on_stack;
     stack_message *message = &on_stack;
     if (size > STACK_MESSAGE_MAX) {
@@ -200,14 +207,12 @@ static PyObject *receive_message(PyObject *const *args, Py_ssize_t size, deliver
             return PyErr_NoMemory();
         }
     }
-    call.message = message;
-    call.size = (size_t)size;
+    msg_call call = {msqid, message, (size_t)size, mtype, flags};
     long got = unixipc_call_with_deadline(do_msgrcv, &call, deadline);
-    int error = errno;
-    PyObject *result;
-    if (got < 0) {
-        result = got == -2 ? NULL : raise_error_named(error, args[5]);
-    } else {
+    PyObject *result = NULL;
+    if (got == -1) {
+        *failure = errno;
+    } else if (got >= 0) {
         result = deliver(message->mtext, (Py_ssize_t)got, message->mtype, context);
     }
     if (message != &on_stack) {
@@ -218,21 +223,25 @@ static PyObject *receive_message(PyObject *const *args, Py_ssize_t size, deliver
 
 static PyObject *deliver_as_bytes(const char *text, Py_ssize_t length, long mtype, void *context)
 {
-    PyTypeObject *type = context;
-    PyObject *data = PyBytes_FromStringAndSize(text, length);
-    if (data == NULL) {
-        return NULL;
-    }
-    PyObject *mtype_object = PyLong_FromLong(mtype);
-    PyObject *pair = mtype_object == NULL ? NULL : type->tp_alloc(type, 2);
-    if (pair == NULL) {
-        Py_DECREF(data);
-        Py_XDECREF(mtype_object);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(pair, 0, data);
-    PyTuple_SET_ITEM(pair, 1, mtype_object);
-    return pair;
+    return uq_pair((PyObject *)context, PyBytes_FromStringAndSize(text, length),
+                   PyLong_FromLong(mtype));
+}
+
+static PyObject *deliver_into(const char *text, Py_ssize_t length, long mtype, void *context)
+{
+    Py_buffer *view = context;
+    memcpy(view->buf, text, (size_t)length);
+    return Py_BuildValue("(nl)", length, mtype);
+}
+
+static int parse_receive_args(PyObject *const *args, int *msqid, long *mtype, int *flags,
+                              int64_t *deadline)
+{
+    return parse_int(args[0], msqid) < 0 || parse_int(args[3], flags) < 0 ||
+                   unixipc_parse_deadline(args[4], deadline) < 0 ||
+                   parse_mtype(args[2], -LONG_MAX, mtype) < 0
+               ? -1
+               : 0;
 }
 
 /* msgrcv(msqid, size, mtype, flags, deadline_ns, name, result_type)
@@ -246,6 +255,12 @@ static PyObject *native_msgrcv(PyObject *Py_UNUSED(self), PyObject *const *args,
                                          "result_type: tuple subclass)");
         return NULL;
     }
+    int msqid, flags, failure;
+    long mtype;
+    int64_t deadline;
+    if (parse_receive_args(args, &msqid, &mtype, &flags, &deadline) < 0) {
+        return NULL;
+    }
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
     if (size < 0) {
         if (!PyErr_Occurred()) {
@@ -253,14 +268,12 @@ static PyObject *native_msgrcv(PyObject *Py_UNUSED(self), PyObject *const *args,
         }
         return NULL;
     }
-    return receive_message(args, size, deliver_as_bytes, args[6]);
-}
-
-static PyObject *deliver_into(const char *text, Py_ssize_t length, long mtype, void *context)
-{
-    Py_buffer *view = context;
-    memcpy(view->buf, text, (size_t)length);
-    return Py_BuildValue("(nl)", length, mtype);
+    PyObject *result =
+        receive_message(msqid, size, mtype, flags, deadline, deliver_as_bytes, args[6], &failure);
+    if (result == NULL && failure != -2) {
+        return raise_error_named(failure, args[5]);
+    }
+    return result;
 }
 
 /* msgrcv_into(msqid, buffer, mtype, flags, deadline_ns, name) -> (nbytes, mtype) */
@@ -272,14 +285,272 @@ static PyObject *native_msgrcv_into(PyObject *Py_UNUSED(self), PyObject *const *
                         "msgrcv_into(msqid, buffer, mtype, flags, deadline_ns, name)");
         return NULL;
     }
+    int msqid, flags, failure;
+    long mtype;
+    int64_t deadline;
+    if (parse_receive_args(args, &msqid, &mtype, &flags, &deadline) < 0) {
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
         return NULL;
     }
-    PyObject *result = receive_message(args, view.len, deliver_into, &view);
+    PyObject *result =
+        receive_message(msqid, view.len, mtype, flags, deadline, deliver_into, &view, &failure);
     PyBuffer_Release(&view);
+    if (result == NULL && failure != -2) {
+        return raise_error_named(failure, args[5]);
+    }
     return result;
 }
+
+/* ---- the fast path: methods of SysVMessageQueue's C base --------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int msqid;             /* -1 once closed */
+    Py_ssize_t max_size;   /* msgmax: the room receive() makes */
+    Py_ssize_t send_limit; /* min(msgmax, the queue's max_bytes) */
+    PyObject *label;       /* the key or id, for OSError */
+    PyObject *result_type; /* SysVMessage */
+} SysVQueueCore;
+
+static PyObject *core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
+                          PyObject *Py_UNUSED(kwargs))
+{
+    SysVQueueCore *self = (SysVQueueCore *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->msqid = -1;
+    }
+    return (PyObject *)self;
+}
+
+static void core_dealloc(SysVQueueCore *self)
+{
+    Py_CLEAR(self->label);
+    Py_CLEAR(self->result_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A plain int message type within [minimum, LONG_MAX]; 0 otherwise. */
+static int plain_mtype(PyObject *arg, long minimum, long *out)
+{
+    if (!PyLong_CheckExact(arg)) {
+        return 0;
+    }
+    long value = PyLong_AsLong(arg);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (value < minimum) {
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+/* flags and deadline from the timeout: 0 is IPC_NOWAIT. 0 when not plain. */
+static int plain_timeout(PyObject *timeout, int *flags, int64_t *deadline)
+{
+    int zero;
+    if (!uq_deadline(timeout, deadline, &zero)) {
+        return 0;
+    }
+    if (zero) {
+        *flags |= IPC_NOWAIT;
+        *deadline = UNIXIPC_NO_DEADLINE;
+    }
+    return 1;
+}
+
+/* type, timeout, truncate, except_type of receive and receive_into; 0 when
+ * anything is not plainly valid. */
+static int plain_receive_options(PyObject **values, long *mtype, int *flags, int64_t *deadline)
+{
+    *flags = 0;
+    if (!plain_mtype(values[0], -LONG_MAX, mtype) || !plain_timeout(values[1], flags, deadline)) {
+        return 0;
+    }
+    if (values[2] == Py_True) {
+        *flags |= MSG_NOERROR;
+    } else if (values[2] != Py_False) {
+        return 0;
+    }
+    if (values[3] == Py_True) {
+#ifdef MSG_EXCEPT
+        if (*mtype <= 0) {
+            return 0;
+        }
+        *flags |= MSG_EXCEPT;
+#else
+        return 0;
+#endif
+    } else if (values[3] != Py_False) {
+        return 0;
+    }
+    return 1;
+}
+
+static const char *const send_keywords[] = {"type", "timeout"};
+static const char *const receive_keywords[] = {"type", "timeout", "truncate", "except_type"};
+
+static PyObject *core_send(SysVQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    PyObject *values[2] = {NULL, Py_None};
+    long mtype = 1;
+    int flags = 0;
+    int64_t deadline;
+    Py_buffer view;
+    if (nargs != 1 || uq_keywords(kwnames, args + nargs, send_keywords, values, 2) < 0 ||
+        (values[0] != NULL && !plain_mtype(values[0], 1, &mtype)) ||
+        !plain_timeout(values[1], &flags, &deadline)) {
+        goto slow;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        goto slow;
+    }
+    if (view.len > self->send_limit) {
+        PyBuffer_Release(&view);
+        goto slow;
+    }
+    int rc = send_message(self->msqid, view.buf, view.len, mtype, flags, deadline);
+    int error = errno;
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        return rc == -2 ? NULL
+                        : uq_raise_error((PyObject *)self, error, self->label, "send to", values[1], -1);
+    }
+    Py_RETURN_NONE;
+slow:
+    return uq_fall_back((PyObject *)self, "_send_slow", args, nargs, kwnames);
+}
+
+static PyObject *zero_object(void)
+{
+    static PyObject *zero = NULL;
+    if (zero == NULL) {
+        zero = PyLong_FromLong(0);
+    }
+    return zero;
+}
+
+static PyObject *core_receive(SysVQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    PyObject *values[4] = {zero_object(), Py_None, Py_False, Py_False};
+    long mtype;
+    int flags, failure;
+    int64_t deadline;
+    if (nargs != 0 || self->result_type == NULL || values[0] == NULL ||
+        uq_keywords(kwnames, args + nargs, receive_keywords, values, 4) < 0 ||
+        !plain_receive_options(values, &mtype, &flags, &deadline)) {
+        return uq_fall_back((PyObject *)self, "_receive_slow", args, nargs, kwnames);
+    }
+    PyObject *result = receive_message(self->msqid, self->max_size, mtype, flags, deadline,
+                                       deliver_as_bytes, self->result_type, &failure);
+    if (result == NULL && failure != -2) {
+        return uq_raise_error((PyObject *)self, failure, self->label, "receive from", values[1],
+                              self->max_size);
+    }
+    return result;
+}
+
+static PyObject *core_receive_into(SysVQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    PyObject *values[4] = {zero_object(), Py_None, Py_False, Py_False};
+    long mtype;
+    int flags, failure;
+    int64_t deadline;
+    Py_buffer view;
+    if (nargs != 1 || values[0] == NULL ||
+        uq_keywords(kwnames, args + nargs, receive_keywords, values, 4) < 0 ||
+        !plain_receive_options(values, &mtype, &flags, &deadline)) {
+        goto slow;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        goto slow;
+    }
+    Py_ssize_t room = view.len;
+    PyObject *result = receive_message(self->msqid, room, mtype, flags, deadline, deliver_into,
+                                       &view, &failure);
+    PyBuffer_Release(&view);
+    if (result == NULL && failure != -2) {
+        return uq_raise_error((PyObject *)self, failure, self->label, "receive from", values[1],
+                              room);
+    }
+    return result;
+slow:
+    return uq_fall_back((PyObject *)self, "_receive_into_slow", args, nargs, kwnames);
+}
+
+static PyMethodDef core_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))core_send, METH_FASTCALL | METH_KEYWORDS,
+     "send($self, message, /, *, type=1, timeout=None)\n--\n\n"
+     "Put ``message`` (any bytes-like object) on the queue as ``type`` (> 0).\n\n"
+     "Blocks while the queue holds its ``max_bytes``: ``timeout=None`` waits,\n"
+     "``0`` tries once, a positive number of seconds waits at most that long.\n\n"
+     "Raises:\n"
+     "    MessageTooLarge: larger than the kernel's msgmax or the queue's\n"
+     "        ``max_bytes`` (nothing is sent; msgsnd would wait forever).\n"
+     "    WouldBlock: ``timeout=0`` and the queue is full.\n"
+     "    TimeoutExpired: still full when ``timeout`` ran out.\n"
+     "    ResourceNotFoundError: the queue was removed (also while waiting).\n"},
+    {"receive", (PyCFunction)(void (*)(void))core_receive, METH_FASTCALL | METH_KEYWORDS,
+     "receive($self, /, *, type=0, timeout=None, truncate=False, except_type=False)\n--\n\n"
+     "Take a message: ``SysVMessage(data, type)``.\n\n"
+     "``type`` 0 takes the oldest message; > 0 the oldest of that type (of any\n"
+     "other type with ``except_type``, MSG_EXCEPT); < 0 the oldest of the lowest\n"
+     "type <= |type|. A message longer than the kernel's msgmax (possible only if\n"
+     "msgmax was lowered) is cut to it with ``truncate=True`` (MSG_NOERROR);\n"
+     "without it, MessageTooLarge is raised and the message stays queued.\n\n"
+     "Raises:\n"
+     "    WouldBlock: ``timeout=0`` and no matching message.\n"
+     "    TimeoutExpired: no matching message when ``timeout`` ran out.\n"
+     "    MessageTooLarge: see above.\n"
+     "    ResourceNotFoundError: the queue was removed (also while waiting).\n"},
+    {"receive_into", (PyCFunction)(void (*)(void))core_receive_into,
+     METH_FASTCALL | METH_KEYWORDS,
+     "receive_into($self, buffer, /, *, type=0, timeout=None, truncate=False, "
+     "except_type=False)\n--\n\n"
+     "Receive the next message into ``buffer``; return ``(nbytes, type)``.\n\n"
+     "``type``, ``timeout`` and ``except_type`` as in ``receive``. A message longer\n"
+     "than ``buffer`` is cut to fit with ``truncate=True``; without it,\n"
+     "MessageTooLarge is raised and the message stays queued.\n\n"
+     "Raises:\n"
+     "    MessageTooLarge: the message does not fit and ``truncate`` is False.\n"
+     "    WouldBlock: ``timeout=0`` and no matching message.\n"
+     "    TimeoutExpired: no matching message when ``timeout`` ran out.\n"
+     "    ResourceNotFoundError: the queue was removed (also while waiting).\n"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef core_members[] = {
+    {"_id", T_INT, offsetof(SysVQueueCore, msqid), 0, "the queue id (-1 once closed)"},
+    {"_max_size", T_PYSSIZET, offsetof(SysVQueueCore, max_size), 0, "msgmax"},
+    {"_send_limit", T_PYSSIZET, offsetof(SysVQueueCore, send_limit), 0,
+     "the largest message send() takes"},
+    {"_label", T_OBJECT, offsetof(SysVQueueCore, label), 0, "the key or id, for errors"},
+    {"_result_type", T_OBJECT, offsetof(SysVQueueCore, result_type), 0,
+     "the named tuple receive() returns"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject SysVQueueCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "unixipc._native.SysVQueueCore",
+    .tp_basicsize = sizeof(SysVQueueCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The C base of SysVMessageQueue: its send and receive fast paths (private).",
+    .tp_new = core_new,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+};
 
 static PyObject *native_msgctl_stat(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -366,7 +637,8 @@ static PyMethodDef sysv_msg_methods[] = {
 
 int unixipc_init_sysv_msg(PyObject *module)
 {
-    if (PyModule_AddFunctions(module, sysv_msg_methods) < 0 ||
+    if (PyModule_AddFunctions(module, sysv_msg_methods) < 0 || PyType_Ready(&SysVQueueCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "SysVQueueCore", (PyObject *)&SysVQueueCoreType) < 0 ||
         PyModule_AddIntConstant(module, "IPC_PRIVATE", (long)IPC_PRIVATE) < 0 ||
         PyModule_AddIntConstant(module, "IPC_CREAT", IPC_CREAT) < 0 ||
         PyModule_AddIntConstant(module, "IPC_EXCL", IPC_EXCL) < 0 ||

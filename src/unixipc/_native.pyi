@@ -4,7 +4,10 @@
 from os import PathLike
 from typing import Any, TypeVar
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, disjoint_base
+
+from unixipc.posix_mq import Message
+from unixipc.sysv_mq import SysVMessage
 
 _Pair = TypeVar("_Pair", bound=tuple[Any, ...])  # a NamedTuple class of two fields
 
@@ -23,6 +26,20 @@ def shm_unlink(name: str, /) -> None: ...
 
 # posix_mq.c
 MQ_PRIO_MAX: int
+
+@disjoint_base
+class PosixQueueCore:
+    _mqd: int
+    _limit: int
+    _label: str
+    _result_type: type[Message]
+    def send(
+        self, message: Buffer, /, *, priority: int = 0, timeout: float | None = None
+    ) -> None: ...
+    def receive(self, *, timeout: float | None = None) -> Message: ...
+    def receive_into(
+        self, buffer: Buffer, /, *, timeout: float | None = None
+    ) -> tuple[int, int]: ...
 
 def mq_open(
     name: str, flags: int, mode: int, max_messages: int, max_message_size: int, /
@@ -43,6 +60,33 @@ def mq_notify_pipe(mqd: int, pipe_fd: int, token: int, name: str | None = None, 
 def mq_notify_signal(mqd: int, signo: int, name: str | None = None, /) -> None: ...
 
 # sysv_msg.c
+@disjoint_base
+class SysVQueueCore:
+    _id: int
+    _max_size: int
+    _send_limit: int
+    _label: str
+    _result_type: type[SysVMessage]
+    def send(self, message: Buffer, /, *, type: int = 1, timeout: float | None = None) -> None: ...
+    def receive(
+        self,
+        *,
+        type: int = 0,
+        timeout: float | None = None,
+        truncate: bool = False,
+        except_type: bool = False,
+    ) -> SysVMessage: ...
+    def receive_into(
+        self,
+        buffer: Buffer,
+        /,
+        *,
+        type: int = 0,
+        timeout: float | None = None,
+        truncate: bool = False,
+        except_type: bool = False,
+    ) -> tuple[int, int]: ...
+
 IPC_PRIVATE: int
 IPC_CREAT: int
 IPC_EXCL: int

@@ -284,11 +284,15 @@ os.register_at_fork(after_in_child=_dispatcher.forget_after_fork)
 # ---- the queue -------------------------------------------------------------------
 
 
-class PosixMessageQueue(Resource):
+class PosixMessageQueue(Resource, _native.PosixQueueCore):
     """An open POSIX message queue.
 
     Use :meth:`create`, :meth:`open` or :meth:`open_or_create`. ``max_messages``
     and ``max_message_size`` are the queue's attributes, read when it was opened.
+
+    ``send``, ``receive`` and ``receive_into`` are C methods (of the private base
+    ``_native.PosixQueueCore``) for well-formed calls; anything unusual goes to
+    the Python methods below them, which validate and explain.
     """
 
     kind = KIND
@@ -308,6 +312,9 @@ class PosixMessageQueue(Resource):
             raise from_os_error(error, KIND, name) from None
         self.max_messages: int = max_messages
         self.max_message_size: int = max_message_size
+        self._limit = max_message_size
+        self._label = name
+        self._result_type = Message
         self._opened(name)
 
     # -- opening --
@@ -408,17 +415,10 @@ class PosixMessageQueue(Resource):
 
     # -- messages --
 
-    def send(self, message: object, *, priority: int = 0, timeout: float | None = None) -> None:
-        """Put ``message`` (any bytes-like object) on the queue with ``priority``.
-
-        Blocks while the queue is full: ``timeout=None`` waits, ``0`` tries once,
-        a positive number of seconds waits at most that long.
-
-        Raises:
-            MessageTooLarge: larger than ``max_message_size`` (nothing is sent).
-            WouldBlock: ``timeout=0`` and the queue is full.
-            TimeoutExpired: still full when ``timeout`` ran out.
-        """
+    def _send_slow(
+        self, message: object, *, priority: int = 0, timeout: float | None = None
+    ) -> None:
+        """``send`` for the calls its C fast path does not take."""
         # The fast path is one C call: it validates the priority, compares the
         # length with max_message_size (returning it, unsent, if larger) and sends.
         deadline = -1 if timeout is None else _deadline_ns(timeout)
@@ -439,13 +439,8 @@ class PosixMessageQueue(Resource):
                 f"max_message_size of {self.max_message_size}"
             )
 
-    def receive(self, *, timeout: float | None = None) -> Message:
-        """Take the oldest message of the highest priority: ``(data, priority)``.
-
-        Raises:
-            WouldBlock: ``timeout=0`` and the queue is empty.
-            TimeoutExpired: still empty when ``timeout`` ran out.
-        """
+    def _receive_slow(self, *, timeout: float | None = None) -> Message:
+        """``receive`` for the calls its C fast path does not take."""
         try:
             return _mq_receive(
                 self._mqd,
@@ -457,19 +452,10 @@ class PosixMessageQueue(Resource):
         except OSError as error:
             raise self._error(error, "receive from", timeout) from None
 
-    def receive_into(self, buffer: object, *, timeout: float | None = None) -> tuple[int, int]:
-        """Receive the next message into ``buffer``; return ``(nbytes, priority)``.
-
-        ``buffer`` is a writable bytes-like object of at least
-        ``max_message_size`` bytes (the kernel requires room for the largest
-        message the queue accepts).
-
-        Raises:
-            MessageTooLarge: ``buffer`` is smaller than ``max_message_size``
-                (no message is taken).
-            WouldBlock: ``timeout=0`` and the queue is empty.
-            TimeoutExpired: still empty when ``timeout`` ran out.
-        """
+    def _receive_into_slow(
+        self, buffer: object, *, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """``receive_into`` for the calls its C fast path does not take."""
         deadline = -1 if timeout is None else _deadline_ns(timeout)
         try:
             return _native.mq_receive_into(self._mqd, buffer, deadline, self.name)  # type: ignore[arg-type]

@@ -188,13 +188,17 @@ def list_ids() -> list[int]:
 # ---- the queue -------------------------------------------------------------------
 
 
-class SysVMessageQueue(Resource):
+class SysVMessageQueue(Resource, _native.SysVQueueCore):
     """A System V message queue. ``key`` and ``id`` identify it.
 
     Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`.
     There is no handle to release: ``close()`` only marks this object unusable;
     the queue lives on until ``unlink()``. Pickling sends the id (for spawned
     children), which works for ``IPC_PRIVATE`` queues too.
+
+    ``send``, ``receive`` and ``receive_into`` are C methods (of the private base
+    ``_native.SysVQueueCore``) for well-formed calls; anything unusual goes to
+    the Python methods below them, which validate and explain.
     """
 
     kind = KIND
@@ -209,6 +213,7 @@ class SysVMessageQueue(Resource):
         self._max_size = _kernel_limit("msgmax", 8192)
         name = format_key(key) if key != IPC_PRIVATE else f"IPC_PRIVATE id {queue_id}"
         self._label = name
+        self._result_type = SysVMessage
         self._opened(name)
         # A message larger than the queue's max_bytes would make msgsnd wait
         # forever: send() refuses it, against this value refreshed when it says no.
@@ -297,19 +302,8 @@ class SysVMessageQueue(Resource):
 
     # -- messages --
 
-    def send(self, message: object, *, type: int = 1, timeout: float | None = None) -> None:
-        """Put ``message`` (any bytes-like object) on the queue as ``type`` (> 0).
-
-        Blocks while the queue holds its ``max_bytes``: ``timeout=None`` waits,
-        ``0`` tries once, a positive number of seconds waits at most that long.
-
-        Raises:
-            MessageTooLarge: larger than the kernel's msgmax or the queue's
-                ``max_bytes`` (nothing is sent; msgsnd would wait forever).
-            WouldBlock: ``timeout=0`` and the queue is full.
-            TimeoutExpired: still full when ``timeout`` ran out.
-            ResourceNotFoundError: the queue was removed (also while waiting).
-        """
+    def _send_slow(self, message: object, *, type: int = 1, timeout: float | None = None) -> None:
+        """``send`` for the calls its C fast path does not take."""
         # One C call validates the type, compares the length with the limit
         # (returning it, unsent, if larger) and sends.
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
@@ -327,7 +321,7 @@ class SysVMessageQueue(Resource):
             self._check_open()
             self._send_limit = self._current_send_limit()
             if refused <= self._send_limit:  # max_bytes was raised meanwhile
-                return self.send(message, type=type, timeout=timeout)
+                return self._send_slow(message, type=type, timeout=timeout)
             limit = (
                 f"the kernel's msgmax of {self._max_size}"
                 if refused > self._max_size
@@ -337,7 +331,7 @@ class SysVMessageQueue(Resource):
                 f"{self.describe()}: a message of {refused} bytes exceeds {limit}"
             )
 
-    def receive(
+    def _receive_slow(
         self,
         *,
         type: int = 0,
@@ -345,20 +339,7 @@ class SysVMessageQueue(Resource):
         truncate: bool = False,
         except_type: bool = False,
     ) -> SysVMessage:
-        """Take a message: ``(data, type)``.
-
-        ``type`` 0 takes the oldest message; > 0 the oldest of that type (of any
-        other type with ``except_type``); < 0 the oldest of the lowest type
-        <= |type|. A message longer than the kernel's msgmax (possible only if
-        msgmax was lowered) is cut to it with ``truncate=True``; without it,
-        :class:`MessageTooLarge` is raised and the message stays queued.
-
-        Raises:
-            WouldBlock: ``timeout=0`` and no matching message.
-            TimeoutExpired: no matching message when ``timeout`` ran out.
-            MessageTooLarge: see above.
-            ResourceNotFoundError: the queue was removed (also while waiting).
-        """
+        """``receive`` for the calls its C fast path does not take."""
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
         if truncate or except_type:
             flags |= self._receive_flags(type, truncate, except_type)
@@ -372,7 +353,7 @@ class SysVMessageQueue(Resource):
             _check_receive_type(type)  # raise the error naming the argument
             raise
 
-    def receive_into(
+    def _receive_into_slow(
         self,
         buffer: object,
         *,
@@ -381,18 +362,7 @@ class SysVMessageQueue(Resource):
         truncate: bool = False,
         except_type: bool = False,
     ) -> tuple[int, int]:
-        """Receive the next message into ``buffer``; return ``(nbytes, type)``.
-
-        ``type``, ``timeout`` and ``except_type`` as in :meth:`receive`. A message
-        longer than ``buffer`` is cut to fit with ``truncate=True``; without it,
-        :class:`MessageTooLarge` is raised and the message stays queued.
-
-        Raises:
-            MessageTooLarge: the message does not fit and ``truncate`` is False.
-            WouldBlock: ``timeout=0`` and no matching message.
-            TimeoutExpired: no matching message when ``timeout`` ran out.
-            ResourceNotFoundError: the queue was removed (also while waiting).
-        """
+        """``receive_into`` for the calls its C fast path does not take."""
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
         if truncate or except_type:
             flags |= self._receive_flags(type, truncate, except_type)
@@ -420,7 +390,9 @@ class SysVMessageQueue(Resource):
             flags |= _MSG_EXCEPT
         return flags
 
-    def _error(self, error: OSError, what: str, timeout: float | None, size: int) -> IPCError:
+    def _error(
+        self, error: OSError, what: str, timeout: float | None, size: int | None = None
+    ) -> IPCError:
         """The exception for a failed send or receive (the slow path)."""
         self._check_open()
         code = error.errno
