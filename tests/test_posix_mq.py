@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Names
-from tests.helpers import Child, assert_elapsed, compile_c, wait_until
+from tests.helpers import Child, assert_elapsed, compile_c, run_python, wait_until
 from unixipc import (
     ClosedResourceError,
     IPCOSError,
@@ -605,3 +605,22 @@ def test_unusual_but_valid_arguments_take_the_python_path(names: Names, cleanup:
         queue.send()  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         queue.receive(colour="blue")  # type: ignore[call-arg]
+
+
+EXIT_DURING_NOTIFICATION = """
+import sys, time
+from unixipc import PosixMessageQueue
+queue = PosixMessageQueue.open(sys.argv[1])
+queue.request_notification(lambda: time.sleep(0.5))  # still running at exit
+queue.send(b"wake up")  # the notification fires while the interpreter exits
+"""
+
+
+def test_interpreter_exit_with_a_notification_in_flight_is_clean(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    for _ in range(3):
+        result = run_python(EXIT_DURING_NOTIFICATION, queue.name)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert queue.receive(timeout=0).data == b"wake up"
