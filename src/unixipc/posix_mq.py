@@ -419,8 +419,9 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
         self, message: object, *, priority: int = 0, timeout: float | None = None
     ) -> None:
         """``send`` for the calls its C fast path does not take."""
-        # The fast path is one C call: it validates the priority, compares the
-        # length with max_message_size (returning it, unsent, if larger) and sends.
+        # One C call checks the priority, compares the length with
+        # max_message_size (returning it, unsent, if larger) and sends; when it
+        # refuses an argument, the validators below raise the error naming it.
         deadline = -1 if timeout is None else _deadline_ns(timeout)
         try:
             refused = _mq_send(

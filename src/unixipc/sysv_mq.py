@@ -304,8 +304,9 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
 
     def _send_slow(self, message: object, *, type: int = 1, timeout: float | None = None) -> None:
         """``send`` for the calls its C fast path does not take."""
-        # One C call validates the type, compares the length with the limit
-        # (returning it, unsent, if larger) and sends.
+        # One C call checks the type, compares the length with the limit
+        # (returning it, unsent, if larger) and sends; when it refuses an
+        # argument, the validators below raise the error naming it.
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
         try:
             refused = _msgsnd(
@@ -341,8 +342,7 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
     ) -> SysVMessage:
         """``receive`` for the calls its C fast path does not take."""
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
-        if truncate or except_type:
-            flags |= self._receive_flags(type, truncate, except_type)
+        flags |= self._receive_flags(type, truncate, except_type)
         try:
             return _msgrcv(
                 self._id, self._max_size, type, flags, deadline, self._label, SysVMessage
@@ -364,8 +364,7 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
     ) -> tuple[int, int]:
         """``receive_into`` for the calls its C fast path does not take."""
         flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
-        if truncate or except_type:
-            flags |= self._receive_flags(type, truncate, except_type)
+        flags |= self._receive_flags(type, truncate, except_type)
         try:
             return _native.msgrcv_into(self._id, buffer, type, flags, deadline, self._label)  # type: ignore[arg-type]
         except (TypeError, OverflowError, BufferError):
