@@ -90,7 +90,7 @@ static inline PyObject *uq_fall_back(PyObject *self, const char *name, PyObject 
 static inline PyObject *uq_raise_error(PyObject *self, int error, PyObject *name, const char *what,
                                        PyObject *timeout, Py_ssize_t size)
 {
-    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    const char *text = name != NULL && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
     if (text == NULL) {
         PyErr_Clear();
     }
