@@ -218,6 +218,10 @@ def test_oversize_messages_and_truncation(names: Names, cleanup: Cleanup) -> Non
     assert queue.info().current_messages == 0  # the rest was discarded, as MSG_NOERROR does
     queue.send(b"y" * MSGMAX)
     assert queue.receive() == (b"y" * MSGMAX, 1)
+    queue.send(b"w" * MSGMAX)
+    large = bytearray(3 * MSGMAX)  # more room than the stack buffer: the heap path
+    assert queue.receive_into(large) == (MSGMAX, 1)
+    assert large[:MSGMAX] == b"w" * MSGMAX
     buffer = bytearray(200)
     queue.send(b"fits", type=2)
     assert queue.receive_into(memoryview(buffer)[100:], timeout=0) == (4, 2)
