@@ -46,6 +46,17 @@ PUBLIC = {
     "SysVSemaphoreSet",
     "posix_sem",
     "sysv_sem",
+    # message queues
+    "IPC_PRIVATE",
+    "ftok",
+    "Message",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
+    "posix_mq",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
+    "sysv_mq",
     # modules and metadata
     "errors",
     "fifo",

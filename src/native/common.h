@@ -61,5 +61,7 @@ int unixipc_init_posix_shm(PyObject *module);
 int unixipc_init_sysv_shm(PyObject *module);
 int unixipc_init_posix_sem(PyObject *module);
 int unixipc_init_sysv_sem(PyObject *module);
+int unixipc_init_posix_mq(PyObject *module);
+int unixipc_init_sysv_msg(PyObject *module);
 
 #endif

@@ -14,6 +14,8 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_sysv_shm,
     unixipc_init_posix_sem,
     unixipc_init_sysv_sem,
+    unixipc_init_posix_mq,
+    unixipc_init_sysv_msg,
 };
 
 static int native_exec(PyObject *module)

@@ -14,11 +14,15 @@ from . import errors as errors
 from . import fifo as fifo
 from . import mapped_file as mapped_file
 from . import pipe as pipe
+from . import posix_mq as posix_mq
 from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
+from . import sysv_mq as sysv_mq
 from . import sysv_sem as sysv_sem
 from . import sysv_shm as sysv_shm
 from ._stream import PIPE_BUF as PIPE_BUF
+from ._sysv import IPC_PRIVATE as IPC_PRIVATE
+from ._sysv import ftok as ftok
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -45,8 +49,14 @@ from .pipe import PipeWriter as PipeWriter
 from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
+from .posix_mq import Message as Message
+from .posix_mq import PosixMessageQueue as PosixMessageQueue
+from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_sem import PosixSemaphore as PosixSemaphore
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .sysv_mq import SysVMessage as SysVMessage
+from .sysv_mq import SysVMessageQueue as SysVMessageQueue
+from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
 from .sysv_sem import SysVSemaphoreSet as SysVSemaphoreSet
 from .sysv_shm import SysVSharedMemory as SysVSharedMemory
 
@@ -56,6 +66,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = (
+    "IPC_PRIVATE",
     "PIPE_BUF",
     "AnonymousSharedMemory",
     "ClosedResourceError",
@@ -67,6 +78,7 @@ __all__ = (
     "IPCError",
     "IPCOSError",
     "MappedFile",
+    "Message",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -76,11 +88,16 @@ __all__ = (
     "PipeWriter",
     "PopenReader",
     "PopenWriter",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
     "PosixSemaphore",
     "PosixSharedMemory",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
     "SysVSemaphoreSet",
     "SysVSharedMemory",
     "TimeoutExpired",
@@ -89,11 +106,14 @@ __all__ = (
     "__version__",
     "errors",
     "fifo",
+    "ftok",
     "mapped_file",
     "pipe",
     "popen",
+    "posix_mq",
     "posix_sem",
     "posix_shm",
+    "sysv_mq",
     "sysv_sem",
     "sysv_shm",
 )

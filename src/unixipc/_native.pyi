@@ -2,7 +2,15 @@
 # Each facility's C file adds its functions here, in its own section.
 
 from collections.abc import Sequence
-from typing import final
+from os import PathLike
+from typing import Any, TypeVar, final
+
+from typing_extensions import Buffer, disjoint_base
+
+from unixipc.posix_mq import Message
+from unixipc.sysv_mq import SysVMessage
+
+_Pair = TypeVar("_Pair", bound=tuple[Any, ...])  # a NamedTuple class of two fields
 
 # common.c
 NO_DEADLINE: int
@@ -79,3 +87,104 @@ def sysv_sem_setval(id: int, index: int, value: int, /) -> None: ...
 def sysv_sem_getncnt(id: int, index: int, /) -> int: ...
 def sysv_sem_getzcnt(id: int, index: int, /) -> int: ...
 def sysv_sem_getpid(id: int, index: int, /) -> int: ...
+
+# posix_mq.c
+MQ_PRIO_MAX: int
+
+@disjoint_base
+class PosixQueueCore:
+    _mqd: int
+    _limit: int
+    _label: str
+    _result_type: type[Message]
+    def send(
+        self, message: Buffer, /, *, priority: int = 0, timeout: float | None = None
+    ) -> None: ...
+    def receive(self, *, timeout: float | None = None) -> Message: ...
+    def receive_into(
+        self, buffer: Buffer, /, *, timeout: float | None = None
+    ) -> tuple[int, int]: ...
+
+def mq_open(
+    name: str, flags: int, mode: int, max_messages: int, max_message_size: int, /
+) -> int: ...
+def mq_close(mqd: int, /) -> None: ...
+def mq_unlink(name: str, /) -> None: ...
+def mq_getattr(mqd: int, /) -> tuple[int, int, int, int]: ...
+def mq_send(
+    mqd: int, message: object, priority: int, deadline_ns: int, name: str, max_size: int, /
+) -> int | None: ...
+def mq_receive(
+    mqd: int, size: int, deadline_ns: int, name: str, result_type: type[_Pair], /
+) -> _Pair: ...
+def mq_receive_into(
+    mqd: int, buffer: Buffer, deadline_ns: int, name: str, /
+) -> tuple[int, int]: ...
+def mq_notify_pipe(mqd: int, pipe_fd: int, token: int, name: str | None = None, /) -> None: ...
+def mq_notify_signal(mqd: int, signo: int, name: str | None = None, /) -> None: ...
+
+# sysv_msg.c
+@disjoint_base
+class SysVQueueCore:
+    _id: int
+    _max_size: int
+    _send_limit: int
+    _label: str
+    _result_type: type[SysVMessage]
+    def send(self, message: Buffer, /, *, type: int = 1, timeout: float | None = None) -> None: ...
+    def receive(
+        self,
+        *,
+        type: int = 0,
+        timeout: float | None = None,
+        truncate: bool = False,
+        except_type: bool = False,
+    ) -> SysVMessage: ...
+    def receive_into(
+        self,
+        buffer: Buffer,
+        /,
+        *,
+        type: int = 0,
+        timeout: float | None = None,
+        truncate: bool = False,
+        except_type: bool = False,
+    ) -> tuple[int, int]: ...
+
+IPC_PRIVATE: int
+IPC_CREAT: int
+IPC_EXCL: int
+IPC_NOWAIT: int
+MSG_NOERROR: int
+MSG_EXCEPT: int
+
+def ftok(path: str | bytes | PathLike[str] | PathLike[bytes], proj_id: int, /) -> int: ...
+def msgget(key: int, flags: int, name: str | None = None, /) -> int: ...
+def msgsnd(
+    msqid: int,
+    message: object,
+    mtype: int,
+    flags: int,
+    deadline_ns: int,
+    name: str,
+    max_size: int,
+    /,
+) -> int | None: ...
+def msgrcv(
+    msqid: int,
+    size: int,
+    mtype: int,
+    flags: int,
+    deadline_ns: int,
+    name: str,
+    result_type: type[_Pair],
+    /,
+) -> _Pair: ...
+def msgrcv_into(
+    msqid: int, buffer: Buffer, mtype: int, flags: int, deadline_ns: int, name: str, /
+) -> tuple[int, int]: ...
+def msgctl_stat(msqid: int, name: str | None = None, /) -> dict[str, int]: ...
+def msgctl_set(
+    msqid: int, uid: int, gid: int, mode: int, max_bytes: int, name: str | None = None, /
+) -> None: ...
+def msgctl_rmid(msqid: int, name: str | None = None, /) -> None: ...

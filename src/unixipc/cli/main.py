@@ -18,6 +18,8 @@ SUBCOMMANDS = (
     "sem",
     "sysv-shm",
     "sysv-sem",
+    "mq",
+    "sysv-mq",
 )
 
 

@@ -21,6 +21,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("mmap", "memory"),
     ("sem", "semaphores"),
     ("sysv-sem", "semaphores"),
+    ("mq", "queues"),
+    ("sysv-mq", "queues"),
 )
 
 
