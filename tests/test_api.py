@@ -37,6 +37,16 @@ PUBLIC = {
     # memory
     "PosixSharedMemory",
     "posix_shm",
+    # process-shared locks and file locks
+    "SharedMutex",
+    "SharedCondition",
+    "SharedRWLock",
+    "SharedBarrier",
+    "FileLock",
+    "RecordLock",
+    "LockHolder",
+    "shared_sync",
+    "file_lock",
     # modules and metadata
     "errors",
     "fifo",

@@ -58,5 +58,7 @@ long unixipc_call_with_deadline(unixipc_blocking_call call, void *arg, int64_t d
 int unixipc_init_common(PyObject *module);
 int unixipc_init_deadline_calls(PyObject *module);
 int unixipc_init_posix_shm(PyObject *module);
+int unixipc_init_shared_sync(PyObject *module);
+int unixipc_init_file_lock(PyObject *module);
 
 #endif

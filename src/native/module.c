@@ -11,6 +11,8 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_common,
     unixipc_init_deadline_calls,
     unixipc_init_posix_shm,
+    unixipc_init_shared_sync,
+    unixipc_init_file_lock,
 };
 
 static int native_exec(PyObject *module)

@@ -12,8 +12,10 @@ from importlib.metadata import version as _version
 
 from . import errors as errors
 from . import fifo as fifo
+from . import file_lock as file_lock
 from . import pipe as pipe
 from . import posix_shm as posix_shm
+from . import shared_sync as shared_sync
 from ._stream import PIPE_BUF as PIPE_BUF
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
@@ -33,6 +35,9 @@ from .errors import WouldBlock as WouldBlock
 from .fifo import Fifo as Fifo
 from .fifo import FifoReader as FifoReader
 from .fifo import FifoWriter as FifoWriter
+from .file_lock import FileLock as FileLock
+from .file_lock import LockHolder as LockHolder
+from .file_lock import RecordLock as RecordLock
 from .pipe import Pipe as Pipe
 from .pipe import PipeReader as PipeReader
 from .pipe import PipeWriter as PipeWriter
@@ -40,6 +45,10 @@ from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .shared_sync import SharedBarrier as SharedBarrier
+from .shared_sync import SharedCondition as SharedCondition
+from .shared_sync import SharedMutex as SharedMutex
+from .shared_sync import SharedRWLock as SharedRWLock
 
 try:
     __version__: str = _version("unixipc")
@@ -54,8 +63,10 @@ __all__ = (
     "Fifo",
     "FifoReader",
     "FifoWriter",
+    "FileLock",
     "IPCError",
     "IPCOSError",
+    "LockHolder",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -66,16 +77,23 @@ __all__ = (
     "PopenReader",
     "PopenWriter",
     "PosixSharedMemory",
+    "RecordLock",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SharedBarrier",
+    "SharedCondition",
+    "SharedMutex",
+    "SharedRWLock",
     "TimeoutExpired",
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
     "errors",
     "fifo",
+    "file_lock",
     "pipe",
     "popen",
     "posix_shm",
+    "shared_sync",
 )
