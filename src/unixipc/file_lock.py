@@ -20,6 +20,9 @@ the end of the file, however long it grows). Two kinds, with different owners:
   one process exclude each other (give each thread its own RecordLock), and
   closing other descriptors does not drop them. No deadlock detection.
 
+The two kinds conflict with each other, even within one process: an OFD lock
+waits for the process's own POSIX lock on an overlapping range, and vice versa.
+
 ``holder()`` asks the kernel who holds a conflicting lock (F_GETLK): the pid for
 POSIX locks, None for OFD locks, which have no single owner.
 
@@ -49,7 +52,7 @@ from . import _native
 from ._deadline import Deadline
 from ._names import check_int, check_path, check_permissions
 from ._resource import Resource
-from .errors import IPCError, UnsupportedFeature, from_os_error
+from .errors import DeadlockError, IPCError, UnsupportedFeature, from_os_error
 
 __all__ = ("FileLock", "LockHolder", "RecordLock")
 
@@ -342,10 +345,11 @@ class RecordLock(Resource):
                 f"{'an exclusive' if exclusive else 'a shared'} lock needs"
             )
         if code == errno.EDEADLK:
-            return from_os_error(
-                OSError(code, "waiting would deadlock with another process"),
-                self.kind,
-                self._name,
+            return DeadlockError(
+                code,
+                f"{self.describe()}: waiting would deadlock with another process "
+                "(the kernel picked this request to fail)",
+                str(self._name),
             )
         return from_os_error(error, self.kind, self._name)
 
