@@ -16,6 +16,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pipe", "pipes"),
     ("popen", "pipes"),
     ("fifo", "fifos"),
+    ("mutex", "locks"),
+    ("file-lock", "locks"),
 )
 
 
