@@ -178,6 +178,26 @@ def test_processes_incrementing_under_the_lock_lose_nothing(
     assert int.from_bytes(memory.buf[:8], "little") == processes * times
 
 
+def _close_inherited(lock: FileLock | RecordLock) -> bool:
+    was_locked = lock.locked
+    lock.close()
+    return was_locked
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_forked_child_never_releases_the_parents_lock(kind: str, names: Names) -> None:
+    path = names.path("lock")
+    lock = _make_lock(kind, path)
+    lock.acquire()
+    # flock and OFD locks belong to the open file, which fork shares: the child's copy
+    # of the object must not unlock it when it closes (or is collected).
+    assert Child(_close_inherited, lock, method="fork").result() is False
+    assert Child(_try_now, kind, path, False).result() == "busy"
+    assert lock.locked
+    lock.close()
+    assert Child(_try_now, kind, path, False).result() == "free"
+
+
 # ---- FileLock ------------------------------------------------------------------------
 
 

@@ -104,14 +104,25 @@ class FileLock(Resource):
         self.path = check_path(path)
         self.permissions = check_permissions(permissions)
         self._fd: int | None = None
+        self._pid = 0  # the process that took the lock
         self._shared = False
         self._state = threading.Lock()
         self._busy = False
         self._opened(self.path)
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: the lock belongs to the parent; drop only our copy of the fd."""
+        with self._state:
+            fd = self._fd
+            if fd is None or self._pid == os.getpid():
+                return
+            self._fd = None
+        os.close(fd)  # never LOCK_UN: that would release the parent's lock
+
     @property
     def locked(self) -> bool:
         """True while this object holds the lock."""
+        self._forget_inherited()
         return self._fd is not None
 
     @property
@@ -132,6 +143,7 @@ class FileLock(Resource):
         if not isinstance(shared, bool):
             raise TypeError("shared must be a bool")
         deadline = Deadline(timeout)
+        self._forget_inherited()
         with self._state:
             if self._fd is not None or self._busy:
                 raise IPCError(f"{self.describe()} is already held by this FileLock object")
@@ -154,6 +166,7 @@ class FileLock(Resource):
                 raise
             with self._state:
                 self._fd = fd
+                self._pid = os.getpid()
                 self._shared = shared
         finally:
             self._busy = False
@@ -165,6 +178,7 @@ class FileLock(Resource):
             IPCError: this object does not hold the lock.
         """
         self._check_open()
+        self._forget_inherited()
         with self._state:
             fd = self._fd
             if fd is None:
@@ -181,6 +195,7 @@ class FileLock(Resource):
         """Release the lock if held; the object cannot be used afterwards. Idempotent."""
         if self._closed:
             return
+        self._forget_inherited()
         if self._fd is not None:
             self.release()
         super().close()
@@ -207,7 +222,9 @@ class FileLock(Resource):
 
     def __del__(self) -> None:
         # Only a lock still held is a leak; an idle FileLock holds nothing.
-        if self._closed or self._fd is None:
+        if self._closed or self._fd is None or self._pid != os.getpid():
+            if not self._closed:
+                self.close()  # at most an inherited descriptor to close
             return
         warnings.warn(f"{self.describe()} collected while locked", ResourceWarning, stacklevel=2)
         self.close()
@@ -260,6 +277,7 @@ class RecordLock(Resource):
             raise UnsupportedFeature("open-file-description (OFD) locks are not available here")
         self.per_open_file = per_open_file
         self._held: bool | None = None  # None: not held; else True for exclusive
+        self._held_by = 0  # the process that took the lock
         self._state = threading.Lock()
         self._busy = False
         if isinstance(path_or_fd, int) and not isinstance(path_or_fd, bool):
@@ -283,9 +301,17 @@ class RecordLock(Resource):
         self._owns_fd = True
         self._opened(path)
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: the lock is the parent's (POSIX locks are not even
+        inherited, and an OFD lock must stay with the parent); never unlock it."""
+        with self._state:
+            if self._held is not None and self._held_by != os.getpid():
+                self._held = None
+
     @property
     def locked(self) -> bool:
         """True while this object holds its range locked."""
+        self._forget_inherited()
         return self._held is not None
 
     def fileno(self) -> int:
@@ -308,6 +334,7 @@ class RecordLock(Resource):
         if not isinstance(exclusive, bool):
             raise TypeError("exclusive must be a bool")
         deadline = Deadline(timeout)
+        self._forget_inherited()
         with self._state:
             if self._held is not None or self._busy:
                 raise IPCError(f"{self.describe()} is already held by this RecordLock object")
@@ -329,6 +356,7 @@ class RecordLock(Resource):
                 raise self._error(error, deadline, exclusive) from None
             with self._state:
                 self._held = exclusive
+                self._held_by = os.getpid()
         finally:
             self._busy = False
 
@@ -360,6 +388,7 @@ class RecordLock(Resource):
             IPCError: this object does not hold it.
         """
         self._check_open()
+        self._forget_inherited()
         with self._state:
             if self._held is None:
                 raise IPCError(f"{self.describe()} is not held by this RecordLock object")
@@ -402,6 +431,7 @@ class RecordLock(Resource):
         """
         if self._closed:
             return
+        self._forget_inherited()
         try:
             if self._held is not None:
                 self.release()
