@@ -37,8 +37,6 @@ from unixipc import (
     shared_sync,
 )
 
-SyncClass = type[SharedMutex] | type[SharedCondition] | type[SharedRWLock] | type[SharedBarrier]
-
 
 @pytest.fixture
 def make(names: Names, cleanup: Callable[..., None]) -> Callable[..., Any]:
@@ -605,6 +603,32 @@ def test_wait_timeouts_and_wait_for(make: Callable[..., Any]) -> None:
         assert cond.wait_for(lambda: "ready", timeout=0) == "ready"
     with pytest.raises(ValueError, match="n must be"), cond:
         cond.notify(-1)
+
+
+def test_a_signal_handler_interrupts_wait_which_leaves_holding_the_lock(
+    make: Callable[..., Any],
+) -> None:
+    cond = make(SharedCondition)
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        with cond:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            started = time.monotonic()
+            with pytest.raises(Interrupted):
+                cond.wait()
+            assert_elapsed(started, 0.2)
+            cond.notify()  # the lock is held again: no PermissionDeniedError
+            assert cond.wait(timeout=0) is False  # and no wake-up was left behind
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _notify_later(cond_name: str, state_name: str) -> None:
