@@ -202,6 +202,7 @@ def test_in_buffer_places_objects_next_to_their_data(
     cleanup(posix_shm.unlink, name)
     cleanup(memory.close)
     offsets = {SharedMutex: 0, SharedCondition: 64, SharedRWLock: 256, SharedBarrier: 4096}
+    memory.buf[4100:4400] = b"\xff" * 300  # garbage where the barrier's fields will be
     placed: list[Any] = []
     for cls, offset in offsets.items():
         extra = {"parties": 1} if cls is SharedBarrier else {}
@@ -209,6 +210,7 @@ def test_in_buffer_places_objects_next_to_their_data(
         with pytest.raises(ResourceExistsError, match="already holds"):
             cls.in_buffer(memory.buf, offset, initialize=True, **extra)
     mutex, cond, rwlock, barrier = placed
+    assert barrier.n_waiting == 0  # garbage after the first word was cleared
     assert mutex.info().name is None
     assert mutex.info().offset == 0
     with SharedMutex.in_buffer(memory.buf, 0, initialize=False) as same:  # `with` acquires

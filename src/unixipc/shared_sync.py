@@ -297,6 +297,7 @@ class _SharedSyncObject(Resource):
                 "object; open it with initialize=False, or zero the region to start afresh",
             )
         try:
+            view[_SIZE_AT:] = bytes(len(view) - _SIZE_AT)  # counters and bits start at zero
             _native.mutex_init(view, _MUTEX_AT)
             setup(view)
             _native.atomic_store_u32(view, _SIZE_AT, cls.SIZE)
@@ -578,10 +579,10 @@ class SharedMutex(_MutexLike):
     def in_buffer(cls, buffer: object, offset: int = 0, *, initialize: bool) -> SharedMutex:
         """Place a mutex at ``offset`` of a writable shared ``buffer`` (``SIZE`` bytes).
 
-        Exactly one process passes ``initialize=True`` (the region must be
-        zero-filled); the others pass ``initialize=False`` and wait up to
-        ``READY_TIMEOUT`` seconds for it. The buffer cannot be unmapped while this
-        object is open.
+        Exactly one process passes ``initialize=True`` (the region's first word
+        must be zero: it must not hold an object already); the others pass
+        ``initialize=False`` and wait up to ``READY_TIMEOUT`` seconds for it. The
+        buffer cannot be unmapped while this object is open.
 
         Raises:
             ResourceExistsError: ``initialize=True`` but the region already holds one.
