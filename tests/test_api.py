@@ -57,6 +57,16 @@ PUBLIC = {
     "SysVMessageQueue",
     "SysVMessageQueueInfo",
     "sysv_mq",
+    # process-shared locks and file locks
+    "SharedMutex",
+    "SharedCondition",
+    "SharedRWLock",
+    "SharedBarrier",
+    "FileLock",
+    "RecordLock",
+    "LockHolder",
+    "shared_sync",
+    "file_lock",
     # modules and metadata
     "errors",
     "fifo",

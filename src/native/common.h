@@ -63,5 +63,7 @@ int unixipc_init_posix_sem(PyObject *module);
 int unixipc_init_sysv_sem(PyObject *module);
 int unixipc_init_posix_mq(PyObject *module);
 int unixipc_init_sysv_msg(PyObject *module);
+int unixipc_init_shared_sync(PyObject *module);
+int unixipc_init_file_lock(PyObject *module);
 
 #endif

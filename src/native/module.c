@@ -16,6 +16,8 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_sysv_sem,
     unixipc_init_posix_mq,
     unixipc_init_sysv_msg,
+    unixipc_init_shared_sync,
+    unixipc_init_file_lock,
 };
 
 static int native_exec(PyObject *module)

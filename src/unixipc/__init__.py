@@ -12,11 +12,13 @@ from importlib.metadata import version as _version
 
 from . import errors as errors
 from . import fifo as fifo
+from . import file_lock as file_lock
 from . import mapped_file as mapped_file
 from . import pipe as pipe
 from . import posix_mq as posix_mq
 from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
+from . import shared_sync as shared_sync
 from . import sysv_mq as sysv_mq
 from . import sysv_sem as sysv_sem
 from . import sysv_shm as sysv_shm
@@ -41,6 +43,9 @@ from .errors import WouldBlock as WouldBlock
 from .fifo import Fifo as Fifo
 from .fifo import FifoReader as FifoReader
 from .fifo import FifoWriter as FifoWriter
+from .file_lock import FileLock as FileLock
+from .file_lock import LockHolder as LockHolder
+from .file_lock import RecordLock as RecordLock
 from .mapped_file import AnonymousSharedMemory as AnonymousSharedMemory
 from .mapped_file import MappedFile as MappedFile
 from .pipe import Pipe as Pipe
@@ -54,6 +59,10 @@ from .posix_mq import PosixMessageQueue as PosixMessageQueue
 from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_sem import PosixSemaphore as PosixSemaphore
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .shared_sync import SharedBarrier as SharedBarrier
+from .shared_sync import SharedCondition as SharedCondition
+from .shared_sync import SharedMutex as SharedMutex
+from .shared_sync import SharedRWLock as SharedRWLock
 from .sysv_mq import SysVMessage as SysVMessage
 from .sysv_mq import SysVMessageQueue as SysVMessageQueue
 from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
@@ -75,8 +84,10 @@ __all__ = (
     "Fifo",
     "FifoReader",
     "FifoWriter",
+    "FileLock",
     "IPCError",
     "IPCOSError",
+    "LockHolder",
     "MappedFile",
     "Message",
     "MessageTooLarge",
@@ -92,9 +103,14 @@ __all__ = (
     "PosixMessageQueueInfo",
     "PosixSemaphore",
     "PosixSharedMemory",
+    "RecordLock",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SharedBarrier",
+    "SharedCondition",
+    "SharedMutex",
+    "SharedRWLock",
     "SysVMessage",
     "SysVMessageQueue",
     "SysVMessageQueueInfo",
@@ -106,6 +122,7 @@ __all__ = (
     "__version__",
     "errors",
     "fifo",
+    "file_lock",
     "ftok",
     "mapped_file",
     "pipe",
@@ -113,6 +130,7 @@ __all__ = (
     "posix_mq",
     "posix_sem",
     "posix_shm",
+    "shared_sync",
     "sysv_mq",
     "sysv_sem",
     "sysv_shm",

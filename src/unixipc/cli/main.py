@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "sysv-sem",
     "mq",
     "sysv-mq",
+    "lock",
 )
 
 

@@ -23,6 +23,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("sysv-sem", "semaphores"),
     ("mq", "queues"),
     ("sysv-mq", "queues"),
+    ("mutex", "locks"),
+    ("file-lock", "locks"),
 )
 
 
