@@ -67,6 +67,8 @@ PUBLIC = {
     "LockHolder",
     "shared_sync",
     "file_lock",
+    # the inspector
+    "inspect",
     # modules and metadata
     "errors",
     "fifo",

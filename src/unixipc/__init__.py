@@ -13,6 +13,7 @@ from importlib.metadata import version as _version
 from . import errors as errors
 from . import fifo as fifo
 from . import file_lock as file_lock
+from . import inspect as inspect
 from . import mapped_file as mapped_file
 from . import pipe as pipe
 from . import posix_mq as posix_mq
@@ -124,6 +125,7 @@ __all__ = (
     "fifo",
     "file_lock",
     "ftok",
+    "inspect",
     "mapped_file",
     "pipe",
     "popen",
