@@ -37,6 +37,9 @@ PUBLIC = {
     # memory
     "PosixSharedMemory",
     "posix_shm",
+    # sockets and signals
+    "sockets",
+    "signals",
     # modules and metadata
     "errors",
     "fifo",

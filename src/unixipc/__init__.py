@@ -14,6 +14,8 @@ from . import errors as errors
 from . import fifo as fifo
 from . import pipe as pipe
 from . import posix_shm as posix_shm
+from . import signals as signals
+from . import sockets as sockets
 from ._stream import PIPE_BUF as PIPE_BUF
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
@@ -78,4 +80,6 @@ __all__ = (
     "pipe",
     "popen",
     "posix_shm",
+    "signals",
+    "sockets",
 )
