@@ -401,7 +401,7 @@ def test_bad_input_fails_before_any_system_call() -> None:
 def test_errors_name_the_process() -> None:
     with open("/proc/sys/kernel/pid_max") as pid_max:
         missing = int(pid_max.read()) + 1  # no process can have this pid
-    with pytest.raises(ResourceNotFoundError, match=f"process {missing}' does not exist"):
+    with pytest.raises(ResourceNotFoundError, match=f"process {missing} does not exist"):
         signals.send(missing, "USR1")
     with pytest.raises(ResourceNotFoundError):
         signals.send(missing, RTMIN, value=1)

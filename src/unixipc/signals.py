@@ -177,7 +177,6 @@ def send(pid: int, signal: SignalSpec, *, value: int | None = None) -> None:
         value = check_int(value, "value")
         if not -(2**31) <= value < 2**31:
             raise ValueError(f"value must fit in a C int (32 bits), got {value}")
-    target = f"process {pid}"
     try:
         if value is None:
             os.kill(pid, signo)
@@ -187,10 +186,11 @@ def send(pid: int, signal: SignalSpec, *, value: int | None = None) -> None:
         if error.errno == errno.EAGAIN:
             raise ResourceLimitError(
                 error.errno,
-                f"{KIND} {name(signo)} to {target}: too many signals pending (RLIMIT_SIGPENDING)",
-                target,
+                f"{KIND} {name(signo)} to process {pid}: too many signals pending "
+                "(RLIMIT_SIGPENDING)",
+                str(pid),
             ) from None
-        raise from_os_error(error, KIND, target) from None
+        raise from_os_error(error, "process", pid) from None
 
 
 def send_to_thread(thread: threading.Thread | int, signal: SignalSpec) -> None:
@@ -215,7 +215,7 @@ def send_to_thread(thread: threading.Thread | int, signal: SignalSpec) -> None:
     try:
         _signal.pthread_kill(ident, signo)
     except OSError as error:
-        raise from_os_error(error, KIND, f"thread {ident}") from None
+        raise from_os_error(error, "thread", ident) from None
 
 
 @contextlib.contextmanager
