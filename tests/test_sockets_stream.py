@@ -112,8 +112,9 @@ def test_truncated_frames_give_end_of_channel(pair: tuple[socket.socket, socket.
     left, right = pair
     sockets.send_all(left, _header(100) + b"only ten b", timeout=30)
     left.shutdown(socket.SHUT_WR)
-    with pytest.raises(EndOfChannel, match="after 10 of the 100 bytes of a frame"):
+    with pytest.raises(EndOfChannel, match="after 10 of the 100 bytes of a frame") as caught:
         sockets.receive_message(right, max_size=MAX, timeout=30)
+    assert caught.value.partial == _header(100) + b"only ten b"  # type: ignore[attr-defined]
 
 
 def test_a_truncated_header_and_a_clean_end(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -122,10 +123,12 @@ def test_a_truncated_header_and_a_clean_end(pair: tuple[socket.socket, socket.so
     sockets.send_all(left, b"uxf", timeout=30)
     left.shutdown(socket.SHUT_WR)
     assert sockets.receive_message(right, max_size=MAX, timeout=30) == b"last"
-    with pytest.raises(EndOfChannel, match="in the middle of a frame header"):
+    with pytest.raises(EndOfChannel, match="in the middle of a frame header") as caught:
         sockets.receive_message(right, max_size=MAX, timeout=30)
-    with pytest.raises(EndOfChannel, match=r"closed the stream$"):
+    assert caught.value.partial == b"uxf"  # type: ignore[attr-defined]
+    with pytest.raises(EndOfChannel, match=r"closed the stream$") as caught:
         sockets.receive_message(right, max_size=MAX, timeout=30)
+    assert caught.value.partial == b""  # type: ignore[attr-defined]
 
 
 def test_a_timeout_in_the_middle_of_a_frame_loses_nothing(

@@ -298,12 +298,11 @@ def _fill(sock: socket.socket, view: memoryview, deadline: Deadline, already: by
         while filled < len(view):
             count = _recv_into(sock, view[filled:], deadline)
             if count == 0:
-                error = EndOfChannel(
+                raise _end_of_channel(
                     f"{_describe(sock)}: the peer closed the stream after "
-                    f"{len(already) + filled} of {len(already) + len(view)} bytes"
+                    f"{len(already) + filled} of {len(already) + len(view)} bytes",
+                    already + bytes(view[:filled]),
                 )
-                error.partial = already + bytes(view[:filled])  # type: ignore[attr-defined]
-                raise error
             filled += count
     except (WouldBlock, TimeoutExpired, KeyboardInterrupt):
         _push_back(sock, already + bytes(view[:filled]))
@@ -474,10 +473,12 @@ def _receive_header(sock: socket.socket, max_size: int, deadline: Deadline) -> t
     try:
         _fill(sock, memoryview(header), deadline)
     except EndOfChannel as error:
-        if not error.partial:  # type: ignore[attr-defined]
-            raise EndOfChannel(f"{_describe(sock)}: the peer closed the stream") from None
-        raise EndOfChannel(
-            f"{_describe(sock)}: the peer closed the stream in the middle of a frame header"
+        partial: bytes = error.partial  # type: ignore[attr-defined]
+        if not partial:
+            raise _end_of_channel(f"{_describe(sock)}: the peer closed the stream", b"") from None
+        raise _end_of_channel(
+            f"{_describe(sock)}: the peer closed the stream in the middle of a frame header",
+            partial,
         ) from None
     magic, size = _FRAME_HEADER.unpack(header)
     if magic != _FRAME_MAGIC:
@@ -504,8 +505,9 @@ def receive_message(sock: socket.socket, *, max_size: int, timeout: float | None
     Raises:
         MessageTooLarge: the peer announced more than ``max_size`` bytes.
         FramingError: the bytes are not a frame (garbage).
-        EndOfChannel: the peer closed the stream (cleanly between frames,
-            or in the middle of one: the message says which).
+        EndOfChannel: the peer closed the stream: cleanly between frames
+            (``partial`` is ``b""``), or in the middle of one (``partial``
+            holds the bytes of the unfinished frame, header included).
         PeerDied: the connection was reset.
         WouldBlock: ``timeout=0`` and no complete frame is available.
         TimeoutExpired: no complete frame arrived within ``timeout`` seconds.
@@ -525,21 +527,28 @@ def receive_message(sock: socket.socket, *, max_size: int, timeout: float | None
             if len(first) == size:
                 return first
             if not first:
-                raise _truncated(sock, 0, size)
+                raise _truncated(sock, header, size)
             _push_back(sock, first)
     buffer = bytearray(size)
     try:
         _fill(sock, memoryview(buffer), deadline, already=header)
     except EndOfChannel as error:
-        got = len(error.partial) - len(header)  # type: ignore[attr-defined]
-        raise _truncated(sock, got, size) from None
+        raise _truncated(sock, error.partial, size) from None  # type: ignore[attr-defined]
     return bytes(buffer)
 
 
-def _truncated(sock: socket.socket, got: int, size: int) -> EndOfChannel:
-    return EndOfChannel(
+def _end_of_channel(message: str, partial: bytes) -> EndOfChannel:
+    error = EndOfChannel(message)
+    error.partial = partial  # type: ignore[attr-defined]
+    return error
+
+
+def _truncated(sock: socket.socket, partial: bytes, size: int) -> EndOfChannel:
+    got = len(partial) - FRAME_HEADER_SIZE
+    return _end_of_channel(
         f"{_describe(sock)}: the peer closed the stream after {got} of the "
-        f"{size} bytes of a frame (truncated frame)"
+        f"{size} bytes of a frame (truncated frame)",
+        partial,
     )
 
 
@@ -562,7 +571,7 @@ def receive_message_into(sock: socket.socket, buffer: Any, *, timeout: float | N
     try:
         _fill(sock, view[:size], deadline, already=header)
     except EndOfChannel as error:
-        raise _truncated(sock, len(error.partial) - len(header), size) from None  # type: ignore[attr-defined]
+        raise _truncated(sock, error.partial, size) from None  # type: ignore[attr-defined]
     return size
 
 
