@@ -16,6 +16,9 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pipe", "pipes"),
     ("popen", "pipes"),
     ("fifo", "fifos"),
+    ("unix-socket", "sockets"),
+    ("tcp", "sockets"),
+    ("signal", "signals"),
 )
 
 
