@@ -1065,6 +1065,7 @@ def _rebuild(
 ) -> Any:
     sock = cls(family, kind, 0, dup.detach())
     sock.__dict__.update(state)
+    sock.setblocking(False)  # as unix_listen and tcp_listen made it
     return sock
 
 
@@ -1202,7 +1203,9 @@ def unix_listen(
 
     A datagram socket (``kind="datagram"``) is bound only: receive with
     :func:`receive_datagram`; peers send from their own bound sockets
-    (:func:`unix_connect` binds them automatically).
+    (:func:`unix_connect` binds them automatically). Like listeners, the
+    returned socket is non-blocking underneath (``gettimeout()`` is 0.0);
+    the functions of this module still block as their ``timeout`` says.
 
     Raises:
         ResourceExistsError: a live socket or a non-socket file is at ``path``,
