@@ -111,6 +111,9 @@ _DONTWAIT = int(socket.MSG_DONTWAIT)
 _NOSIGNAL = int(socket.MSG_NOSIGNAL)
 _PEEK = int(socket.MSG_PEEK)
 _CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+# Not in Python's socket module (linux/in.h, linux/in6.h).
+_IP_MULTICAST_ALL = 49
+_IPV6_MULTICAST_ALL = 29
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 
 _T = TypeVar("_T")
@@ -1548,6 +1551,7 @@ def _membership(sock: socket.socket, group: object, interface: object, join: boo
             socket.IPPROTO_IP,
             (socket.IP_ADD_MEMBERSHIP if join else socket.IP_DROP_MEMBERSHIP),
         )
+        deliver_all = _IP_MULTICAST_ALL
     else:
         if sock.family != socket.AF_INET6:
             raise ValueError("an IPv6 group needs an IPv6 socket")
@@ -1556,7 +1560,14 @@ def _membership(sock: socket.socket, group: object, interface: object, join: boo
             socket.IPPROTO_IPV6,
             (socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP),
         )
+        deliver_all = _IPV6_MULTICAST_ALL
     try:
+        if join:
+            # Linux delivers to a socket every group that *any* socket on the host
+            # joined (IP_MULTICAST_ALL is on by default); turn that off so that this
+            # socket gets exactly the groups it joined, and leaving one stops it.
+            with contextlib.suppress(OSError):  # kernels before 4.20 lack the IPv6 one
+                sock.setsockopt(level, deliver_all, 0)
         sock.setsockopt(level, option, request)
     except OSError as error:
         raise from_os_error(error, "multicast group", group) from None
@@ -1568,7 +1579,9 @@ def join_group(sock: socket.socket, group: str, *, interface: str | int | None =
     ``interface`` is, for IPv4, the local interface's address (``"127.0.0.1"``
     for loopback; None lets the kernel choose by its routing table), and for
     IPv6 an interface name (``"lo"``) or index. Bind ``sock`` to the group's
-    port (or the group address itself) first.
+    port (or the group address itself) first. Joining also turns Linux's
+    IP_MULTICAST_ALL off for ``sock``, so that it receives the groups it joined
+    itself, not every group some other socket on the host joined.
 
     Raises:
         ValueError: ``group`` is not a multicast address, or of the wrong family.
