@@ -69,6 +69,9 @@ PUBLIC = {
     "file_lock",
     # the inspector
     "inspect",
+    # sockets and signals
+    "sockets",
+    "signals",
     # modules and metadata
     "errors",
     "fifo",

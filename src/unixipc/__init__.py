@@ -20,6 +20,8 @@ from . import posix_mq as posix_mq
 from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
 from . import shared_sync as shared_sync
+from . import signals as signals
+from . import sockets as sockets
 from . import sysv_mq as sysv_mq
 from . import sysv_sem as sysv_sem
 from . import sysv_shm as sysv_shm
@@ -133,6 +135,8 @@ __all__ = (
     "posix_sem",
     "posix_shm",
     "shared_sync",
+    "signals",
+    "sockets",
     "sysv_mq",
     "sysv_sem",
     "sysv_shm",

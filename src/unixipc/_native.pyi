@@ -1,7 +1,7 @@
 # Stub for the C extension unixipc._native, checked by mypy.stubtest.
 # Each facility's C file adds its functions here, in its own section.
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any, TypeVar, final
 
@@ -216,3 +216,12 @@ def record_lock(
 def record_getlk(
     fd: int, ofd: bool, type: int, start: int, length: int, /
 ) -> tuple[int, int, int, int] | None: ...
+
+# signals.c
+SI_QUEUE: int
+
+def sigqueue(pid: int, signo: int, value: int, /) -> None: ...
+def sigtimedwait(
+    signals: Iterable[int], deadline_ns: int, /
+) -> tuple[int, int, int, int, int] | None: ...
+def signalfd(signals: Iterable[int], /) -> int: ...

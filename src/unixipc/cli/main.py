@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "mq",
     "sysv-mq",
     "lock",
+    "signal",
 )
 
 

@@ -25,6 +25,9 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("sysv-mq", "queues"),
     ("mutex", "locks"),
     ("file-lock", "locks"),
+    ("unix-socket", "sockets"),
+    ("tcp", "sockets"),
+    ("signal", "signals"),
 )
 
 
