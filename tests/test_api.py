@@ -37,6 +37,13 @@ PUBLIC = {
     # memory
     "PosixSharedMemory",
     "posix_shm",
+    # channels
+    "Channel",
+    "Listener",
+    "channel",
+    "channel_pair",
+    "connect",
+    "listen",
     # modules and metadata
     "errors",
     "fifo",

@@ -10,11 +10,17 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from . import channel as channel
 from . import errors as errors
 from . import fifo as fifo
 from . import pipe as pipe
 from . import posix_shm as posix_shm
 from ._stream import PIPE_BUF as PIPE_BUF
+from .channel import Channel as Channel
+from .channel import Listener as Listener
+from .channel import channel_pair as channel_pair
+from .channel import connect as connect
+from .channel import listen as listen
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -48,6 +54,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = (
     "PIPE_BUF",
+    "Channel",
     "ClosedResourceError",
     "DeadlockError",
     "EndOfChannel",
@@ -56,6 +63,7 @@ __all__ = (
     "FifoWriter",
     "IPCError",
     "IPCOSError",
+    "Listener",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -73,8 +81,12 @@ __all__ = (
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
+    "channel",
+    "channel_pair",
+    "connect",
     "errors",
     "fifo",
+    "listen",
     "pipe",
     "popen",
     "posix_shm",

@@ -1,0 +1,205 @@
+"""What every channel and listener shares: the two base classes, options, sticky ends (private).
+
+The public face is :mod:`unixipc.channel`; each URL scheme lives in its own
+private module (``_channel_stream``, ``_channel_fifo``, ``_channel_mq``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._names import check_int
+from ._resource import Resource
+from .errors import (
+    ClosedResourceError,
+    EndOfChannel,
+    IPCError,
+    MessageTooLarge,
+    UnsupportedFeature,
+)
+
+__all__ = (
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "Channel",
+    "Listener",
+    "check_max_message_size",
+    "take_options",
+    "too_large",
+)
+
+#: The largest message a split-capable channel carries unless told otherwise.
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class Channel(Resource):
+    """A duplex, message-framed, point-to-point connection to one peer.
+
+    Made by :func:`unixipc.connect`, :meth:`Listener.accept` or
+    :func:`unixipc.channel_pair`. Messages go in as any bytes-like object and come
+    out as ``bytes``, whole and in order. Every blocking call takes a keyword
+    ``timeout``: ``None`` blocks, ``0`` tries once (:class:`WouldBlock`), a positive
+    number of seconds raises :class:`TimeoutExpired` when it runs out.
+
+    When the peer called ``close()``, the messages it sent before are still
+    delivered, then :class:`EndOfChannel` is raised; when the peer went away
+    without closing (its process died), :class:`PeerDied`. A channel may be used
+    by one sending and one receiving thread at the same time.
+    """
+
+    kind = "channel"
+
+    #: The URL the channel was made from (``"pipe:"`` / ``"socketpair:"`` / ``"shm:"``
+    #: for pairs).
+    url: str
+    #: The largest message this end sends or accepts, in bytes.
+    max_message_size: int
+
+    # A sticky ending: once the peer is gone (or the stream is unusable), every
+    # later call raises a fresh exception of this type and message.
+    _ending: tuple[type[IPCError], str] | None = None
+
+    def send(self, data: Any, *, timeout: float | None = None) -> None:
+        """Send ``data`` (any bytes-like object) as one message.
+
+        Raises:
+            MessageTooLarge: ``data`` is larger than :attr:`max_message_size`
+                (nothing is sent).
+            WouldBlock: ``timeout=0`` and there is no room now (nothing is sent).
+            TimeoutExpired: no room within ``timeout`` seconds (nothing is sent).
+            EndOfChannel: the peer closed the channel.
+            PeerDied: the peer went away without closing (its process died).
+            ClosedResourceError: this channel is closed.
+        """
+        raise NotImplementedError  # pragma: no cover - every channel overrides it
+
+    def receive(self, *, timeout: float | None = None) -> bytes:
+        """Wait for the next message and return it.
+
+        Raises:
+            WouldBlock: ``timeout=0`` and no message is there.
+            TimeoutExpired: no message arrived within ``timeout`` seconds.
+            EndOfChannel: the peer closed the channel and every message it sent
+                has been received.
+            PeerDied: the peer went away without closing (its process died).
+            IPCError: the peer sent something that is not a valid message (the
+                channel is unusable from then on).
+            ClosedResourceError: this channel is closed.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def receive_into(self, buffer: Any, *, timeout: float | None = None) -> int:
+        """Receive the next message into the writable bytes-like ``buffer``; return its size.
+
+        Raises:
+            MessageTooLarge: the next message does not fit in ``buffer``; it is
+                kept, and a later ``receive`` (or a larger buffer) gets it.
+            WouldBlock, TimeoutExpired, EndOfChannel, PeerDied, IPCError,
+            ClosedResourceError: as :meth:`receive`.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when a message may be received.
+
+        A channel reads ahead, so several messages may already be buffered: after
+        the descriptor is reported readable, call ``receive(timeout=0)`` until it
+        raises :class:`WouldBlock`.
+
+        Raises:
+            UnsupportedFeature: this kind of channel has no descriptor (shared
+                memory, System V queues).
+            ClosedResourceError: this channel is closed.
+        """
+        self._check_open()
+        raise UnsupportedFeature(f"{self.describe()} has no file descriptor")
+
+    def describe(self) -> str:
+        """A short description naming the channel, used in messages."""
+        return f"channel {self.url!r}"
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.url!r} {state}>"
+
+    # Shared helpers for the implementations.
+
+    def _end(self, error_type: type[IPCError], message: str) -> IPCError:
+        """Record that the channel ended (sticky) and return the exception to raise."""
+        if self._ending is None:
+            self._ending = (error_type, message)
+        return self._ended()
+
+    def _ended(self) -> IPCError:
+        assert self._ending is not None
+        error_type, message = self._ending
+        return error_type(message)
+
+
+class Listener(Resource):
+    """Accepts connections on a URL: :func:`unixipc.listen` makes one.
+
+    ``close()`` stops listening and removes the names the listener created;
+    channels already accepted stay usable.
+    """
+
+    kind = "listener"
+
+    #: The URL clients connect to (for ``tcp://host:0``, the port actually bound).
+    url: str
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        """Wait for the next client and return a channel to it.
+
+        Raises:
+            WouldBlock: ``timeout=0`` and no client is waiting.
+            TimeoutExpired: no client came within ``timeout`` seconds.
+            ResourceLimitError: out of descriptors or queues for a new connection.
+            ClosedResourceError: this listener is closed.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def describe(self) -> str:
+        """A short description naming the listener, used in messages."""
+        return f"listener {self.url!r}"
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.url!r} {state}>"
+
+
+def take_options(
+    scheme: str, call: str, options: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The scheme's options with defaults filled in; TypeError for any it does not know."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        accepted = ", ".join(sorted(defaults)) or "none"
+        raise TypeError(
+            f"{call}() got unexpected option(s) {', '.join(unknown)} for {scheme!r} "
+            f"(accepted: {accepted})"
+        )
+    return {**defaults, **options}
+
+
+def check_max_message_size(value: object, limit: int) -> int:
+    """A max_message_size option: an int between 1 and ``limit``."""
+    size = check_int(value, "max_message_size", minimum=1)
+    if size > limit:
+        raise ValueError(f"max_message_size must be <= {limit}, got {size}")
+    return size
+
+
+def too_large(channel: Channel, size: int) -> MessageTooLarge:
+    return MessageTooLarge(
+        f"{channel.describe()}: a {size}-byte message is larger than the "
+        f"maximum of {channel.max_message_size} bytes"
+    )
+
+
+def closed_error(channel: Resource) -> ClosedResourceError:
+    return ClosedResourceError(f"{channel.describe()} is closed")
+
+
+def goodbye_error(channel: Channel) -> IPCError:
+    return channel._end(EndOfChannel, f"{channel.describe()}: the peer closed the channel")
