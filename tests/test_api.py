@@ -44,6 +44,17 @@ PUBLIC = {
     "channel_pair",
     "connect",
     "listen",
+    # message queues
+    "IPC_PRIVATE",
+    "ftok",
+    "Message",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
+    "posix_mq",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
+    "sysv_mq",
     # modules and metadata
     "errors",
     "fifo",

@@ -14,8 +14,12 @@ from . import channel as channel
 from . import errors as errors
 from . import fifo as fifo
 from . import pipe as pipe
+from . import posix_mq as posix_mq
 from . import posix_shm as posix_shm
+from . import sysv_mq as sysv_mq
 from ._stream import PIPE_BUF as PIPE_BUF
+from ._sysv import IPC_PRIVATE as IPC_PRIVATE
+from ._sysv import ftok as ftok
 from .channel import Channel as Channel
 from .channel import Listener as Listener
 from .channel import channel_pair as channel_pair
@@ -45,7 +49,13 @@ from .pipe import PipeWriter as PipeWriter
 from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
+from .posix_mq import Message as Message
+from .posix_mq import PosixMessageQueue as PosixMessageQueue
+from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .sysv_mq import SysVMessage as SysVMessage
+from .sysv_mq import SysVMessageQueue as SysVMessageQueue
+from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
 
 try:
     __version__: str = _version("unixipc")
@@ -53,6 +63,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = (
+    "IPC_PRIVATE",
     "PIPE_BUF",
     "Channel",
     "ClosedResourceError",
@@ -64,6 +75,7 @@ __all__ = (
     "IPCError",
     "IPCOSError",
     "Listener",
+    "Message",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -73,10 +85,15 @@ __all__ = (
     "PipeWriter",
     "PopenReader",
     "PopenWriter",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
     "PosixSharedMemory",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
     "TimeoutExpired",
     "UnsupportedFeature",
     "WouldBlock",
@@ -86,8 +103,11 @@ __all__ = (
     "connect",
     "errors",
     "fifo",
+    "ftok",
     "listen",
     "pipe",
     "popen",
+    "posix_mq",
     "posix_shm",
+    "sysv_mq",
 )
