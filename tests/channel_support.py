@@ -9,12 +9,14 @@ the test process and the child connects.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import unixipc
+from tests import conftest
 from tests.conftest import PREFIX, Names
 from tests.helpers import Child
 from unixipc import Channel, Listener
@@ -24,14 +26,33 @@ WAIT = 30.0
 
 # Every scheme, as test ids: "pair-<kind>" for channel_pair, else the URL scheme.
 STREAM_SCHEMES = ["pair-pipe", "pair-socketpair", "unix", "unix-abstract", "tcp", "fifo"]
-ALL_SCHEMES = list(STREAM_SCHEMES)
+ALL_SCHEMES = [*STREAM_SCHEMES, "mq", "sysvmq"]
 URL_SCHEMES = [scheme for scheme in ALL_SCHEMES if not scheme.startswith("pair-")]
 
 # Options that keep each scheme's maximum small enough to test "the maximum and one
 # over" quickly; schemes whose maximum is fixed by the facility take none.
-OPTIONS: dict[str, dict[str, Any]] = {
-    scheme: {"max_message_size": 200_000} for scheme in STREAM_SCHEMES
+LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
+    **{scheme: {"max_message_size": 200_000} for scheme in STREAM_SCHEMES},
+    "mq": {"max_message_size": 200_000, "backlog": 4},
 }
+# Small POSIX queues: the per-user RLIMIT_MSGQUEUE is shared with other test runs.
+CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
+    **LISTEN_OPTIONS,
+    "mq": {"max_message_size": 200_000, "queue_length": 4, "queue_message_size": 256},
+}
+
+
+def _leftover_sysvmq_tokens() -> list[str]:
+    """Liveness tokens of sysvmq:// channels are named after the key, not the prefix."""
+    stems = {f"unixipc-sysvmq-{key & 0xFFFFFFFF:08x}" for key in conftest._sysv_keys}
+    with contextlib.suppress(FileNotFoundError):
+        return [
+            f"/dev/shm/{name}" for name in os.listdir("/dev/shm") if name.split(".", 1)[0] in stems
+        ]
+    return []
+
+
+conftest.LEAK_CHECKS.append(_leftover_sysvmq_tokens)
 
 
 @dataclass
@@ -76,12 +97,12 @@ class Endpoint:
         children: Callable[..., Child],
     ) -> None:
         self.scheme = scheme
-        self.options = dict(OPTIONS.get(scheme, {}))
+        self.options = dict(CONNECT_OPTIONS.get(scheme, {}))
         self._cleanup = cleanup
         self._children = children
         self.listener: Listener | None = None
         if not scheme.startswith("pair-"):
-            self.listener = unixipc.listen(url_for(scheme, names), **self.options)
+            self.listener = unixipc.listen(url_for(scheme, names), **LISTEN_OPTIONS.get(scheme, {}))
             cleanup(self.listener.close)
 
     @property

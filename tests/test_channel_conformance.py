@@ -125,14 +125,14 @@ def test_round_trip_keeps_order_and_content(endpoint: Endpoint, method: str) -> 
     generator = random.Random(7)
     limit = min(channel.max_message_size, 70_000)
     messages = [b"", b"x"] + [
-        generator.randbytes(generator.choice([1, 10, 100, 1000, 10_000, limit]))
+        generator.randbytes(min(limit, generator.choice([1, 10, 100, 1000, 10_000, limit])))
         for _ in range(30 if method == "fork" else 8)
     ]
     for message in messages:
         channel.send(message, timeout=WAIT)
         assert channel.receive(timeout=WAIT) == message
-    # Several small ones in flight at once (they fit in any buffer): order is kept.
-    burst = [str(i).encode() * 10 for i in range(20)]
+    # Several small ones in flight at once (they fit in the smallest queues): order is kept.
+    burst = [str(i).encode() * 10 for i in range(6)]
     for message in burst:
         channel.send(message, timeout=WAIT)
     for message in burst:
@@ -243,7 +243,7 @@ def test_timeout_is_validated_before_anything_happens(endpoint: Endpoint) -> Non
 
 
 def test_peer_close_gives_end_of_channel_after_its_messages(endpoint: Endpoint) -> None:
-    messages = [b"one", b"two", bytes(1000)]
+    messages = [b"one", b"two", bytes(200)]  # they fit in the smallest channel's buffers
     child, channel = endpoint.start(_send_then_close, messages)
     child.result()  # the child closed and exited
     for message in messages:

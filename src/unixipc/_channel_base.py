@@ -6,8 +6,11 @@ private module (``_channel_stream``, ``_channel_fifo``, ``_channel_mq``, ...).
 
 from __future__ import annotations
 
+import errno
+import os
+import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ._names import check_int
 from ._resource import Resource
@@ -15,6 +18,7 @@ from .errors import (
     ClosedResourceError,
     EndOfChannel,
     IPCError,
+    IPCOSError,
     MessageTooLarge,
     UnsupportedFeature,
 )
@@ -30,6 +34,19 @@ __all__ = (
 
 #: The largest message a split-capable channel carries unless told otherwise.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+_C = TypeVar("_C", bound="Channel")
+
+# Every open channel, so that a fork can mark them all unused in both processes.
+_LIVE: weakref.WeakSet[Channel] = weakref.WeakSet()
+
+
+def _forget_use_after_fork() -> None:
+    for channel in list(_LIVE):
+        channel._set_speaks(False)
+
+
+os.register_at_fork(after_in_parent=_forget_use_after_fork, after_in_child=_forget_use_after_fork)
 
 
 class Channel(Resource):
@@ -58,6 +75,33 @@ class Channel(Resource):
     # A sticky ending: once the peer is gone (or the stream is unusable), every
     # later call raises a fresh exception of this type and message.
     _ending: tuple[type[IPCError], str] | None = None
+
+    # Whether close() tells the peer (EndOfChannel) or stays silent. An end speaks
+    # once it is used in this process (send, receive, ``with``) since it was made
+    # by channel_pair or since a fork; connect/accept make ends that speak. This
+    # is what lets every process close the ends it does not use.
+    _speaks: bool = True
+
+    def _track(self, speaks: bool) -> None:
+        """Call from __init__: register for the fork rule and set who speaks."""
+        self._speaks = speaks
+        _LIVE.add(self)
+
+    def _untrack(self) -> None:
+        _LIVE.discard(self)
+
+    def _set_speaks(self, speaks: bool) -> None:
+        self._speaks = speaks
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute the flags a subclass's fast paths test (after a state change)."""
+
+    def __enter__(self: _C) -> _C:
+        # Taking an end in a with block is using it: its close will say goodbye.
+        self._check_open()
+        self._set_speaks(True)
+        return self
 
     def send(self, data: Any, *, timeout: float | None = None) -> None:
         """Send ``data`` (any bytes-like object) as one message.
@@ -128,6 +172,7 @@ class Channel(Resource):
         """Record that the channel ended (sticky) and return the exception to raise."""
         if self._ending is None:
             self._ending = (error_type, message)
+            self._refresh()
         return self._ended()
 
     def _ended(self) -> IPCError:
@@ -203,3 +248,8 @@ def closed_error(channel: Resource) -> ClosedResourceError:
 
 def goodbye_error(channel: Channel) -> IPCError:
     return channel._end(EndOfChannel, f"{channel.describe()}: the peer closed the channel")
+
+
+def refused(url: str, why: str) -> IPCOSError:
+    """The error of a connect that nobody accepts (errno ECONNREFUSED)."""
+    return IPCOSError(errno.ECONNREFUSED, f"cannot connect to {url!r}: {why}", url)

@@ -29,11 +29,11 @@ import stat
 import struct
 
 from . import fifo
-from ._channel_base import Listener
+from ._channel_base import Listener, refused
 from ._channel_stream import HELLO_FRAME, PipeChannel
 from ._deadline import Deadline, wait_fd
 from ._stream import PIPE_BUF
-from .errors import IPCError, IPCOSError, PeerDied, from_os_error
+from .errors import IPCError, PeerDied, from_os_error
 
 __all__ = ("FifoListener", "connect_fifo")
 
@@ -45,10 +45,6 @@ _REQUEST_MAGIC = b"uxf\x01"
 _TOKEN = re.compile(rb"[0-9a-f]{8,64}")
 # While waiting to be accepted, how often a client checks the listener's name.
 _NAME_CHECK_MS = 200
-
-
-def _refused(url: str, why: str) -> IPCOSError:
-    return IPCOSError(errno.ECONNREFUSED, f"cannot connect to {url!r}: {why}", url)
 
 
 class FifoListener(Listener):
@@ -70,6 +66,7 @@ class FifoListener(Listener):
                 os.unlink(path)
             raise from_os_error(error, "FIFO", path) from None
         self._pending = b""
+        self._creator = os.getpid()  # a forked child's close leaves the FIFO alone
         self._opened(url)
 
     def fileno(self) -> int:
@@ -153,7 +150,7 @@ class FifoListener(Listener):
     def _release(self) -> None:
         fd, self._fd = self._fd, -1
         with contextlib.suppress(OSError):
-            if os.stat(self._path)[1:3] == self._identity:
+            if os.getpid() == self._creator and os.stat(self._path)[1:3] == self._identity:
                 os.unlink(self._path)
         os.close(fd)
 
@@ -175,7 +172,7 @@ def connect_fifo(
         server = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         if error.errno == errno.ENXIO:
-            raise _refused(url, "nobody is listening on the FIFO") from None
+            raise refused(url, "nobody is listening on the FIFO") from None
         raise from_os_error(error, "FIFO", path) from None
     base = f"{path}.{secrets.token_hex(8)}"
     names = (f"{base}.up", f"{base}.down")
@@ -220,9 +217,9 @@ def _send_request(url: str, server: int, request: bytes, deadline: Deadline) -> 
         except BlockingIOError:
             events = wait_fd(server, select.POLLOUT, deadline, f"connecting to {url}")
             if events & select.POLLERR:
-                raise _refused(url, "the listener closed") from None
+                raise refused(url, "the listener closed") from None
         except BrokenPipeError:
-            raise _refused(url, "the listener closed") from None
+            raise refused(url, "the listener closed") from None
 
 
 def _wait_for_greeting(url: str, path: str, server: int, down: int, deadline: Deadline) -> None:
@@ -241,7 +238,7 @@ def _wait_for_greeting(url: str, path: str, server: int, down: int, deadline: De
         wait = _NAME_CHECK_MS if wait < 0 else min(wait, _NAME_CHECK_MS)
         for fd, events in poller.poll(wait):
             if fd == server and events & select.POLLERR:
-                raise _refused(url, "the listener closed before accepting")
+                raise refused(url, "the listener closed before accepting")
             if fd == down and events & (select.POLLIN | select.POLLHUP):
                 greeting = os.read(down, len(HELLO_FRAME))
                 if greeting != HELLO_FRAME:
@@ -256,6 +253,6 @@ def _wait_for_greeting(url: str, path: str, server: int, down: int, deadline: De
         except OSError:
             still_there = False
         if not still_there:
-            raise _refused(url, "the listener closed before accepting")
+            raise refused(url, "the listener closed before accepting")
         if deadline.expired() or deadline.timeout == 0:
             raise deadline.error(f"connecting to {url} (the listener did not accept)")

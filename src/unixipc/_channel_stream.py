@@ -32,10 +32,9 @@ import signal
 import socket
 import struct
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing import reduction
-from typing import Any, TypeVar
+from typing import Any
 
 from ._channel_base import (
     Channel,
@@ -79,19 +78,6 @@ DIRECT_READ = 64 * 1024
 # When a send finds the peer gone, read at most this much looking for its goodbye.
 _GOODBYE_SEARCH_LIMIT = 8 * 1024 * 1024
 
-_S = TypeVar("_S", bound="StreamChannel")
-
-# Every open stream channel, to mark them unused in both processes after a fork.
-_LIVE: weakref.WeakSet[StreamChannel] = weakref.WeakSet()
-
-
-def _forget_use_after_fork() -> None:
-    for channel in list(_LIVE):
-        channel._set_speaks(False)
-
-
-os.register_at_fork(after_in_parent=_forget_use_after_fork, after_in_child=_forget_use_after_fork)
-
 
 class StreamChannel(Channel):
     """A channel of frames over a byte stream (see the module docstring)."""
@@ -121,26 +107,15 @@ class StreamChannel(Channel):
         self._rend = 0
         self._unsent = b""  # the tail of a frame the kernel has not taken yet
         self._hello_pending = expect_hello
-        self._speaks = speaks
+        self._track(speaks)
         self._opened(url)
         self._refresh()
-        _LIVE.add(self)
 
     # The fast paths test one attribute each; these keep them right.
     def _refresh(self) -> None:
         ready = self._speaks and not self._closed
         self._limit = self.max_message_size if ready and not self._hello_pending else -1
         self._send_ready = ready and not self._unsent and self._ending is None
-
-    def _set_speaks(self, speaks: bool) -> None:
-        self._speaks = speaks
-        self._refresh()
-
-    def __enter__(self: _S) -> _S:
-        # Taking an end in a with block is using it: its close will say goodbye.
-        self._check_open()
-        self._set_speaks(True)
-        return self
 
     # I/O primitives, one set per transport.
     def _read_into(self, view: memoryview) -> int:
@@ -513,7 +488,7 @@ class StreamChannel(Channel):
     # Closing.
 
     def _release(self) -> None:
-        _LIVE.discard(self)
+        self._untrack()
         try:
             if self._speaks and self._ending is None:
                 self._say_goodbye()
@@ -786,6 +761,7 @@ class SocketListener(Listener):
         self._sock = sock
         self._path = path  # the socket file this listener made, removed by close()
         self._identity = os.stat(path)[1:3] if path is not None else None
+        self._creator = os.getpid()  # a forked child's close leaves the file alone
         self._opened(url)
 
     def fileno(self) -> int:
@@ -834,7 +810,7 @@ class SocketListener(Listener):
 
     def _release(self) -> None:
         self._sock.close()
-        if self._path is not None:
+        if self._path is not None and os.getpid() == self._creator:
             with contextlib.suppress(OSError):
                 if os.stat(self._path)[1:3] == self._identity:
                     os.unlink(self._path)

@@ -57,7 +57,7 @@ from ._channel_base import (
 )
 from ._channel_stream import MAX_FRAME, listen_socket, pipe_pair, socket_pair
 from ._deadline import Deadline, check_timeout
-from ._names import check_int, check_path, check_permissions
+from ._names import check_int, check_path, check_permissions, check_sysv_key
 from .errors import UnsupportedFeature
 
 __all__ = (
@@ -77,6 +77,8 @@ SCHEMES = ("fifo", "mq", "sysvmq", "unix", "unix-abstract", "tcp", "shm")
 #: The kinds :func:`channel_pair` makes.
 PAIR_KINDS = ("pipe", "socketpair", "shm")
 
+# The largest max_message_size of a channel that splits messages into pieces.
+_MAX_SPLIT = 2**31 - 1
 # The longest path a UNIX socket address holds (sun_path, with its NUL).
 _SUN_PATH_MAX = 107
 
@@ -216,6 +218,27 @@ def listen(url: str, **options: Any) -> Listener:
             max_message_size=_max_size(opts),
             permissions=check_permissions(opts["permissions"]),
         )
+    if scheme == "mq":
+        from ._channel_mq import MqListener
+
+        opts = take_options(
+            scheme, call, options, {**_stream_defaults(), "permissions": 0o600, "backlog": 8}
+        )
+        return MqListener(
+            url,
+            address,
+            max_message_size=_max_size(opts, _MAX_SPLIT),
+            permissions=check_permissions(opts["permissions"]),
+            backlog=check_int(opts["backlog"], "backlog", minimum=1),
+        )
+    if scheme == "sysvmq":
+        from ._channel_sysvmq import SysVListener
+
+        opts = take_options(scheme, call, options, {"permissions": 0o600})
+        permissions = check_permissions(opts["permissions"])
+        if permissions > 0o777:
+            raise ValueError(f"permissions must be at most 0o777 for System V, got {permissions:o}")
+        return SysVListener(url, check_sysv_key(address), permissions=permissions)
     return _queue_or_ring(scheme).listen(url, address, options)
 
 
@@ -270,6 +293,32 @@ def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channe
             max_message_size=_max_size(opts),
             permissions=check_permissions(opts["permissions"]),
         )
+    if scheme == "mq":
+        from ._channel_mq import connect_mq
+
+        defaults = {
+            **_stream_defaults(),
+            "permissions": 0o600,
+            "queue_length": 8,
+            "queue_message_size": 4096,
+        }
+        opts = take_options(scheme, call, options, defaults)
+        return connect_mq(
+            url,
+            address,
+            deadline,
+            max_message_size=_max_size(opts, _MAX_SPLIT),
+            permissions=check_permissions(opts["permissions"]),
+            queue_length=check_int(opts["queue_length"], "queue_length", minimum=1),
+            queue_message_size=check_int(
+                opts["queue_message_size"], "queue_message_size", minimum=1
+            ),
+        )
+    if scheme == "sysvmq":
+        from ._channel_sysvmq import connect_sysvmq
+
+        take_options(scheme, call, options, {})
+        return connect_sysvmq(url, check_sysv_key(address), deadline)
     return _queue_or_ring(scheme).connect(url, address, deadline, options)
 
 
