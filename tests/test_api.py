@@ -38,6 +38,7 @@ PUBLIC = {
     "PosixSharedMemory",
     "posix_shm",
     # channels
+    "aio",
     "Channel",
     "Listener",
     "channel",

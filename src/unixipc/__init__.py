@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from . import aio as aio
 from . import channel as channel
 from . import errors as errors
 from . import fifo as fifo
@@ -98,6 +99,7 @@ __all__ = (
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
+    "aio",
     "channel",
     "channel_pair",
     "connect",

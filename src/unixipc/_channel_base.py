@@ -97,6 +97,30 @@ class Channel(Resource):
     def _refresh(self) -> None:
         """Recompute the flags a subclass's fast paths test (after a state change)."""
 
+    # Hooks for unixipc.aio (never on a synchronous hot path).
+
+    #: Seconds between liveness probes while waiting on descriptors (None: the
+    #: descriptors themselves report a peer that went away).
+    _probe_interval: float | None = None
+
+    def _read_fd(self) -> int | None:
+        """A descriptor readable when receive(timeout=0) may succeed; None if none."""
+        return None
+
+    def _write_fd(self) -> int | None:
+        """A descriptor writable when send(timeout=0) may succeed; None if none."""
+        return None
+
+    def _has_tail(self) -> bool:
+        """True while part of a message is committed but not yet handed to the kernel."""
+        return False
+
+    def _flush_nowait(self) -> None:
+        """Hand over as much of the committed tail as fits now."""
+
+    def _probe(self) -> None:
+        """Raise EndOfChannel/PeerDied if the peer is known to be gone."""
+
     def __enter__(self: _C) -> _C:
         # Taking an end in a with block is using it: its close will say goodbye.
         self._check_open()

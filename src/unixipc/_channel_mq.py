@@ -132,6 +132,23 @@ class MqChannel(Channel):
             raise closed_error(self)
         return self._rx.fileno()
 
+    _probe_interval = _SLICE
+
+    def _read_fd(self) -> int | None:
+        return self._rx.fileno()
+
+    def _write_fd(self) -> int | None:
+        return self._tx.fileno()
+
+    def _has_tail(self) -> bool:
+        return bool(self._tail)
+
+    def _flush_nowait(self) -> None:
+        self._flush(None)
+
+    def _probe(self) -> None:
+        self._check_peer()
+
     # Sending.
 
     def send(self, data: Any, *, timeout: float | None = None) -> None:

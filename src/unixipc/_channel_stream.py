@@ -117,6 +117,18 @@ class StreamChannel(Channel):
         self._limit = self.max_message_size if ready and not self._hello_pending else -1
         self._send_ready = ready and not self._unsent and self._ending is None
 
+    def _read_fd(self) -> int | None:
+        return self._rfd
+
+    def _write_fd(self) -> int | None:
+        return self._wfd
+
+    def _has_tail(self) -> bool:
+        return bool(self._unsent)
+
+    def _flush_nowait(self) -> None:
+        self._flush(None)
+
     # I/O primitives, one set per transport.
     def _read_into(self, view: memoryview) -> int:
         raise NotImplementedError  # pragma: no cover

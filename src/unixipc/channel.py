@@ -259,9 +259,13 @@ def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channe
         IPCOSError: connection refused (errno ECONNREFUSED) or another system error.
         WouldBlock, TimeoutExpired: not connected within ``timeout`` seconds.
     """
-    scheme, address = parse_url(url)
     check_timeout(timeout)
-    deadline = Deadline(timeout)
+    return _connect(url, Deadline(timeout), options)
+
+
+def _connect(url: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
+    """connect() with a deadline made by the caller (unixipc.aio cancels through it)."""
+    scheme, address = parse_url(url)
     call = "connect"
     if scheme in ("unix", "unix-abstract", "tcp"):
         from ._channel_stream import connect_socket
