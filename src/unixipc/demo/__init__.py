@@ -16,6 +16,14 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pipe", "pipes"),
     ("popen", "pipes"),
     ("fifo", "fifos"),
+    # channels: the same program over several URLs
+    ("ch-pipe", "channels"),
+    ("ch-socketpair", "channels"),
+    ("ch-unix", "channels"),
+    ("ch-tcp", "channels"),
+    ("ch-fifo", "channels"),
+    ("ch-mq", "channels"),
+    ("ch-sysvmq", "channels"),
 )
 
 
