@@ -68,6 +68,8 @@ GOODBYE_FRAME = _pack_header(GOODBYE)
 #: The largest payload a frame can announce (the two lengths above are reserved).
 MAX_FRAME = 0xFFFFFFFD
 
+_FOREVER = Deadline(None)
+
 #: Read-ahead buffer; grows (once) to hold a larger message whole.
 READ_BUFFER = 64 * 1024
 # Up to this size one joined buffer is cheaper than a two-buffer sendmsg/writev
@@ -116,6 +118,8 @@ class StreamChannel(Channel):
         ready = self._speaks and not self._closed
         self._limit = self.max_message_size if ready and not self._hello_pending else -1
         self._send_ready = ready and not self._unsent and self._ending is None
+        # An empty buffer and timeout=None: one read that sleeps in the kernel.
+        self._wait_reads = self._limit >= 0 and self._can_block and not self._unsent
 
     def _read_fd(self) -> int | None:
         return self._rfd
@@ -129,7 +133,11 @@ class StreamChannel(Channel):
     def _flush_nowait(self) -> None:
         self._flush(None)
 
-    # I/O primitives, one set per transport.
+    # I/O primitives, one set per transport. The first three never block
+    # (BlockingIOError instead); with _can_block, the _wait ones sleep in the
+    # kernel until they can make progress: one system call for timeout=None.
+    _can_block = False
+
     def _read_into(self, view: memoryview) -> int:
         raise NotImplementedError  # pragma: no cover
 
@@ -137,6 +145,15 @@ class StreamChannel(Channel):
         raise NotImplementedError  # pragma: no cover
 
     def _writev(self, buffers: Sequence[Any]) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    def _read_into_wait(self, view: memoryview) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    def _write_wait(self, data: Any) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    def _writev_wait(self, buffers: Sequence[Any]) -> int:
         raise NotImplementedError  # pragma: no cover
 
     def _grow_write_buffer(self) -> bool:
@@ -188,7 +205,12 @@ class StreamChannel(Channel):
             raise too_large(self, size)
         if self._send_ready:
             try:
-                if size < JOIN_BELOW:
+                if timeout is None and self._can_block:
+                    if size < JOIN_BELOW:
+                        sent = self._write_wait(_pack_header(size) + data)
+                    else:
+                        sent = self._writev_wait((_pack_header(size), data))
+                elif size < JOIN_BELOW:
                     sent = self._write(_pack_header(size) + data)
                 else:
                     sent = self._writev((_pack_header(size), data))
@@ -198,7 +220,7 @@ class StreamChannel(Channel):
                 raise self._peer_gone_on_send() from None
             if sent == size + 4:
                 return
-            self._send_rest(data, size, sent, Deadline(timeout))
+            self._send_rest(data, size, sent, _FOREVER if timeout is None else Deadline(timeout))
             return
         if self._closed:
             raise closed_error(self)
@@ -219,10 +241,11 @@ class StreamChannel(Channel):
         header = _pack_header(size)
         total = size + 4
         payload = memoryview(data)
+        wait_in_kernel = deadline.blocking and self._can_block and not self._unsent
         while sent < total:
             rest = [header[sent:], payload] if sent < 4 else [payload[sent - 4 :]]
             try:
-                sent += self._writev(rest)
+                sent += self._writev_wait(rest) if wait_in_kernel else self._writev(rest)
                 continue
             except BlockingIOError:
                 pass
@@ -314,9 +337,23 @@ class StreamChannel(Channel):
             if size <= self._limit and end <= self._rend:
                 self._rstart = end
                 return bytes(self._rview[start + 4 : end])
+        elif start == self._rend and timeout is None and self._wait_reads:
+            # Nothing buffered (the usual case of a ping-pong): one read that sleeps
+            # in the kernel, then the frame if it came whole.
+            try:
+                count = self._read_into_wait(self._rview)
+            except ConnectionResetError:
+                count = 0
+            self._rstart = 0
+            self._rend = count
+            if count >= 4:
+                (size,) = _unpack_header(self._rbuf, 0)
+                if size <= self._limit and size + 4 <= count:
+                    self._rstart = size + 4
+                    return bytes(self._rview[4 : size + 4])
         if self._closed:
             raise closed_error(self)
-        deadline = Deadline(timeout)
+        deadline = _FOREVER if timeout is None else Deadline(timeout)
         size = self._next_header(deadline)
         if self._rend - self._rstart < 4 + size:
             self._fill(4 + size, deadline)
@@ -377,7 +414,10 @@ class StreamChannel(Channel):
         try:
             while got < size:
                 try:
-                    count = self._read_into(view[got:size])
+                    if deadline.blocking and self._can_block and not self._unsent:
+                        count = self._read_into_wait(view[got:size])
+                    else:
+                        count = self._read_into(view[got:size])
                 except BlockingIOError:
                     self._wait_readable(deadline)
                     continue
@@ -460,7 +500,10 @@ class StreamChannel(Channel):
         self._make_room(need)
         while self._rend - self._rstart < need:
             try:
-                count = self._read_into(self._rview[self._rend :])
+                if deadline.blocking and self._can_block and not self._unsent:
+                    count = self._read_into_wait(self._rview[self._rend :])
+                else:
+                    count = self._read_into(self._rview[self._rend :])
             except BlockingIOError:
                 self._wait_readable(deadline)
                 continue
@@ -570,6 +613,31 @@ def _call_without_sigpipe(call: Callable[[int, Any], int], fd: int, data: Any) -
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _pwrite_nowait(fd: int, buffers: Sequence[Any]) -> int:
+    return os.pwritev(fd, buffers, -1, os.RWF_NOWAIT)
+
+
+def _pipes_take_rwf_nowait() -> bool:
+    """Whether this kernel honours RWF_NOWAIT on pipes (Linux 5.x and later)."""
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return False
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.preadv(read_fd, (bytearray(1),), -1, flag)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    return False  # pragma: no cover - a read of an empty pipe cannot succeed
+
+
+_PIPE_NOWAIT = _pipes_take_rwf_nowait()
+
+
 class PipeChannel(StreamChannel):
     """A channel over two one-way descriptors: two pipes, or two FIFOs."""
 
@@ -600,10 +668,41 @@ class PipeChannel(StreamChannel):
             os.close(rfd)
 
 
+class NowaitPipeChannel(PipeChannel):
+    """A channel over two anonymous pipes kept blocking: a receive or send with
+    ``timeout=None`` is one system call that sleeps in the kernel, and the tries
+    that must not wait say RWF_NOWAIT (anonymous pipes only: FIFOs refuse it)."""
+
+    _can_block = True
+
+    def __init__(self, url: str, read_fd: int, write_fd: int, **options: Any) -> None:
+        os.set_blocking(read_fd, True)
+        os.set_blocking(write_fd, True)
+        super().__init__(url, read_fd, write_fd, **options)
+
+    def _read_into(self, view: memoryview) -> int:
+        return os.preadv(self._rfd, (view,), -1, os.RWF_NOWAIT)
+
+    def _write(self, data: Any) -> int:
+        return _call_without_sigpipe(_pwrite_nowait, self._wfd, (data,))
+
+    def _writev(self, buffers: Sequence[Any]) -> int:
+        return _call_without_sigpipe(_pwrite_nowait, self._wfd, buffers)
+
+    def _read_into_wait(self, view: memoryview) -> int:
+        return os.readv(self._rfd, (view,))
+
+    def _write_wait(self, data: Any) -> int:
+        return _call_without_sigpipe(os.write, self._wfd, data)
+
+    def _writev_wait(self, buffers: Sequence[Any]) -> int:
+        return _call_without_sigpipe(os.writev, self._wfd, buffers)
+
+
 def _rebuild_pipe_channel(
-    read_dup: Any, write_dup: Any, url: str, max_message_size: int
+    cls: type[PipeChannel], read_dup: Any, write_dup: Any, url: str, max_message_size: int
 ) -> PipeChannel:
-    return PipeChannel(
+    return cls(
         url,
         read_dup.detach(),
         write_dup.detach(),
@@ -619,6 +718,7 @@ def _reduce_pipe_channel(channel: PipeChannel) -> tuple[Any, ...]:
     return (
         _rebuild_pipe_channel,
         (
+            type(channel),
             reduction.DupFd(channel._rfd),
             reduction.DupFd(channel._wfd),
             channel.url,
@@ -628,6 +728,10 @@ def _reduce_pipe_channel(channel: PipeChannel) -> tuple[Any, ...]:
 
 
 reduction.register(PipeChannel, _reduce_pipe_channel)
+reduction.register(NowaitPipeChannel, _reduce_pipe_channel)
+
+
+_SEND_NOWAIT = socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT
 
 
 class SocketChannel(StreamChannel):
@@ -644,6 +748,7 @@ class SocketChannel(StreamChannel):
         expect_hello: bool,
         speaks: bool,
     ) -> None:
+        sock.setblocking(True)  # tries that must not wait say MSG_DONTWAIT
         self._sock = sock
         self._recv_into = sock.recv_into
         self._send = sock.send
@@ -658,13 +763,24 @@ class SocketChannel(StreamChannel):
             speaks=speaks,
         )
 
+    _can_block = True
+
     def _read_into(self, view: memoryview) -> int:
-        return self._recv_into(view)
+        return self._recv_into(view, 0, socket.MSG_DONTWAIT)
 
     def _write(self, data: Any) -> int:
-        return self._send(data, socket.MSG_NOSIGNAL)
+        return self._send(data, _SEND_NOWAIT)
 
     def _writev(self, buffers: Sequence[Any]) -> int:
+        return self._sendmsg(buffers, (), _SEND_NOWAIT)
+
+    def _read_into_wait(self, view: memoryview) -> int:
+        return self._recv_into(view)
+
+    def _write_wait(self, data: Any) -> int:
+        return self._send(data, socket.MSG_NOSIGNAL)
+
+    def _writev_wait(self, buffers: Sequence[Any]) -> int:
         return self._sendmsg(buffers, (), socket.MSG_NOSIGNAL)
 
     def _grow_write_buffer(self) -> bool:
@@ -700,22 +816,39 @@ def _reduce_socket_channel(channel: SocketChannel) -> tuple[Any, ...]:
 reduction.register(SocketChannel, _reduce_socket_channel)
 
 
+_PIPE_FLAGS = os.O_CLOEXEC if _PIPE_NOWAIT else os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def pipe_pair(max_message_size: int) -> tuple[PipeChannel, PipeChannel]:
     """Two channel ends over two pipes (one per direction)."""
     try:
-        a_to_b = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        a_to_b = os.pipe2(_PIPE_FLAGS)
     except OSError as error:
         raise from_os_error(error, "pipe", "pipe(2)") from None
     try:
-        b_to_a = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        b_to_a = os.pipe2(_PIPE_FLAGS)
     except OSError as error:
         os.close(a_to_b[0])
         os.close(a_to_b[1])
         raise from_os_error(error, "pipe", "pipe(2)") from None
-    options = {"max_message_size": max_message_size, "expect_hello": False, "speaks": False}
+    cls = NowaitPipeChannel if _PIPE_NOWAIT else PipeChannel
     return (
-        PipeChannel("pipe:", b_to_a[0], a_to_b[1], **options),  # type: ignore[arg-type]
-        PipeChannel("pipe:", a_to_b[0], b_to_a[1], **options),  # type: ignore[arg-type]
+        cls(
+            "pipe:",
+            b_to_a[0],
+            a_to_b[1],
+            max_message_size=max_message_size,
+            expect_hello=False,
+            speaks=False,
+        ),
+        cls(
+            "pipe:",
+            a_to_b[0],
+            b_to_a[1],
+            max_message_size=max_message_size,
+            expect_hello=False,
+            speaks=False,
+        ),
     )
 
 
@@ -751,7 +884,7 @@ def _tune(sock: socket.socket) -> None:
 
 def _greet(sock: socket.socket) -> None:
     # A fresh connection always has room for 8 bytes: this never blocks.
-    if sock.send(HELLO_FRAME, socket.MSG_NOSIGNAL) != len(HELLO_FRAME):
+    if sock.send(HELLO_FRAME, _SEND_NOWAIT) != len(HELLO_FRAME):
         raise OSError(errno.EAGAIN, "no room for the greeting on a fresh connection")
 
 
