@@ -37,6 +37,10 @@ PUBLIC = {
     # memory
     "PosixSharedMemory",
     "posix_shm",
+    # the shared-memory ring
+    "Ring",
+    "RingInfo",
+    "ring",
     # modules and metadata
     "errors",
     "fifo",

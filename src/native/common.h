@@ -37,5 +37,6 @@ int unixipc_parse_deadline(PyObject *arg, int64_t *out);
 /* Each facility file defines one of these; module.c calls them in order. */
 int unixipc_init_common(PyObject *module);
 int unixipc_init_posix_shm(PyObject *module);
+int unixipc_init_ring(PyObject *module);
 
 #endif

@@ -10,6 +10,7 @@
 static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_common,
     unixipc_init_posix_shm,
+    unixipc_init_ring,
 };
 
 static int native_exec(PyObject *module)

@@ -14,6 +14,7 @@ from . import errors as errors
 from . import fifo as fifo
 from . import pipe as pipe
 from . import posix_shm as posix_shm
+from . import ring as ring
 from ._stream import PIPE_BUF as PIPE_BUF
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
@@ -40,6 +41,8 @@ from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .ring import Ring as Ring
+from .ring import RingInfo as RingInfo
 
 try:
     __version__: str = _version("unixipc")
@@ -69,6 +72,8 @@ __all__ = (
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "Ring",
+    "RingInfo",
     "TimeoutExpired",
     "UnsupportedFeature",
     "WouldBlock",
@@ -78,4 +83,5 @@ __all__ = (
     "pipe",
     "popen",
     "posix_shm",
+    "ring",
 )
