@@ -67,6 +67,7 @@
 #define WAITING_DATA 1U
 #define WAITING_SPACE (1U << 16)
 
+#define GIL_SPIN_NS 2000 /* first look with the GIL held */
 #define SPIN_MIN_NS 4000
 #define SPIN_START_NS 50000
 #define SPIN_MAX_NS 150000
@@ -157,15 +158,34 @@ typedef struct {
 
 /* ------------------------------------------------------------------ errors */
 
+/* unixipc.errors.<name>, looked up once (a borrowed reference kept for the process). */
 static PyObject *error_class(const char *name)
 {
-    PyObject *module = PyImport_ImportModule("unixipc.errors");
-    if (module == NULL) {
+    static const char *names[] = {"IPCError",     "ClosedResourceError", "WouldBlock",
+                                  "TimeoutExpired", "MessageTooLarge",   "PeerDied",
+                                  "EndOfChannel"};
+    static PyObject *classes[sizeof names / sizeof names[0]];
+    size_t index = 0;
+    while (index < sizeof names / sizeof names[0] && strcmp(names[index], name) != 0) {
+        index++;
+    }
+    if (index == sizeof names / sizeof names[0]) {
+        PyErr_Format(PyExc_SystemError, "unknown error class %s", name);
         return NULL;
     }
-    PyObject *cls = PyObject_GetAttrString(module, name);
-    Py_DECREF(module);
-    return cls;
+    if (classes[index] == NULL) {
+        PyObject *module = PyImport_ImportModule("unixipc.errors");
+        if (module == NULL) {
+            return NULL;
+        }
+        classes[index] = PyObject_GetAttrString(module, name);
+        Py_DECREF(module);
+        if (classes[index] == NULL) {
+            return NULL;
+        }
+    }
+    Py_INCREF(classes[index]);
+    return classes[index];
 }
 
 /* Raise unixipc.errors.<name>(message); with sent >= 0, also set its
@@ -686,6 +706,22 @@ static int ring_wait(RingObject *self, int for_space, uint64_t argument, int64_t
     struct ring_slot *slot = self->slot >= 0 ? &self->slots[self->slot] : NULL;
     int result = WAIT_READY;
 
+    /* Releasing and retaking the GIL costs hundreds of ns: in a ping-pong the
+     * answer often comes sooner, so look for a short while with the GIL held. */
+    {
+        int64_t until = unixipc_monotonic_ns() + GIL_SPIN_NS;
+        for (;;) {
+            for (int i = 0; i < 16; i++) {
+                if (ready(self, argument)) {
+                    return WAIT_READY;
+                }
+                cpu_relax();
+            }
+            if (unixipc_monotonic_ns() >= until) {
+                break;
+            }
+        }
+    }
     PyThreadState *thread = PyEval_SaveThread();
 
     /* Spin: a message (or space) usually comes within microseconds, and a sleeping
