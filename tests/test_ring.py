@@ -400,6 +400,47 @@ def test_signal_handlers_run_and_the_wait_goes_on(names: Names, cleanup: Cleanup
         signal.signal(signal.SIGALRM, old)
 
 
+def _use_inherited(handle: Ring) -> int:
+    handle.send(b"from a forked child")  # the inherited object takes a slot of its own
+    attached = handle.info().attached
+    handle.close()
+    return attached
+
+
+def test_a_forked_child_uses_an_inherited_handle(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    handle.declare(consumer=True)
+    assert children(_use_inherited, handle, method="fork").result() == 2
+    assert handle.receive(timeout=30) == b"from a forked child"
+    info = handle.info()
+    assert (info.attached, info.consumers) == (1, 1)
+
+
+def _produce_fork_then_die(name: str) -> None:
+    handle = Ring.open(name)
+    handle.send(b"before the fork")
+    pid = os.fork()
+    if pid == 0:  # outlives its parent, with copies of all its descriptors
+        time.sleep(60)
+        os._exit(0)
+    handle.send(struct.pack("<i", pid))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_forked_child_does_not_keep_a_dead_producer_alive(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    children(_produce_fork_then_die, handle.name)
+    assert handle.receive(timeout=30) == b"before the fork"
+    grandchild = struct.unpack("<i", handle.receive(timeout=30))[0]
+    cleanup(os.kill, grandchild, signal.SIGKILL)
+    with pytest.raises(PeerDied):
+        handle.receive(timeout=30)
+
+
 # -- ends and crashes -------------------------------------------------------------------
 
 

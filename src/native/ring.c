@@ -412,14 +412,16 @@ static inline int peek(const RingObject *self, uint64_t position, uint32_t *leng
 
 static inline void wake_readers(RingObject *self)
 {
-    if (UNLIKELY(LOAD_RELAXED(&self->header->data_waiters) != 0)) {
+    /* seq_cst: the commit before must be visible before this load (Dekker with
+     * the waiter, which registers and then looks). A plain load on x86. */
+    if (UNLIKELY(__atomic_load_n(&self->header->data_waiters, __ATOMIC_SEQ_CST) != 0)) {
         futex_wake_all(&self->header->data_futex);
     }
 }
 
 static inline void wake_writers(RingObject *self)
 {
-    if (UNLIKELY(LOAD_RELAXED(&self->header->space_waiters) != 0)) {
+    if (UNLIKELY(__atomic_load_n(&self->header->space_waiters, __ATOMIC_SEQ_CST) != 0)) {
         futex_wake_all(&self->header->space_futex);
     }
 }
@@ -645,6 +647,9 @@ static int space_ready(RingObject *self, uint64_t size)
 {
     uint64_t free_position = LOAD(&self->header->free);
     uint64_t tail = LOAD(&self->header->tail);
+    if (free_position > tail || tail - free_position > self->capacity) {
+        return 1; /* moving under us, or damaged: let claim() take a careful look */
+    }
     uint64_t offset = tail % self->capacity;
     uint64_t padding = offset + size > self->capacity ? self->capacity - offset : 0;
     return tail + padding + size - free_position <= self->capacity;
@@ -755,6 +760,7 @@ static int ring_wait(RingObject *self, int for_space, uint64_t argument, int64_t
     if (slot != NULL) {
         __atomic_fetch_add(&slot->waiting, waiting_unit, __ATOMIC_SEQ_CST);
     }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     /* Peers that already left are noticed at once; deaths within a slice. */
     int64_t next_check = (LOAD(event_word) & 3U) != EVENT_NONE ? start : start + SLICE_NS;
     for (;;) {
@@ -995,6 +1001,29 @@ static int wait_or_give_up(RingObject *self, int for_space, uint64_t argument, i
 
 enum { CLAIM_OK, CLAIM_FULL, CLAIM_BAD };
 
+/* A consistent look at free and tail. Loads are not simultaneous, but
+ * free(1) <= head <= tail and tail - free(2) <= capacity always hold for
+ * free(1) read before tail and free(2) after it; anything else is damage.
+ * Returns 0 with *free_out <= *tail_out, or -1 if the ring is damaged. */
+static int read_free_and_tail(RingObject *self, uint64_t *free_out, uint64_t *tail_out)
+{
+    struct ring_header *header = self->header;
+    for (;;) {
+        uint64_t before = LOAD(&header->free);
+        uint64_t tail = LOAD(&header->tail);
+        uint64_t after = LOAD(&header->free);
+        if (before > tail || tail - after > self->capacity) {
+            return -1;
+        }
+        if (after <= tail) {
+            *free_out = after;
+            *tail_out = tail;
+            return 0;
+        }
+        /* Consumers passed this tail already: it is stale, look again. */
+    }
+}
+
 /* Claim [*start, *end) for records totalling `size` bytes after any padding needed.
  * Publishes the claim in our slot first, so that recovery knows whose it is. */
 static int claim(RingObject *self, uint64_t size, uint64_t *start, uint64_t *end)
@@ -1006,10 +1035,10 @@ static int claim(RingObject *self, uint64_t size, uint64_t *start, uint64_t *end
         uint64_t offset = tail % self->capacity;
         uint64_t padding = offset + size > self->capacity ? self->capacity - offset : 0;
         uint64_t claim_end = tail + padding + size;
+        /* cached_free <= tail: it was read with an older tail, and tail only grows. */
         if (claim_end - self->cached_free > self->capacity) {
-            uint64_t free_position = LOAD(&header->free);
-            tail = LOAD(&header->tail); /* read after free: free <= head <= tail */
-            if (free_position > tail || tail - free_position > self->capacity) {
+            uint64_t free_position;
+            if (read_free_and_tail(self, &free_position, &tail) < 0) {
                 return CLAIM_BAD;
             }
             self->cached_free = free_position;
@@ -1214,10 +1243,9 @@ static PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssiz
     Py_ssize_t sent = 0;
     while (sent < count) {
         /* Lay out as many messages as fit in the free space, padding at the lap's end. */
-        uint64_t free_position = LOAD(&header->free);
-        uint64_t tail = LOAD(&header->tail); /* read after free: free <= head <= tail */
-        if (free_position > tail || tail - free_position > self->capacity) {
-            raise_corrupt(self, "free and tail are inconsistent", tail);
+        uint64_t free_position, tail;
+        if (read_free_and_tail(self, &free_position, &tail) < 0) {
+            raise_corrupt(self, "free and tail are inconsistent", LOAD(&header->tail));
             goto out;
         }
         uint64_t cursor = tail;
