@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -574,3 +575,30 @@ def test_a_damaged_record_gives_an_error_not_a_crash(names: Names, cleanup: Clea
         memory.buf[16:24] = struct.pack("<Q", 1 << 40)  # capacity
     with pytest.raises(IPCError, match="capacity"):
         Ring.open(handle.name)
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def test_the_command_line_creates_sends_receives_and_removes(names: Names) -> None:
+    from tests.test_cli import unixipc_cli
+
+    name = names.posix("cli")
+    created = unixipc_cli("ring", "create", name, "--capacity", "4096")
+    assert created.returncode == 0, created.stderr
+    assert "messages up to 2032 bytes" in created.stdout
+    try:
+        assert unixipc_cli("ring", "send", name, "hello", "world").returncode == 0
+        info = json.loads(unixipc_cli("--json", "ring", "info", name).stdout)
+        assert (info["messages"], info["attached"], info["capacity"]) == (2, 0, 4096)
+        received = unixipc_cli("ring", "receive", name, "--count", "5", "--timeout", "5")
+        assert received.returncode == 0, received.stderr
+        assert received.stdout == "hello\nworld\n"  # then EndOfChannel: the sender closed
+        timed_out = unixipc_cli("ring", "receive", name, "--timeout", "0.2")
+        assert timed_out.returncode == 0  # the last producer closed: end, not an error
+    finally:
+        assert unixipc_cli("ring", "unlink", name).returncode == 0
+    missing = unixipc_cli("ring", "info", name)
+    assert missing.returncode == 1
+    assert "shared-memory ring" in missing.stderr
+    assert "does not exist" in missing.stderr

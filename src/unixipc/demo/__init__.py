@@ -16,6 +16,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pipe", "pipes"),
     ("popen", "pipes"),
     ("fifo", "fifos"),
+    ("ring", "ring"),
 )
 
 
