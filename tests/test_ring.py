@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -126,6 +127,11 @@ def _try_send(handle: Ring, data: bytes) -> bool:
     except WouldBlock:
         return False
     return True
+
+
+def _send_forever(handle: Ring, data: bytes) -> None:
+    while True:
+        handle.send(data, timeout=30)
 
 
 # -- basics ----------------------------------------------------------------------------
@@ -356,6 +362,18 @@ def test_a_blocked_receiver_wakes_for_a_sender_thread(names: Names, cleanup: Cle
     assert got == [b"wake up"]
 
 
+def test_usable_from_asyncio_through_a_worker_thread(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+
+    async def main() -> bytes:
+        waiting = asyncio.create_task(asyncio.to_thread(handle.receive, timeout=30))
+        await asyncio.sleep(0.1)  # the loop keeps running while the thread waits
+        handle.send(b"to the loop")
+        return await waiting
+
+    assert asyncio.run(main()) == b"to the loop"
+
+
 def test_close_from_another_thread_ends_a_wait(names: Names, cleanup: Cleanup) -> None:
     name = names.posix("ring")
     handle = Ring.create(name, 4096)
@@ -516,6 +534,45 @@ def test_a_reader_killed_mid_message_gives_its_space_back(
     for number in range(5, 5 + 4096 // 320):
         handle.send(_message(0, number, 300), timeout=30)
     assert reader.info().consumers == 1
+
+
+def _sleep_in_receive(name: str) -> None:
+    with Ring.open(name) as handle:
+        handle.receive(timeout=60)
+
+
+def _data_waiters(name: str) -> int:
+    """The header's count of sleeping receivers (line 4 of the header: futex, count)."""
+    with PosixSharedMemory.open(name) as memory:
+        return int(struct.unpack_from("<I", memory.buf, 4 * 64 + 4)[0])
+
+
+def test_a_receiver_killed_in_its_sleep_is_taken_out_of_the_waiter_count(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    child = children(_sleep_in_receive, handle.name)
+    wait_until(lambda: _data_waiters(handle.name) == 1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.process.join(30)
+    assert handle.info().attached == 1  # taking the census buries the dead handle
+    assert _data_waiters(handle.name) == 0  # senders stop making wake-up calls
+
+
+def _consume_one_then_die(name: str) -> None:
+    handle = Ring.open(name)
+    handle.receive(timeout=30)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_sender_blocked_on_a_full_ring_gets_peer_died_when_its_consumer_dies(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup, capacity=1024)
+    handle.send(b"one")
+    children(_consume_one_then_die, handle.name).process.join(30)
+    with pytest.raises(PeerDied, match="every consumer is gone"):
+        _send_forever(handle, b"x" * 100)
 
 
 def _crash_mid_write(name: str) -> None:
