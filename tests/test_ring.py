@@ -74,14 +74,20 @@ def _send_numbers(name: str, producer: int, count: int, batch: int) -> int:
     return count
 
 
-def _receive_until_end(name: str, batch: int) -> list[tuple[int, int]]:
+def _receive_until_end(name: str, how: str) -> list[tuple[int, int]]:
     got = []
+    buffer = bytearray(1024)
     with Ring.open(name) as handle:
         handle.declare(consumer=True)
         while True:
             try:
-                if batch > 1:
-                    messages = handle.receive_many(batch, timeout=60)
+                if how == "many":
+                    messages = handle.receive_many(16, timeout=60)
+                elif how == "view":
+                    with handle.receive_view(timeout=60) as view:
+                        messages = [bytes(view)]
+                elif how == "into":
+                    messages = [bytes(buffer[: handle.receive_into(buffer, timeout=60)])]
                 else:
                     messages = [handle.receive(timeout=60)]
             except EndOfChannel:
@@ -164,9 +170,11 @@ def test_many_producers_and_consumers_each_message_exactly_once(
 ) -> None:
     handle = _make(names, cleanup, capacity=1 << 14)  # small: producers wait for space
     count = 3000
-    consumers = [children(_receive_until_end, handle.name, batch) for batch in (1, 16, 1)]
+    consumers = [
+        children(_receive_until_end, handle.name, how) for how in ("one", "many", "view", "into")
+    ]
     # Let every consumer attach before the producers can finish.
-    wait_until(lambda: handle.info().consumers == 3)
+    wait_until(lambda: handle.info().consumers == 4)
     producers = [children(_send_numbers, handle.name, p, count, (1, 7, 64)[p]) for p in range(3)]
     assert [child.result() for child in producers] == [count] * 3
     received = [child.result() for child in consumers]
