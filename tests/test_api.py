@@ -56,6 +56,10 @@ PUBLIC = {
     "SysVMessageQueue",
     "SysVMessageQueueInfo",
     "sysv_mq",
+    # the shared-memory ring
+    "Ring",
+    "RingInfo",
+    "ring",
     # modules and metadata
     "errors",
     "fifo",

@@ -60,5 +60,6 @@ int unixipc_init_deadline_calls(PyObject *module);
 int unixipc_init_posix_shm(PyObject *module);
 int unixipc_init_posix_mq(PyObject *module);
 int unixipc_init_sysv_msg(PyObject *module);
+int unixipc_init_ring(PyObject *module);
 
 #endif

@@ -13,6 +13,7 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_posix_shm,
     unixipc_init_posix_mq,
     unixipc_init_sysv_msg,
+    unixipc_init_ring,
 };
 
 static int native_exec(PyObject *module)

@@ -17,6 +17,7 @@ from . import fifo as fifo
 from . import pipe as pipe
 from . import posix_mq as posix_mq
 from . import posix_shm as posix_shm
+from . import ring as ring
 from . import sysv_mq as sysv_mq
 from ._stream import PIPE_BUF as PIPE_BUF
 from ._sysv import IPC_PRIVATE as IPC_PRIVATE
@@ -54,6 +55,8 @@ from .posix_mq import Message as Message
 from .posix_mq import PosixMessageQueue as PosixMessageQueue
 from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .ring import Ring as Ring
+from .ring import RingInfo as RingInfo
 from .sysv_mq import SysVMessage as SysVMessage
 from .sysv_mq import SysVMessageQueue as SysVMessageQueue
 from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
@@ -92,6 +95,8 @@ __all__ = (
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "Ring",
+    "RingInfo",
     "SysVMessage",
     "SysVMessageQueue",
     "SysVMessageQueueInfo",
@@ -111,5 +116,6 @@ __all__ = (
     "popen",
     "posix_mq",
     "posix_shm",
+    "ring",
     "sysv_mq",
 )

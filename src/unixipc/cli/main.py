@@ -15,6 +15,7 @@ SUBCOMMANDS = (
     "demo",
     "fifo",
     "channel",
+    "ring",
 )
 
 

@@ -24,6 +24,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("ch-fifo", "channels"),
     ("ch-mq", "channels"),
     ("ch-sysvmq", "channels"),
+    ("ring", "ring"),
 )
 
 
