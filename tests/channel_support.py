@@ -34,14 +34,15 @@ URL_SCHEMES = [scheme for scheme in ALL_SCHEMES if not scheme.startswith("pair-"
 LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
     **{scheme: {"max_message_size": 200_000} for scheme in STREAM_SCHEMES},
     "mq": {"max_message_size": 200_000, "backlog": 4},
+    "shm": {"max_message_size": 200_000},
 }
 # Small POSIX queues: the per-user RLIMIT_MSGQUEUE is shared with other test runs.
 CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     **LISTEN_OPTIONS,
     "mq": {"max_message_size": 200_000, "queue_length": 4, "queue_message_size": 256},
-    # Rings of 64 KiB: the largest message is 32 KiB - 16.
-    "shm": {"capacity": 65536},
-    "pair-shm": {"capacity": 65536},
+    # Rings of 64 KiB: messages of 32 KiB - 16 and more travel in pieces.
+    "shm": {"capacity": 65536, "max_message_size": 200_000},
+    "pair-shm": {"capacity": 65536, "max_message_size": 200_000},
 }
 
 

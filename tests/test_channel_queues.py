@@ -304,7 +304,7 @@ def test_shm_connection_rings_are_removed_once_both_ends_hold_them(names: Names)
         server, client = _pair(listener, **SMALL_RINGS)
         with server, client:
             assert _shm_names_with(stem) == [stem]
-            assert client.max_message_size == 65536 // 2 - 16
+            assert client.max_message_size == 64 * 1024 * 1024  # the default; rings split
             client.send(b"through a ring")
             assert server.receive(timeout=WAIT) == b"through a ring"
     assert _shm_names_with(stem) == []
@@ -312,15 +312,78 @@ def test_shm_connection_rings_are_removed_once_both_ends_hold_them(names: Names)
 
 def test_shm_pair_leaves_no_names() -> None:
     before = set(os.listdir("/dev/shm"))
-    first, second = unixipc.channel_pair("shm", capacity=4096)
+    first, second = unixipc.channel_pair("shm", capacity=4096, max_message_size=10_000)
     with first, second:
         assert {n for n in os.listdir("/dev/shm") if "unixipc-pair" in n} - before == set()
         first.send(b"x" * 2032)
         assert second.receive(timeout=WAIT) == b"x" * 2032
         with pytest.raises(MessageTooLarge):
-            first.send(b"x" * 2033)
+            first.send(b"x" * 10_001)
         with pytest.raises(unixipc.UnsupportedFeature):
             first.fileno()
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_shm_messages_around_the_ring_record_size_travel_in_pieces(into: bool) -> None:
+    first, second = unixipc.channel_pair("shm", capacity=4096, max_message_size=1 << 20)
+    piece = 4096 // 2 - 16
+    with first, second:
+        for size in (piece - 1, piece, piece + 1, 2 * piece, 3 * piece + 5, 100_000):
+            message = os.urandom(size)
+            sender = threading.Thread(target=first.send, args=(message,))
+            sender.start()
+            if into:
+                buffer = bytearray(size)
+                assert second.receive_into(buffer, timeout=WAIT) == size
+                received = bytes(buffer)
+            else:
+                received = second.receive(timeout=WAIT)
+            sender.join(WAIT)
+            assert received == message, size
+
+
+def test_shm_small_buffer_keeps_a_message_that_came_in_pieces() -> None:
+    first, second = unixipc.channel_pair("shm", capacity=4096)
+    message = os.urandom(5000)  # three records, more than the ring holds at once
+    with first, second:
+        for small, fails_at in ((4500, "the third record"), (100, "the first record")):
+            sender = threading.Thread(target=first.send, args=(message,))
+            sender.start()
+            with pytest.raises(MessageTooLarge):  # fails at `fails_at`: what came is kept
+                second.receive_into(bytearray(small), timeout=WAIT)
+            buffer = bytearray(6000)
+            assert second.receive_into(buffer, timeout=WAIT) == 5000, fails_at
+            assert buffer[:5000] == message
+            sender.join(WAIT)
+
+
+def test_shm_message_over_the_receivers_maximum(names: Names) -> None:
+    with listen(url_for("shm", names), max_message_size=3000) as listener:
+        server, client = _pair(listener, capacity=4096, max_message_size=1 << 20)
+        with server, client:
+            sender = threading.Thread(target=lambda: client.send(bytes(10_000), timeout=0.5))
+            sender.start()
+            with pytest.raises(MessageTooLarge):
+                server.receive(timeout=WAIT)
+            with pytest.raises(MessageTooLarge):  # the channel stays unusable
+                server.receive(timeout=0)
+            sender.join(WAIT)
+
+
+def test_shm_send_cut_short_is_completed_not_repeated() -> None:
+    first, second = unixipc.channel_pair("shm", capacity=4096)
+    with first, second:
+        big = os.urandom(20_000)  # ten records; the ring holds two at a time
+        first.send(big, timeout=0)  # the first pieces went: the rest is committed
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(second.receive(timeout=WAIT)))
+        reader.start()
+        with pytest.raises(TimeoutExpired):  # the sender sends the rest while it waits
+            first.receive(timeout=1.0)
+        reader.join(WAIT)
+        assert got == [big]
+        first.send(b"next")
+        assert second.receive(timeout=WAIT) == b"next"
 
 
 def test_shm_connect_refusals(names: Names, cleanup: Callable[..., None]) -> None:
@@ -333,7 +396,7 @@ def test_shm_connect_refusals(names: Names, cleanup: Callable[..., None]) -> Non
     with pytest.raises(IPCOSError, match="no listener"):
         connect(url, timeout=WAIT)
     with pytest.raises(TypeError, match="max_message_size"):
-        connect(url, max_message_size=100)  # the ring's capacity decides
+        connect(url, colour="red")
 
 
 def test_shm_waiting_client_is_refused_when_the_listener_closes(names: Names) -> None:

@@ -239,8 +239,13 @@ def listen(url: str, **options: Any) -> Listener:
         return SysVListener(url, check_sysv_key(address), permissions=permissions)
     from ._channel_shm import ShmListener
 
-    opts = take_options(scheme, call, options, {"permissions": 0o600})
-    return ShmListener(url, address, permissions=check_permissions(opts["permissions"]))
+    opts = take_options(scheme, call, options, {**_stream_defaults(), "permissions": 0o600})
+    return ShmListener(
+        url,
+        address,
+        permissions=check_permissions(opts["permissions"]),
+        max_message_size=_max_size(opts, _MAX_SPLIT),
+    )
 
 
 def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channel:
@@ -326,13 +331,15 @@ def _connect(url: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
         return connect_sysvmq(url, check_sysv_key(address), deadline)
     from ._channel_shm import DEFAULT_CAPACITY, connect_shm
 
-    opts = take_options(scheme, call, options, {"capacity": DEFAULT_CAPACITY, "permissions": 0o600})
+    defaults = {**_stream_defaults(), "capacity": DEFAULT_CAPACITY, "permissions": 0o600}
+    opts = take_options(scheme, call, options, defaults)
     return connect_shm(
         url,
         address,
         deadline,
         capacity=_capacity(opts["capacity"]),
         permissions=check_permissions(opts["permissions"]),
+        max_message_size=_max_size(opts, _MAX_SPLIT),
     )
 
 
@@ -345,8 +352,8 @@ def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
     ends the conversation; the end a process uses tells its peer
     :class:`EndOfChannel` when closed, :class:`PeerDied` if the process dies.
 
-    Options: ``max_message_size`` ("pipe", "socketpair"); ``capacity`` of each ring
-    ("shm", default 1 MiB: the largest message is half of it less 16 bytes).
+    Options: ``max_message_size``; for "shm", ``capacity`` of each ring (default 1 MiB;
+    messages of half of it or more travel in pieces).
 
     Raises:
         TypeError, ValueError: unknown kind or option.
@@ -357,8 +364,9 @@ def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
     if kind == "shm":
         from ._channel_shm import DEFAULT_CAPACITY, shm_pair
 
-        opts = take_options(kind, "channel_pair", options, {"capacity": DEFAULT_CAPACITY})
-        return shm_pair(_capacity(opts["capacity"]))
+        defaults = {**_stream_defaults(), "capacity": DEFAULT_CAPACITY}
+        opts = take_options(kind, "channel_pair", options, defaults)
+        return shm_pair(_capacity(opts["capacity"]), _max_size(opts, _MAX_SPLIT))
     opts = take_options(kind, "channel_pair", options, _stream_defaults())
     size = _max_size(opts)
     if kind == "pipe":
