@@ -10,17 +10,19 @@ import selectors
 import socket
 import stat
 import struct
+import subprocess
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import unixipc
 from tests.channel_support import WAIT, Endpoint, url_for
 from tests.conftest import Names
-from tests.helpers import Child, fd_count, run_python
+from tests.helpers import Child, compile_c, fd_count, run_python
 from unixipc import (
     EndOfChannel,
     IPCError,
@@ -455,3 +457,75 @@ def test_fileno_works_with_selectors(
         ready = selector.select(timeout=WAIT)
         assert [key.data for key, _ in ready] == [1]
         assert pairs[1][0].receive(timeout=0) == b"to one"
+
+
+C_CLIENT = r"""
+/* A C peer of a unix:// channel: greeting, one frame each way, goodbye. */
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int read_all(int fd, void *buffer, size_t size) {
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, (char *)buffer + got, size - got);
+        if (n <= 0) return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int send_frame(int fd, uint32_t length, const void *payload, size_t size) {
+    uint32_t header = htonl(length);
+    if (write(fd, &header, 4) != 4) return -1;
+    return size && write(fd, payload, size) != (ssize_t)size ? -1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    strncpy(address.sun_path, argv[1], sizeof address.sun_path - 1);
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) return 3;
+    if (send_frame(fd, 0xFFFFFFFEu, "uxc\x01", 4) != 0) return 4;       /* greeting */
+    const char *text = "hello from C";
+    if (send_frame(fd, (uint32_t)strlen(text), text, strlen(text)) != 0) return 5;
+    unsigned char greeting[8];
+    if (read_all(fd, greeting, 8) != 0 || memcmp(greeting + 4, "uxc\x01", 4) != 0) return 6;
+    uint32_t length;
+    char reply[256];
+    if (read_all(fd, &length, 4) != 0) return 7;
+    length = ntohl(length);
+    if (length >= sizeof reply || read_all(fd, reply, length) != 0) return 8;
+    reply[length] = 0;
+    printf("%s\n", reply);
+    if (send_frame(fd, 0xFFFFFFFFu, NULL, 0) != 0) return 9;             /* goodbye */
+    close(fd);
+    return 0;
+}
+"""
+
+
+def test_a_c_peer_speaks_the_unix_channel_framing(names: Names, tmp_path: Path) -> None:
+    binary = compile_c(C_CLIENT, tmp_path, "channel_client")
+    url = url_for("unix", names)
+    with listen(url) as listener:
+        client = subprocess.Popen(
+            [str(binary), url[len("unix://") :]], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            with listener.accept(timeout=WAIT) as server:
+                assert server.receive(timeout=WAIT) == b"hello from C"
+                server.send(b"hello from Python")
+                with pytest.raises(EndOfChannel):  # the C peer said goodbye
+                    server.receive(timeout=WAIT)
+            output, _ = client.communicate(timeout=WAIT)
+        finally:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0
+    assert output == "hello from Python\n"

@@ -171,11 +171,11 @@ def listen(url: str, **options: Any) -> Listener:
     """Listen for connections on ``url``; clients reach it with :func:`connect`.
 
     Options (keyword arguments; a scheme refuses any it does not take):
-        max_message_size: the largest message, in bytes (every scheme; the
-            default and the ceiling depend on the facility, see the README).
-        permissions: of the socket file or FIFO (``unix``, ``fifo``; 0o600).
-        backlog: connections the kernel queues before ``accept`` (sockets; 128).
-        Queue and ring schemes take more (see their sections in the README).
+        max_message_size: the largest message, in bytes (default 64 MiB; not
+            ``sysvmq``, whose limit is the kernel's msgmax).
+        permissions: of the socket file, FIFO, request queue or ring (``unix``,
+            ``fifo``, ``mq``, ``sysvmq``, ``shm``; 0o600).
+        backlog: connections waiting for ``accept`` (sockets 128, ``mq`` 8).
 
     Raises:
         TypeError, ValueError: malformed URL or option.
@@ -256,8 +256,10 @@ def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channe
     when the server has accepted, so ``timeout=0`` only succeeds if it does so at
     once.
 
-    Options: ``max_message_size`` (every scheme); ``permissions`` of the client's
-    FIFOs or queues (``fifo``, ``mq``; 0o600); see the README per scheme.
+    Options: ``max_message_size`` (not ``sysvmq``); ``permissions`` of the client's
+    FIFOs, queues or rings (``fifo``, ``mq``, ``shm``; 0o600); ``queue_length`` (8) and
+    ``queue_message_size`` (4096) of an ``mq`` client's two queues; ``capacity`` of a
+    ``shm`` client's two rings (1 MiB).
 
     Raises:
         TypeError, ValueError: malformed URL or option.
