@@ -46,6 +46,14 @@ PUBLIC = {
     "SysVSemaphoreSet",
     "posix_sem",
     "sysv_sem",
+    # channels
+    "aio",
+    "Channel",
+    "Listener",
+    "channel",
+    "channel_pair",
+    "connect",
+    "listen",
     # message queues
     "IPC_PRIVATE",
     "ftok",
@@ -72,6 +80,10 @@ PUBLIC = {
     # sockets and signals
     "sockets",
     "signals",
+    # the shared-memory ring
+    "Ring",
+    "RingInfo",
+    "ring",
     # modules and metadata
     "errors",
     "fifo",

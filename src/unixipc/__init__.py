@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from . import aio as aio
+from . import channel as channel
 from . import errors as errors
 from . import fifo as fifo
 from . import file_lock as file_lock
@@ -19,6 +21,7 @@ from . import pipe as pipe
 from . import posix_mq as posix_mq
 from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
+from . import ring as ring
 from . import shared_sync as shared_sync
 from . import signals as signals
 from . import sockets as sockets
@@ -28,6 +31,11 @@ from . import sysv_shm as sysv_shm
 from ._stream import PIPE_BUF as PIPE_BUF
 from ._sysv import IPC_PRIVATE as IPC_PRIVATE
 from ._sysv import ftok as ftok
+from .channel import Channel as Channel
+from .channel import Listener as Listener
+from .channel import channel_pair as channel_pair
+from .channel import connect as connect
+from .channel import listen as listen
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -62,6 +70,8 @@ from .posix_mq import PosixMessageQueue as PosixMessageQueue
 from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_sem import PosixSemaphore as PosixSemaphore
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .ring import Ring as Ring
+from .ring import RingInfo as RingInfo
 from .shared_sync import SharedBarrier as SharedBarrier
 from .shared_sync import SharedCondition as SharedCondition
 from .shared_sync import SharedMutex as SharedMutex
@@ -81,6 +91,7 @@ __all__ = (
     "IPC_PRIVATE",
     "PIPE_BUF",
     "AnonymousSharedMemory",
+    "Channel",
     "ClosedResourceError",
     "DeadlockError",
     "EndOfChannel",
@@ -90,6 +101,7 @@ __all__ = (
     "FileLock",
     "IPCError",
     "IPCOSError",
+    "Listener",
     "LockHolder",
     "MappedFile",
     "Message",
@@ -110,6 +122,8 @@ __all__ = (
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "Ring",
+    "RingInfo",
     "SharedBarrier",
     "SharedCondition",
     "SharedMutex",
@@ -123,17 +137,23 @@ __all__ = (
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
+    "aio",
+    "channel",
+    "channel_pair",
+    "connect",
     "errors",
     "fifo",
     "file_lock",
     "ftok",
     "inspect",
+    "listen",
     "mapped_file",
     "pipe",
     "popen",
     "posix_mq",
     "posix_sem",
     "posix_shm",
+    "ring",
     "shared_sync",
     "signals",
     "sockets",

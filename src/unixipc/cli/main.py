@@ -24,6 +24,8 @@ SUBCOMMANDS = (
     "sysv-mq",
     "lock",
     "signal",
+    "channel",
+    "ring",
 )
 
 

@@ -28,6 +28,17 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("unix-socket", "sockets"),
     ("tcp", "sockets"),
     ("signal", "signals"),
+    # channels: the same program over several URLs
+    ("ch-pipe", "channels"),
+    ("ch-socketpair", "channels"),
+    ("ch-unix", "channels"),
+    ("ch-tcp", "channels"),
+    ("ch-fifo", "channels"),
+    ("ch-mq", "channels"),
+    ("ch-sysvmq", "channels"),
+    ("ch-shm-pair", "channels"),
+    ("ch-shm", "channels"),
+    ("ring", "ring"),
 )
 
 
