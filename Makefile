@@ -10,6 +10,7 @@ INSTALLED := $(VENV)/.installed
 
 run: $(INSTALLED)
 	$(BIN)/unixipc demo
+	$(BIN)/unixipc bench --quick --plot bench.png
 
 test: lint typecheck pytest
 

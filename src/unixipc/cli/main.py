@@ -14,6 +14,7 @@ from ..errors import IPCError
 SUBCOMMANDS = (
     "demo",
     "fifo",
+    "bench",
 )
 
 
