@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import select
+import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import assert_elapsed
+from tests.helpers import Child, assert_elapsed
 from unixipc import TimeoutExpired, WouldBlock, _native
 from unixipc._deadline import Deadline, check_timeout, wait_fd
 
@@ -61,3 +64,91 @@ def test_native_converts_monotonic_deadlines_to_other_clocks() -> None:
         _native.monotonic_to_clock(_native.NO_DEADLINE, time.CLOCK_REALTIME)
     with pytest.raises(ValueError, match="deadline"):
         _native.monotonic_to_clock(-5, time.CLOCK_REALTIME)
+
+
+# --- deadlines for system calls that have none (the C alarm) -----------------
+
+
+@pytest.fixture
+def blocking_pipe() -> Iterator[tuple[int, int]]:
+    read_fd, write_fd = os.pipe()
+    yield read_fd, write_fd
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def test_a_blocked_call_gives_up_at_its_deadline_without_using_cpu(
+    blocking_pipe: tuple[int, int],
+) -> None:
+    read_fd, _ = blocking_pipe
+    cpu = time.process_time()
+    started = time.monotonic()
+    with pytest.raises(OSError, match="timed out") as caught:
+        _native.blocking_read(read_fd, 10, Deadline(0.5).as_ns())
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert_elapsed(started, 0.5, slack=0.5)
+    assert time.process_time() - cpu < 0.1  # it slept in the kernel: no polling
+
+
+def _write_after(fd: int, delay: float) -> None:
+    time.sleep(delay)
+    os.write(fd, b"data")
+
+
+def test_a_blocked_call_returns_what_arrives_before_the_deadline(
+    blocking_pipe: tuple[int, int],
+) -> None:
+    read_fd, write_fd = blocking_pipe
+    child = Child(_write_after, write_fd, 0.2)
+    assert _native.blocking_read(read_fd, 10, Deadline(30).as_ns()) == b"data"
+    assert _native.blocking_read(read_fd, 0, _native.NO_DEADLINE) == b""
+    child.result()
+
+
+def test_signal_handlers_run_and_the_call_continues(blocking_pipe: tuple[int, int]) -> None:
+    read_fd, _ = blocking_pipe
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda number, _: calls.append(number))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        started = time.monotonic()
+        with pytest.raises(OSError, match="timed out"):
+            _native.blocking_read(read_fd, 10, Deadline(0.4).as_ns())
+        assert_elapsed(started, 0.4)
+        assert calls == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_exception_from_a_handler_interrupts_the_call(blocking_pipe: tuple[int, int]) -> None:
+    read_fd, _ = blocking_pipe
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            _native.blocking_read(read_fd, 10, _native.NO_DEADLINE)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_works_when_the_thread_blocks_the_alarm_signal_and_restores_the_mask(
+    blocking_pipe: tuple[int, int],
+) -> None:
+    read_fd, _ = blocking_pipe
+    ours = {_native.ALARM_SIGNAL}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ours)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OSError, match="timed out"):
+            _native.blocking_read(read_fd, 10, Deadline(0.2).as_ns())
+        assert_elapsed(started, 0.2)
+        assert _native.ALARM_SIGNAL in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert _native.ALARM_SIGNAL not in signal.sigpending()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)

@@ -25,3 +25,22 @@ def test_fifo_server_with_many_clients() -> None:
     assert "server answered 100 requests from 5 clients" in output
     expected = sum(n * n for n in range(100))
     assert f"server {expected}, clients {expected}, expected {expected}" in output
+
+
+def test_producer_consumer_bounded_buffer() -> None:
+    output = run_example("producer_consumer.py", "3", "2", "1000", "4")
+    assert "3 producers put 3000 items through 4 slots to 2 consumers" in output
+    assert "consumed 3000 items, serial-number sum 4498500, expected 4498500" in output
+    assert "at the end: 4 free slots, 0 filled" in output
+
+
+def test_critical_section_with_a_posix_semaphore() -> None:
+    output = run_example("critical_section.py", "4", "1000")
+    assert "4 processes x 1000 rounds: counter 4000, expected 4000" in output
+    assert "at most 1 process(es) inside the critical section at once" in output
+
+
+def test_critical_section_with_sysv_sem_undo_survives_a_killed_holder() -> None:
+    output = run_example("critical_section.py", "3", "1000", "--sysv")
+    assert "inside the critical section; SEM_UNDO released it" in output
+    assert "3 processes x 1000 rounds: counter 3000, expected 3000" in output

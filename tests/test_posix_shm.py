@@ -13,6 +13,7 @@ from tests.helpers import START_METHODS, Child
 from unixipc import (
     ClosedResourceError,
     IPCError,
+    PermissionDeniedError,
     PosixSharedMemory,
     ResourceExistsError,
     ResourceNotFoundError,
@@ -97,3 +98,78 @@ def test_bad_arguments(names: Names) -> None:
         PosixSharedMemory.create(names.posix(), -1)
     with pytest.raises(TypeError, match="name"):
         PosixSharedMemory.open(b"/x")  # type: ignore[arg-type]
+
+
+def _size_seen_by_another_process(name: str) -> int:
+    with PosixSharedMemory.open(name, read_only=True) as memory:
+        return memory.size
+
+
+def test_resize_keeps_contents_and_refuses_with_live_views(
+    names: Names, cleanup: Callable[..., None]
+) -> None:
+    name = names.posix("shm")
+    with PosixSharedMemory.create(name, 100) as memory:
+        cleanup(posix_shm.unlink, name)
+        memory.buf[:5] = b"hello"
+        memory.resize(10000)
+        assert memory.size == memory.info().size == 10000
+        assert bytes(memory.buf[:5]) == b"hello"
+        assert bytes(memory.buf[5:]) == bytes(9995)
+        assert Child(_size_seen_by_another_process, name).result() == 10000
+        view = memory.buf[:10]
+        with pytest.raises(IPCError, match=r"cannot resize .* still in use"):
+            memory.resize(50)
+        assert memory.size == 10000  # nothing changed
+        view.release()
+        memory.resize(3)
+        assert bytes(memory.buf) == b"hel"
+        memory.resize(0)
+        assert memory.size == 0
+        assert bytes(memory.buf) == b""
+        memory.resize(8)
+        assert bytes(memory.buf) == bytes(8)
+        with PosixSharedMemory.open(name, read_only=True) as reader:
+            with pytest.raises(PermissionDeniedError, match="read-only"):
+                reader.resize(100)
+            assert reader.size == 8
+        with pytest.raises(ValueError, match="size"):
+            memory.resize(-1)
+
+
+def test_list_names_leaves_out_semaphores(names: Names, cleanup: Callable[..., None]) -> None:
+    name = names.posix("shm")
+    with PosixSharedMemory.create(name, 1):
+        cleanup(posix_shm.unlink, name)
+        # A named semaphore is a file "sem.<name>" in /dev/shm.
+        semaphore_file = f"/dev/shm/sem.{names.posix('sem')[1:]}"
+        with open(semaphore_file, "wb"):
+            pass
+        cleanup(os.unlink, semaphore_file)
+        listed = posix_shm.list_names()
+        assert name in listed
+        assert listed == sorted(listed)
+        assert not any(entry.startswith("/sem.") for entry in listed)
+        posix_shm.unlink(name)
+        assert name not in posix_shm.list_names()
+
+
+def _open_and_die(name: str) -> None:
+    PosixSharedMemory.open(name)
+    os._exit(0)  # no close, no cleanup of any kind
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_openers_never_remove_the_object(
+    names: Names, cleanup: Callable[..., None], method: str
+) -> None:
+    name = names.posix("shm")
+    with PosixSharedMemory.create(name, 10):
+        cleanup(posix_shm.unlink, name)
+        child = Child(_write_in_child, name, b"x", method=method)
+        assert child.result() == 10
+        dying = Child(_open_and_die, name, method=method)
+        dying.process.join(60)
+        assert dying.process.exitcode == 0
+        dying.kill()
+        assert posix_shm.exists(name)

@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <string.h>
 
 int64_t unixipc_monotonic_ns(void)
 {
@@ -88,4 +89,207 @@ int unixipc_init_common(PyObject *module)
         return -1;
     }
     return PyModule_AddIntConstant(module, "NO_DEADLINE", (long)UNIXIPC_NO_DEADLINE);
+}
+
+/* ---- deadlines for system calls that have none ------------------------------- */
+/* System calls: timer_create, timer_settime, timer_delete, sigaction,
+ * pthread_sigmask, sigtimedwait, gettid. */
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+/* A real-time signal that Python and glibc leave alone. */
+#define UNIXIPC_ALARM_SIGNAL (SIGRTMAX - 2)
+#define UNIXIPC_ALARM_REPEAT_NS 10000000 /* 10 ms */
+
+int unixipc_deadline_passed(int64_t deadline_ns)
+{
+    return deadline_ns != UNIXIPC_NO_DEADLINE && unixipc_monotonic_ns() >= deadline_ns;
+}
+
+static void alarm_handler(int signo)
+{
+    (void)signo; /* only here so that the blocked call fails with EINTR */
+}
+
+static int alarm_handler_installed = 0; /* guarded by the GIL */
+
+static int install_alarm_handler(void)
+{
+    if (alarm_handler_installed) {
+        return 0;
+    }
+    struct sigaction current;
+    if (sigaction(UNIXIPC_ALARM_SIGNAL, NULL, &current) != 0) {
+        unixipc_raise_errno(NULL);
+        return -1;
+    }
+    if (current.sa_handler != SIG_DFL && current.sa_handler != alarm_handler) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "unixipc needs real-time signal %d (SIGRTMAX-2) for timed waits, "
+                     "but the program installed its own handler for it",
+                     UNIXIPC_ALARM_SIGNAL);
+        return -1;
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = alarm_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; /* no SA_RESTART: the blocked call must return EINTR */
+    if (sigaction(UNIXIPC_ALARM_SIGNAL, &action, NULL) != 0) {
+        unixipc_raise_errno(NULL);
+        return -1;
+    }
+    alarm_handler_installed = 1;
+    return 0;
+}
+
+typedef struct {
+    timer_t timer;
+    sigset_t old_mask;
+} deadline_alarm;
+
+static int alarm_arm(deadline_alarm *alarm, int64_t deadline_ns)
+{
+    if (install_alarm_handler() < 0) {
+        return -1;
+    }
+    struct sigevent event;
+    memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = UNIXIPC_ALARM_SIGNAL;
+    event.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+    if (timer_create(CLOCK_MONOTONIC, &event, &alarm->timer) != 0) {
+        unixipc_raise_errno(NULL);
+        return -1;
+    }
+    struct itimerspec when;
+    when.it_value.tv_sec = (time_t)(deadline_ns / 1000000000);
+    when.it_value.tv_nsec = (long)(deadline_ns % 1000000000);
+    when.it_interval.tv_sec = 0;
+    when.it_interval.tv_nsec = UNIXIPC_ALARM_REPEAT_NS;
+    sigset_t ours;
+    sigemptyset(&ours);
+    sigaddset(&ours, UNIXIPC_ALARM_SIGNAL);
+    if (timer_settime(alarm->timer, TIMER_ABSTIME, &when, NULL) != 0 ||
+        pthread_sigmask(SIG_UNBLOCK, &ours, &alarm->old_mask) != 0) {
+        unixipc_raise_errno(NULL);
+        timer_delete(alarm->timer);
+        return -1;
+    }
+    return 0;
+}
+
+static void alarm_disarm(deadline_alarm *alarm)
+{
+    timer_delete(alarm->timer);
+    pthread_sigmask(SIG_SETMASK, &alarm->old_mask, NULL);
+    /* If the caller had our signal blocked, drop a tick left pending. */
+    sigset_t ours;
+    sigemptyset(&ours);
+    sigaddset(&ours, UNIXIPC_ALARM_SIGNAL);
+    struct timespec zero = {0, 0};
+    if (sigismember(&alarm->old_mask, UNIXIPC_ALARM_SIGNAL) == 1) {
+        while (sigtimedwait(&ours, NULL, &zero) > 0) {
+        }
+    }
+}
+
+long unixipc_call_with_deadline(unixipc_blocking_call call, void *arg, int64_t deadline_ns)
+{
+    deadline_alarm alarm;
+    int armed = 0;
+    long result;
+    int saved_errno;
+    if (deadline_ns != UNIXIPC_NO_DEADLINE) {
+        if (alarm_arm(&alarm, deadline_ns) < 0) {
+            return -2;
+        }
+        armed = 1;
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        result = call(arg);
+        saved_errno = errno;
+        Py_END_ALLOW_THREADS
+        if (result >= 0 || saved_errno != EINTR) {
+            break;
+        }
+        if (unixipc_after_eintr() < 0) {
+            result = -2;
+            break;
+        }
+        if (unixipc_deadline_passed(deadline_ns)) {
+            saved_errno = ETIMEDOUT;
+            break;
+        }
+    }
+    if (armed) {
+        alarm_disarm(&alarm);
+    }
+    errno = saved_errno;
+    return result;
+}
+
+/* A blocking read(2) under a deadline: what the tests use to prove the mechanism. */
+typedef struct {
+    int fd;
+    char *buffer;
+    size_t size;
+} read_call;
+
+static long do_read(void *arg)
+{
+    read_call *call = arg;
+    return (long)read(call->fd, call->buffer, call->size);
+}
+
+static PyObject *blocking_read(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    int fd;
+    Py_ssize_t size;
+    PyObject *deadline_arg;
+    int64_t deadline;
+    if (!PyArg_ParseTuple(args, "inO:blocking_read", &fd, &size, &deadline_arg) ||
+        unixipc_parse_deadline(deadline_arg, &deadline) < 0) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (bytes == NULL) {
+        return NULL;
+    }
+    read_call call = {fd, PyBytes_AS_STRING(bytes), (size_t)size};
+    long got = unixipc_call_with_deadline(do_read, &call, deadline);
+    if (got < 0) {
+        Py_DECREF(bytes);
+        return got == -2 ? NULL : unixipc_raise_errno(NULL);
+    }
+    if (_PyBytes_Resize(&bytes, (Py_ssize_t)got) < 0) {
+        return NULL;
+    }
+    return bytes;
+}
+
+static PyMethodDef deadline_methods[] = {
+    {"blocking_read", blocking_read, METH_VARARGS,
+     "blocking_read(fd, size, deadline_ns) -> bytes\n\n"
+     "read(2) on a blocking descriptor, failing with ETIMEDOUT at the monotonic deadline."},
+    {NULL, NULL, 0, NULL},
+};
+
+int unixipc_init_deadline_calls(PyObject *module)
+{
+    if (PyModule_AddFunctions(module, deadline_methods) < 0) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "ALARM_SIGNAL", UNIXIPC_ALARM_SIGNAL);
 }

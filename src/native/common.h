@@ -34,8 +34,36 @@ PyObject *unixipc_raise_errno(const char *name);
 /* Parse an int64 deadline argument; -1 means none. */
 int unixipc_parse_deadline(PyObject *arg, int64_t *out);
 
+/* True once the monotonic deadline has passed (never for UNIXIPC_NO_DEADLINE). */
+int unixipc_deadline_passed(int64_t deadline_ns);
+
+/* Deadlines for blocking system calls that have none (msgsnd, msgrcv, flock,
+ * fcntl F_SETLKW, open of a FIFO, ...).
+ *
+ * unixipc_call_with_deadline runs `call(arg)` with the GIL released. While it
+ * blocks, a per-thread POSIX timer sends UNIXIPC_ALARM_SIGNAL to this thread at
+ * the deadline and every 10 ms after it (in case the first signal came just
+ * before the call started), so the call fails with EINTR and we stop. The
+ * thread sleeps in the kernel meanwhile: no polling.
+ *
+ * Returns the call's non-negative result; or -1 with errno set (ETIMEDOUT when
+ * the deadline passed); or -2 with a Python exception set (a signal handler
+ * raised, or the timer could not be armed). For timeout=0, callers use the
+ * call's own non-blocking flag instead (IPC_NOWAIT, LOCK_NB, ...).
+ * Must be called with the GIL held. */
+typedef long (*unixipc_blocking_call)(void *arg);
+long unixipc_call_with_deadline(unixipc_blocking_call call, void *arg, int64_t deadline_ns);
+
 /* Each facility file defines one of these; module.c calls them in order. */
 int unixipc_init_common(PyObject *module);
+int unixipc_init_deadline_calls(PyObject *module);
 int unixipc_init_posix_shm(PyObject *module);
+int unixipc_init_sysv_shm(PyObject *module);
+int unixipc_init_posix_sem(PyObject *module);
+int unixipc_init_sysv_sem(PyObject *module);
+int unixipc_init_posix_mq(PyObject *module);
+int unixipc_init_sysv_msg(PyObject *module);
+int unixipc_init_shared_sync(PyObject *module);
+int unixipc_init_file_lock(PyObject *module);
 
 #endif

@@ -9,7 +9,15 @@
 /* A new facility adds its init function here (declared in common.h). */
 static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_common,
+    unixipc_init_deadline_calls,
     unixipc_init_posix_shm,
+    unixipc_init_sysv_shm,
+    unixipc_init_posix_sem,
+    unixipc_init_sysv_sem,
+    unixipc_init_posix_mq,
+    unixipc_init_sysv_msg,
+    unixipc_init_shared_sync,
+    unixipc_init_file_lock,
 };
 
 static int native_exec(PyObject *module)

@@ -12,9 +12,19 @@ from importlib.metadata import version as _version
 
 from . import errors as errors
 from . import fifo as fifo
+from . import file_lock as file_lock
+from . import mapped_file as mapped_file
 from . import pipe as pipe
+from . import posix_mq as posix_mq
+from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
+from . import shared_sync as shared_sync
+from . import sysv_mq as sysv_mq
+from . import sysv_sem as sysv_sem
+from . import sysv_shm as sysv_shm
 from ._stream import PIPE_BUF as PIPE_BUF
+from ._sysv import IPC_PRIVATE as IPC_PRIVATE
+from ._sysv import ftok as ftok
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -33,13 +43,31 @@ from .errors import WouldBlock as WouldBlock
 from .fifo import Fifo as Fifo
 from .fifo import FifoReader as FifoReader
 from .fifo import FifoWriter as FifoWriter
+from .file_lock import FileLock as FileLock
+from .file_lock import LockHolder as LockHolder
+from .file_lock import RecordLock as RecordLock
+from .mapped_file import AnonymousSharedMemory as AnonymousSharedMemory
+from .mapped_file import MappedFile as MappedFile
 from .pipe import Pipe as Pipe
 from .pipe import PipeReader as PipeReader
 from .pipe import PipeWriter as PipeWriter
 from .pipe import PopenReader as PopenReader
 from .pipe import PopenWriter as PopenWriter
 from .pipe import popen as popen
+from .posix_mq import Message as Message
+from .posix_mq import PosixMessageQueue as PosixMessageQueue
+from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
+from .posix_sem import PosixSemaphore as PosixSemaphore
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .shared_sync import SharedBarrier as SharedBarrier
+from .shared_sync import SharedCondition as SharedCondition
+from .shared_sync import SharedMutex as SharedMutex
+from .shared_sync import SharedRWLock as SharedRWLock
+from .sysv_mq import SysVMessage as SysVMessage
+from .sysv_mq import SysVMessageQueue as SysVMessageQueue
+from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
+from .sysv_sem import SysVSemaphoreSet as SysVSemaphoreSet
+from .sysv_shm import SysVSharedMemory as SysVSharedMemory
 
 try:
     __version__: str = _version("unixipc")
@@ -47,15 +75,21 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = (
+    "IPC_PRIVATE",
     "PIPE_BUF",
+    "AnonymousSharedMemory",
     "ClosedResourceError",
     "DeadlockError",
     "EndOfChannel",
     "Fifo",
     "FifoReader",
     "FifoWriter",
+    "FileLock",
     "IPCError",
     "IPCOSError",
+    "LockHolder",
+    "MappedFile",
+    "Message",
     "MessageTooLarge",
     "OwnerDied",
     "PeerDied",
@@ -65,17 +99,39 @@ __all__ = (
     "PipeWriter",
     "PopenReader",
     "PopenWriter",
+    "PosixMessageQueue",
+    "PosixMessageQueueInfo",
+    "PosixSemaphore",
     "PosixSharedMemory",
+    "RecordLock",
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "SharedBarrier",
+    "SharedCondition",
+    "SharedMutex",
+    "SharedRWLock",
+    "SysVMessage",
+    "SysVMessageQueue",
+    "SysVMessageQueueInfo",
+    "SysVSemaphoreSet",
+    "SysVSharedMemory",
     "TimeoutExpired",
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
     "errors",
     "fifo",
+    "file_lock",
+    "ftok",
+    "mapped_file",
     "pipe",
     "popen",
+    "posix_mq",
+    "posix_sem",
     "posix_shm",
+    "shared_sync",
+    "sysv_mq",
+    "sysv_sem",
+    "sysv_shm",
 )

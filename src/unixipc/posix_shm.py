@@ -5,23 +5,36 @@ reboot), even when no process has it open. Opening never registers the object
 for removal: only an explicit ``unlink()`` removes it, unlike the resource
 tracker of ``multiprocessing.shared_memory``.
 
-Portability: POSIX (shm_open, mmap); on Linux the objects appear in /dev/shm.
+Portability: POSIX (shm_open, mmap); on Linux the objects appear in /dev/shm,
+which is where ``list_names()`` looks (named POSIX semaphores live there too, as
+``sem.<name>``, and are left out).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mmap
 import os
 from dataclasses import dataclass
 
 from . import _native
+from ._memory import MemoryBase
 from ._names import check_int, check_permissions, check_posix_name
-from ._resource import Resource
-from .errors import IPCError, ResourceExistsError, from_os_error
+from .errors import PermissionDeniedError, ResourceExistsError, from_os_error
 
-__all__ = ("PosixSharedMemory", "PosixSharedMemoryInfo", "exists", "unlink")
+__all__ = (
+    "PosixSharedMemory",
+    "PosixSharedMemoryInfo",
+    "exists",
+    "list_names",
+    "unlink",
+)
 
 KIND = "POSIX shared memory"
+
+#: Where Linux keeps POSIX shared memory objects (and named semaphores, as sem.*).
+DEV_SHM = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,27 @@ def exists(name: str) -> bool:
     return True
 
 
+def list_names() -> list[str]:
+    """The names of every POSIX shared memory object on the system, sorted.
+
+    Read from /dev/shm; named semaphores (``sem.*`` there) are not included.
+    """
+    try:
+        entries = list(os.scandir(DEV_SHM))
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in entries:
+        if entry.name.startswith("sem."):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                names.append("/" + entry.name)
+        except OSError:  # removed while we looked
+            continue
+    return sorted(names)
+
+
 def unlink(name: str) -> None:
     """Remove the object's name; processes that have it mapped keep their mapping.
 
@@ -60,8 +94,11 @@ def unlink(name: str) -> None:
         raise from_os_error(error, KIND, name) from None
 
 
-class PosixSharedMemory(Resource):
-    """A mapped POSIX shared memory object; ``buf`` is the memory."""
+class PosixSharedMemory(MemoryBase):
+    """A mapped POSIX shared memory object; ``buf`` is the memory.
+
+    ``as_array(dtype, shape, offset=0)`` gives a zero-copy NumPy view of it.
+    """
 
     kind = KIND
 
@@ -71,15 +108,16 @@ class PosixSharedMemory(Resource):
         self.read_only = read_only
         self._fd = fd
         try:
-            size = os.fstat(fd).st_size
-            access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
-            # mmap cannot map zero bytes: an empty object has an empty buffer.
-            self._map: mmap.mmap | None = mmap.mmap(fd, size, access=access) if size else None
+            self._set_mapping(self._map_file(os.fstat(fd).st_size))
         except OSError as error:
             os.close(fd)
             raise from_os_error(error, KIND, name) from None
-        self._buf = memoryview(self._map) if self._map is not None else memoryview(b"")
         self._opened(name)
+
+    def _map_file(self, size: int) -> mmap.mmap | None:
+        # mmap cannot map zero bytes: an empty object has an empty buffer.
+        access = mmap.ACCESS_READ if self.read_only else mmap.ACCESS_WRITE
+        return mmap.mmap(self._fd, size, access=access) if size else None
 
     @classmethod
     def create(cls, name: str, size: int, *, permissions: int = 0o600) -> PosixSharedMemory:
@@ -121,6 +159,10 @@ class PosixSharedMemory(Resource):
         """Open ``name`` if it exists, else create it with ``size`` bytes.
 
         An existing object keeps its own size.
+
+        Raises:
+            PermissionDeniedError: the existing object's permissions forbid writing.
+            ResourceLimitError: no room for ``size`` bytes.
         """
         name = check_posix_name(name)
         check_int(size, "size", minimum=0)
@@ -142,17 +184,33 @@ class PosixSharedMemory(Resource):
         except OSError as error:
             raise from_os_error(error, KIND, name) from None
 
-    @property
-    def buf(self) -> memoryview:
-        """The shared memory (read-only when opened so)."""
-        self._check_open()
-        return self._buf
+    def resize(self, size: int) -> None:
+        """Change the object's size to ``size`` bytes and map all of it.
 
-    @property
-    def size(self) -> int:
-        """The mapped size in bytes."""
+        Growing adds zero bytes. Other processes keep their mappings at the old
+        size (they reopen to see more); if the object shrinks, their access past
+        the new end raises SIGBUS, so shrink only what nobody else uses.
+
+        Raises:
+            IPCError: views of ``buf`` (memoryviews, NumPy arrays, semaphores placed
+                in it) are still alive; nothing changed.
+            PermissionDeniedError: the object was opened read-only.
+            ResourceLimitError: no room for ``size`` bytes.
+        """
+        check_int(size, "size", minimum=0)
         self._check_open()
-        return len(self._buf)
+        if self.read_only:
+            raise PermissionDeniedError(
+                errno.EBADF, f"{self.describe()} was opened read-only: it cannot resize", self.name
+            )
+        self._drop_mapping("resize")
+        try:
+            os.ftruncate(self._fd, size)
+            self._set_mapping(self._map_file(size))
+        except OSError as error:
+            with contextlib.suppress(OSError):  # map whatever size it has now
+                self._set_mapping(self._map_file(os.fstat(self._fd).st_size))
+            raise from_os_error(error, KIND, self.name) from None
 
     def fileno(self) -> int:
         """The descriptor of the shared memory object."""
@@ -174,31 +232,6 @@ class PosixSharedMemory(Resource):
             ResourceNotFoundError: already removed.
         """
         unlink(self.name)
-
-    def close(self) -> None:
-        """Unmap and close. Idempotent; never removes the object (that is ``unlink``).
-
-        Raises:
-            IPCError: views of ``buf`` (memoryviews, NumPy arrays) are still alive;
-                release them first. The object stays open and usable.
-        """
-        if self._closed:
-            return
-        in_use = IPCError(
-            f"cannot close {self.describe()}: views of its memory are still in use; "
-            "release them (del the arrays and memoryviews) first"
-        )
-        try:
-            self._buf.release()
-        except BufferError:
-            raise in_use from None
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                self._buf = memoryview(self._map)  # still open and usable
-                raise in_use from None
-        super().close()
 
     def _release(self) -> None:
         os.close(self._fd)

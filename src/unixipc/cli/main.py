@@ -14,6 +14,13 @@ from ..errors import IPCError
 SUBCOMMANDS = (
     "demo",
     "fifo",
+    "shm",
+    "sem",
+    "sysv-shm",
+    "sysv-sem",
+    "mq",
+    "sysv-mq",
+    "lock",
     "bench",
 )
 

@@ -16,6 +16,15 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("pipe", "pipes"),
     ("popen", "pipes"),
     ("fifo", "fifos"),
+    ("shm", "memory"),
+    ("sysv-shm", "memory"),
+    ("mmap", "memory"),
+    ("sem", "semaphores"),
+    ("sysv-sem", "semaphores"),
+    ("mq", "queues"),
+    ("sysv-mq", "queues"),
+    ("mutex", "locks"),
+    ("file-lock", "locks"),
 )
 
 

@@ -1,0 +1,336 @@
+"""POSIX semaphores: named (sem_open) and memory-based (sem_init in shared memory).
+
+A semaphore is a counter that never goes below zero: ``acquire()`` decrements
+it, waiting while it is zero; ``release()`` increments it and wakes a waiter.
+``with sem:`` acquires and releases, as ``threading.Semaphore`` does.
+
+Named semaphores — persistence: kernel. The semaphore lives until ``unlink()``
+(or a reboot), even when no process has it open; processes waiting on it when
+it is unlinked keep waiting on the (now nameless) semaphore, and a release
+through any handle still wakes them. Opening never registers it for removal.
+
+Memory-based semaphores (:meth:`PosixSemaphore.in_buffer`) live inside any
+shared memory object (POSIX, System V, a mapped file, an anonymous mapping),
+and last as long as that memory. The semaphore keeps the memory mapped: close
+the semaphore before the memory.
+
+Timed waits use CLOCK_MONOTONIC (sem_clockwait, glibc >= 2.30; elsewhere
+sem_timedwait on CLOCK_REALTIME). A semaphore has no owner: if a process dies
+while holding it, nothing releases it (System V's SEM_UNDO does; see
+:class:`~unixipc.SysVSemaphoreSet`).
+
+Portability: POSIX; on Linux a named semaphore ``/name`` is the file
+/dev/shm/sem.name, which is where ``list_names()`` and ``info()`` look.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from . import _native
+from ._deadline import Deadline, check_timeout
+from ._names import check_int, check_permissions, check_posix_name
+from ._resource import Resource
+from .errors import IPCError, ResourceExistsError, from_os_error
+
+__all__ = (
+    "VALUE_MAX",
+    "PosixSemaphore",
+    "PosixSemaphoreInfo",
+    "exists",
+    "list_names",
+    "unlink",
+)
+
+KIND = "POSIX semaphore"
+
+#: The largest value a POSIX semaphore can hold (SEM_VALUE_MAX).
+VALUE_MAX: int = _native.POSIX_SEM_VALUE_MAX
+
+_DEV_SHM = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class PosixSemaphoreInfo:
+    """What ``PosixSemaphore.info()`` reports.
+
+    For a memory-based semaphore ``name`` is None and so are the file's
+    ``permissions``, ``uid`` and ``gid``.
+    """
+
+    name: str | None
+    value: int
+    permissions: int | None
+    uid: int | None
+    gid: int | None
+
+
+def _check_value(value: object) -> int:
+    checked = check_int(value, "value", minimum=0)
+    if checked > VALUE_MAX:
+        raise ValueError(f"value must be <= {VALUE_MAX} (SEM_VALUE_MAX), got {checked}")
+    return checked
+
+
+def _file(name: str) -> str:
+    return f"{_DEV_SHM}/sem.{name[1:]}"
+
+
+def exists(name: str) -> bool:
+    """True if a named POSIX semaphore called ``name`` exists."""
+    name = check_posix_name(name)
+    try:
+        handle = _native.posix_sem_open(name, 0, 0, 0)
+    except OSError as error:
+        return error.errno != errno.ENOENT  # exists, maybe not ours to open
+    handle.close()
+    return True
+
+
+def list_names() -> list[str]:
+    """The names of every named POSIX semaphore on the system, sorted (from /dev/shm)."""
+    try:
+        entries = os.listdir(_DEV_SHM)
+    except FileNotFoundError:
+        return []
+    return sorted("/" + entry[4:] for entry in entries if entry.startswith("sem.") and entry[4:])
+
+
+def unlink(name: str) -> None:
+    """Remove the semaphore's name; processes that have it open keep using it.
+
+    Raises:
+        ResourceNotFoundError: no semaphore called ``name``.
+        PermissionDeniedError: not allowed to remove it.
+    """
+    name = check_posix_name(name)
+    try:
+        _native.posix_sem_unlink(name)
+    except OSError as error:
+        raise from_os_error(error, KIND, name) from None
+
+
+class PosixSemaphore(Resource):
+    """A POSIX semaphore, named or placed in shared memory; ``with sem:`` holds it."""
+
+    kind = KIND
+
+    #: Bytes a memory-based semaphore takes (sizeof(sem_t)) and its alignment.
+    SIZE: int = _native.POSIX_SEM_SIZE
+    ALIGNMENT: int = _native.POSIX_SEM_ALIGNMENT
+
+    def __init__(self, handle: _native.PosixSemaphoreHandle, name: str | None, what: str) -> None:
+        """Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`in_buffer`."""
+        self.name = name
+        self._handle = handle
+        self._opened(what)
+
+    # -- opening -----------------------------------------------------------
+
+    @classmethod
+    def create(cls, name: str, *, value: int, permissions: int = 0o600) -> PosixSemaphore:
+        """Create the named semaphore ``name`` holding ``value``.
+
+        The semaphore appears with its value already set (the C library creates
+        it under a temporary name and links it into place), so no opener ever
+        sees it half-made.
+
+        Raises:
+            ResourceExistsError: ``name`` exists already.
+            ResourceLimitError: too many open files or no room in /dev/shm.
+        """
+        name = check_posix_name(name)
+        value = _check_value(value)
+        permissions = check_permissions(permissions)
+        handle = cls._sem_open(name, os.O_CREAT | os.O_EXCL, permissions, value)
+        # sem_open applies the umask; make the bits exactly those asked for.
+        with contextlib.suppress(OSError):
+            os.chmod(_file(name), permissions)
+        return cls(handle, name, name)
+
+    @classmethod
+    def open(cls, name: str) -> PosixSemaphore:
+        """Open the existing named semaphore ``name``.
+
+        Raises:
+            ResourceNotFoundError: no semaphore called ``name``.
+            PermissionDeniedError: its permissions forbid using it.
+        """
+        name = check_posix_name(name)
+        return cls(cls._sem_open(name, 0, 0, 0), name, name)
+
+    @classmethod
+    def open_or_create(cls, name: str, *, value: int, permissions: int = 0o600) -> PosixSemaphore:
+        """Open ``name`` if it exists, else create it holding ``value``.
+
+        An existing semaphore keeps its own value.
+
+        Raises:
+            PermissionDeniedError: the existing semaphore's permissions forbid using it.
+            ResourceLimitError: too many open files or no room in /dev/shm.
+        """
+        name = check_posix_name(name)
+        _check_value(value)
+        check_permissions(permissions)
+        while True:
+            try:
+                return cls.create(name, value=value, permissions=permissions)
+            except ResourceExistsError:
+                pass
+            try:
+                return cls.open(name)
+            except FileNotFoundError:
+                continue  # removed between our two calls: try again
+
+    @classmethod
+    def in_buffer(
+        cls, buffer: object, offset: int = 0, *, value: int | None = None
+    ) -> PosixSemaphore:
+        """A process-shared semaphore at ``offset`` inside shared memory.
+
+        ``buffer`` is a unixipc memory object (its ``buf`` is used) or any
+        writable buffer. With ``value``, the semaphore is initialized there
+        (sem_init with pshared): do that once, in one process, before anyone
+        uses it. With ``value=None`` it attaches to a semaphore another process
+        already initialized. It takes :attr:`SIZE` bytes, and ``offset`` must be
+        a multiple of :attr:`ALIGNMENT` from the start of the mapping.
+
+        While it is open, the memory cannot be closed (its views are in use).
+
+        Raises:
+            ValueError: it does not fit at ``offset``, or is misaligned.
+            TypeError: ``buffer`` is not a writable buffer.
+        """
+        check_int(offset, "offset", minimum=0)
+        if value is not None:
+            value = _check_value(value)
+        target = getattr(buffer, "buf", buffer)
+        what = f"in {buffer.describe()}" if isinstance(buffer, Resource) else "in memory"
+        what = f"{what} at offset {offset}"
+        try:
+            if value is None:
+                handle = _native.posix_sem_attach(target, offset)
+            else:
+                handle = _native.posix_sem_init(target, offset, value)
+        except BufferError:
+            raise TypeError("buffer must be writable to hold a semaphore") from None
+        except OSError as error:
+            raise from_os_error(error, KIND, what) from None
+        return cls(handle, None, what)
+
+    @staticmethod
+    def _sem_open(
+        name: str, flags: int, permissions: int, value: int
+    ) -> _native.PosixSemaphoreHandle:
+        try:
+            return _native.posix_sem_open(name, flags, permissions, value)
+        except OSError as error:
+            raise from_os_error(error, KIND, name) from None
+
+    # -- using -------------------------------------------------------------
+
+    def acquire(self, *, timeout: float | None = None) -> None:
+        """Decrement the semaphore, waiting while it is zero.
+
+        ``timeout=None`` waits as long as it takes, ``0`` only tries, a positive
+        number of seconds waits at most that long (on the monotonic clock).
+        Signals run their handlers meanwhile and the wait goes on.
+
+        Raises:
+            WouldBlock: ``timeout=0`` and the value is zero.
+            TimeoutExpired: the timeout ran out.
+        """
+        if self._closed:
+            self._check_open()
+        try:
+            if timeout is None:
+                self._handle.acquire(-1)
+                return
+            seconds = check_timeout(timeout)
+            assert seconds is not None  # None was handled above
+            if seconds == 0:
+                acquired = self._handle.try_acquire()
+            else:
+                acquired = self._handle.acquire(time.monotonic_ns() + int(seconds * 1e9))
+        except OSError as error:
+            raise from_os_error(error, KIND, self._name) from None
+        if not acquired:
+            raise Deadline(seconds).error(f"acquiring {self.describe()}")
+
+    def release(self) -> None:
+        """Increment the semaphore, waking one waiter.
+
+        Raises:
+            ResourceLimitError: the value is already VALUE_MAX.
+        """
+        if self._closed:
+            self._check_open()
+        try:
+            self._handle.release()
+        except OSError as error:
+            raise from_os_error(error, KIND, self._name, limit="SEM_VALUE_MAX") from None
+
+    @property
+    def value(self) -> int:
+        """The current value (a snapshot: other processes may change it at once)."""
+        self._check_open()
+        return self._handle.value()
+
+    def info(self) -> PosixSemaphoreInfo:
+        """Name, value and (for a named semaphore) the permissions and owner of its file."""
+        self._check_open()
+        value = self._handle.value()
+        if self.name is None:
+            return PosixSemaphoreInfo(None, value, None, None, None)
+        try:
+            status = os.stat(_file(self.name))
+        except OSError:  # unlinked, or not a system that keeps them in /dev/shm
+            return PosixSemaphoreInfo(self.name, value, None, None, None)
+        return PosixSemaphoreInfo(
+            self.name, value, status.st_mode & 0o7777, status.st_uid, status.st_gid
+        )
+
+    def unlink(self) -> None:
+        """Remove the semaphore's name (this handle, and waiters, keep working).
+
+        Raises:
+            ResourceNotFoundError: already removed.
+            TypeError: a memory-based semaphore has no name (it goes with its memory).
+        """
+        if self.name is None:
+            raise TypeError(f"{self.describe()} has no name to unlink: it lives in its memory")
+        unlink(self.name)
+
+    def close(self) -> None:
+        """Release this process's handle. Idempotent; never removes the semaphore.
+
+        A memory-based semaphore lets go of its memory, which can then be closed.
+
+        Raises:
+            IPCError: other threads of this process are waiting on it.
+        """
+        if self._closed:
+            return
+        try:
+            self._handle.close()
+        except RuntimeError as error:
+            raise IPCError(f"cannot close {self.describe()}: {error}") from None
+        super().close()
+
+    # A semaphore is a lock-like object: ``with`` holds it.
+    def __enter__(self) -> PosixSemaphore:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
