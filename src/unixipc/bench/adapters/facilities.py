@@ -101,7 +101,7 @@ class PosixMqTransport(Transport):
     def setup(self, plan: Plan) -> None:
         depth = messages_in_flight(plan.size, read_limit("/proc/sys/fs/mqueue/msg_max", 10))
         self._queues = {
-            direction: unixipc.PosixMessageQueue.create(  # type: ignore[attr-defined]
+            direction: unixipc.PosixMessageQueue.create(
                 plan.posix_name(direction), max_messages=depth, max_message_size=plan.size
             )
             for direction in _directions(plan)
@@ -124,19 +124,11 @@ class PosixMqTransport(Transport):
 
     def cleanup(self, plan: Plan) -> None:
         for direction in ("forth", "back"):
-            quietly(_unlink_posix_queue, plan.posix_name(direction))
+            quietly(unixipc.posix_mq.unlink, plan.posix_name(direction))
 
 
 def _no_send(data: Any) -> None:
     raise RuntimeError("this direction is not used by the test")
-
-
-def _unlink_posix_queue(name: str) -> None:
-    queue = unixipc.PosixMessageQueue.open(name)  # type: ignore[attr-defined]
-    try:
-        queue.unlink()
-    finally:
-        queue.close()
 
 
 class SysVMqTransport(Transport):
@@ -151,7 +143,7 @@ class SysVMqTransport(Transport):
         return read_limit("/proc/sys/kernel/msgmax", 8192)
 
     def setup(self, plan: Plan) -> None:
-        self._queue = unixipc.SysVMessageQueue.create(plan.sysv_key)  # type: ignore[attr-defined]
+        self._queue = unixipc.SysVMessageQueue.create(plan.sysv_key)
 
     def open(self, plan: Plan, role: Role, address: str) -> Link:
         queue = self._queue
@@ -160,21 +152,16 @@ class SysVMqTransport(Transport):
         def send(data: Any) -> None:
             queue.send(data, type=send_type)
 
-        def receive() -> bytes:
-            return bytes(queue.receive(type=receive_type).data)
+        buffer = bytearray(plan.size)
+
+        def receive() -> bytearray:
+            queue.receive_into(buffer, type=receive_type)
+            return buffer
 
         return SplitLink(send, receive, (queue.close,))
 
     def cleanup(self, plan: Plan) -> None:
-        quietly(_unlink_sysv_queue, plan.sysv_key)
-
-
-def _unlink_sysv_queue(key: int) -> None:
-    queue = unixipc.SysVMessageQueue.open(key)  # type: ignore[attr-defined]
-    try:
-        queue.unlink()
-    finally:
-        queue.close()
+        quietly(unixipc.sysv_mq.unlink, plan.sysv_key)
 
 
 class RingTransport(Transport):
@@ -265,36 +252,37 @@ class ShmSemaphoreTransport(Transport):
     family = "unixipc"
     summary = "unixipc.PosixSharedMemory + PosixSemaphore.in_buffer, one slot each way"
 
-    SEMAPHORE_ROOM = 64  # bytes reserved for each semaphore (sem_t is 32 on Linux x86-64)
-
     def unavailable(self) -> str | None:
         return _api("PosixSemaphore")
 
+    @staticmethod
+    def _layout(size: int) -> tuple[int, int]:
+        """(bytes per semaphore, bytes per direction): full, empty, then the message."""
+        semaphore = unixipc.PosixSemaphore
+        room = -(-semaphore.SIZE // semaphore.ALIGNMENT) * semaphore.ALIGNMENT
+        slot = -(-(2 * room + size) // semaphore.ALIGNMENT) * semaphore.ALIGNMENT
+        return room, slot
+
     def setup(self, plan: Plan) -> None:
-        slot = 2 * self.SEMAPHORE_ROOM + plan.size
+        room, slot = self._layout(plan.size)
         self._memory = unixipc.PosixSharedMemory.create(plan.posix_name("sem"), 2 * slot)
-        semaphore = unixipc.PosixSemaphore  # type: ignore[attr-defined]
-        for index in range(2):
-            base = index * slot
-            semaphore.in_buffer(self._memory.buf, base, value=0)  # full
-            semaphore.in_buffer(self._memory.buf, base + self.SEMAPHORE_ROOM, value=1)  # empty
+        for base in (0, slot):
+            for offset, value in ((base, 0), (base + room, 1)):  # full = 0, empty = 1
+                unixipc.PosixSemaphore.in_buffer(self._memory, offset, value=value).close()
 
     def open(self, plan: Plan, role: Role, address: str) -> Link:
-        semaphore = unixipc.PosixSemaphore  # type: ignore[attr-defined]
-        size = plan.size
-        slot = 2 * self.SEMAPHORE_ROOM + size
-        buf = self._memory.buf
+        room, slot = self._layout(plan.size)
+        memory = self._memory
 
         def direction(index: int) -> tuple[Any, Any, memoryview]:
             base = index * slot
-            full = semaphore.in_buffer(buf, base)
-            empty = semaphore.in_buffer(buf, base + self.SEMAPHORE_ROOM)
-            data = buf[base + 2 * self.SEMAPHORE_ROOM : base + slot]
-            return full, empty, data
+            full = unixipc.PosixSemaphore.in_buffer(memory, base)
+            empty = unixipc.PosixSemaphore.in_buffer(memory, base + room)
+            return full, empty, memory.buf[base + 2 * room : base + 2 * room + plan.size]
 
         out_full, out_empty, out_data = direction(0 if role == "driver" else 1)
         in_full, in_empty, in_data = direction(1 if role == "driver" else 0)
-        received = bytearray(size)
+        received = bytearray(plan.size)
 
         def send(data: Any) -> None:
             out_empty.acquire()
@@ -308,11 +296,11 @@ class ShmSemaphoreTransport(Transport):
             return received
 
         def close() -> None:
-            for semaphore_or_view in (out_full, out_empty, in_full, in_empty):
-                quietly(semaphore_or_view.close)
+            for semaphore in (out_full, out_empty, in_full, in_empty):
+                semaphore.close()
             out_data.release()
             in_data.release()
-            self._memory.close()
+            memory.close()
 
         return SplitLink(send, receive, (close,))
 
