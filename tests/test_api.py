@@ -67,6 +67,10 @@ PUBLIC = {
     "LockHolder",
     "shared_sync",
     "file_lock",
+    # the shared-memory ring
+    "Ring",
+    "RingInfo",
+    "ring",
     # modules and metadata
     "errors",
     "fifo",

@@ -18,6 +18,7 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_sysv_msg,
     unixipc_init_shared_sync,
     unixipc_init_file_lock,
+    unixipc_init_ring,
 };
 
 static int native_exec(PyObject *module)

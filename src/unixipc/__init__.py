@@ -18,6 +18,7 @@ from . import pipe as pipe
 from . import posix_mq as posix_mq
 from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
+from . import ring as ring
 from . import shared_sync as shared_sync
 from . import sysv_mq as sysv_mq
 from . import sysv_sem as sysv_sem
@@ -59,6 +60,8 @@ from .posix_mq import PosixMessageQueue as PosixMessageQueue
 from .posix_mq import PosixMessageQueueInfo as PosixMessageQueueInfo
 from .posix_sem import PosixSemaphore as PosixSemaphore
 from .posix_shm import PosixSharedMemory as PosixSharedMemory
+from .ring import Ring as Ring
+from .ring import RingInfo as RingInfo
 from .shared_sync import SharedBarrier as SharedBarrier
 from .shared_sync import SharedCondition as SharedCondition
 from .shared_sync import SharedMutex as SharedMutex
@@ -107,6 +110,8 @@ __all__ = (
     "ResourceExistsError",
     "ResourceLimitError",
     "ResourceNotFoundError",
+    "Ring",
+    "RingInfo",
     "SharedBarrier",
     "SharedCondition",
     "SharedMutex",
@@ -130,6 +135,7 @@ __all__ = (
     "posix_mq",
     "posix_sem",
     "posix_shm",
+    "ring",
     "shared_sync",
     "sysv_mq",
     "sysv_sem",

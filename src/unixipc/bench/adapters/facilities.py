@@ -174,9 +174,7 @@ class RingTransport(Transport):
 
     def setup(self, plan: Plan) -> None:
         self._rings = {
-            direction: unixipc.Ring.create(  # type: ignore[attr-defined]
-                plan.posix_name(direction), buffer_capacity(plan.size)
-            )
+            direction: unixipc.Ring.create(plan.posix_name(direction), buffer_capacity(plan.size))
             for direction in _directions(plan)
         }
 
@@ -198,15 +196,7 @@ class RingTransport(Transport):
 
     def cleanup(self, plan: Plan) -> None:
         for direction in ("forth", "back"):
-            quietly(_unlink_ring, plan.posix_name(direction))
-
-
-def _unlink_ring(name: str) -> None:
-    ring = unixipc.Ring.open(name)  # type: ignore[attr-defined]
-    try:
-        ring.unlink()
-    finally:
-        ring.close()
+            quietly(unixipc.ring.unlink, plan.posix_name(direction))
 
 
 class _RingBatchLink(Link):

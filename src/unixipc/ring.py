@@ -1,0 +1,376 @@
+"""A shared-memory ring: variable-length messages between any number of processes.
+
+``Ring.create(name, capacity)`` makes a POSIX shared memory object holding a ring
+of ``capacity`` bytes; any process ``Ring.open(name)``\\ s it and calls ``send``
+and ``receive`` (or ``send_many``/``receive_many`` for batches, ``receive_into``
+to fill a buffer, ``receive_view()`` to read a message in place). Many producers
+and many consumers may share one ring: every message is delivered exactly once,
+in the order each producer sent them.
+
+Waiting spins briefly, then sleeps on a futex in the shared memory; an idle
+receiver costs no CPU. Crash safety: a process killed while writing never shows
+a torn message to readers (its unfinished record becomes padding), messages it
+committed are still delivered, and the space it held comes back; a receiver
+whose every producer is gone gets ``EndOfChannel`` if the last one closed the
+ring and ``PeerDied`` if one died (noticed within about 0.2 s). A message that
+a killed consumer had taken but not finished is lost with it.
+
+Persistence: kernel, like the POSIX shared memory object it lives in: the ring
+and its messages stay until ``unlink()`` (or a reboot), and a ring left behind
+by crashed processes can be opened and used again.
+
+Portability: Linux (futex, open file description locks, /proc/self/fd).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import _native
+from ._names import check_int, check_permissions, check_posix_name
+from ._resource import Resource
+from .errors import IPCError, ResourceExistsError, from_os_error
+from .posix_shm import PosixSharedMemory
+from .posix_shm import unlink as _unlink_shm
+
+__all__ = ("Ring", "RingInfo", "exists", "list_names", "unlink")
+
+KIND = "shared-memory ring"
+
+#: The smallest and largest ``capacity`` a ring can have, in bytes.
+MIN_CAPACITY: int = _native.RING_MIN_CAPACITY
+MAX_CAPACITY: int = _native.RING_MAX_CAPACITY
+
+_MAGIC = (0x31474E4952585855).to_bytes(8, "little")
+_PRODUCER = 1
+_CONSUMER = 2
+#: Points where a test can make this process stop itself (SIGSTOP), to kill it there.
+_TEST_STOP_POINTS = {
+    "producer-claimed": 1,
+    "producer-half-written": 2,
+    "producer-written": 3,
+    "consumer-claimed": 4,
+    "consumer-copied": 5,
+}
+
+_open_rings: weakref.WeakSet[Ring] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class RingInfo:
+    """What ``Ring.info()`` reports: a snapshot, which peers may change at once."""
+
+    name: str
+    capacity: int
+    max_message_size: int
+    used_bytes: int
+    messages: int
+    producers: int
+    consumers: int
+    attached: int
+
+
+def exists(name: str) -> bool:
+    """True if a ring called ``name`` exists (a shared memory object with the ring's magic)."""
+    name = check_posix_name(name)
+    try:
+        with open(f"/dev/shm/{name[1:]}", "rb") as memory:
+            return memory.read(8) == _MAGIC
+    except OSError:
+        return False
+
+
+def list_names() -> list[str]:
+    """The names of the rings in /dev/shm that this user can read, sorted."""
+    try:
+        entries = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return []
+    return sorted(f"/{entry}" for entry in entries if exists(f"/{entry}"))
+
+
+def unlink(name: str) -> None:
+    """Remove the ring's name; processes that have it open keep using it.
+
+    Raises:
+        ResourceNotFoundError: no object called ``name``.
+        PermissionDeniedError: not allowed to remove it.
+    """
+    _unlink_shm(name)
+
+
+def _stop_at(point: str | None) -> None:
+    """Tests only: make this process SIGSTOP itself at ``point`` (None: never)."""
+    _native.ring_test_stop(0 if point is None else _TEST_STOP_POINTS[point])
+
+
+def _after_fork_in_child() -> None:
+    for ring in list(_open_rings):
+        ring._forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Ring(Resource, _native.RingCore):
+    """A handle on a shared-memory ring of messages.
+
+    ``send``, ``send_many``, ``receive``, ``receive_into``, ``receive_many`` and
+    the properties ``max_message_size`` and ``capacity`` come from the native
+    core (see their docstrings). A handle is a producer once it sends and a
+    consumer once it receives (or after :meth:`declare`); ``info()`` counts them.
+
+    Each handle holds a lock byte of the shared memory object while it is open:
+    the kernel releases it when the process dies, which is how peers tell a dead
+    handle from a slow one. A forked child gets a handle of its own on first use;
+    pickling a Ring (as multiprocessing's spawn does) reopens it by name.
+    """
+
+    kind = KIND
+
+    def __init__(self, memory: PosixSharedMemory) -> None:
+        """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
+        self.name = memory.name
+        self._name = memory.name
+        self._memory = memory
+        self._lock_fd = -1
+        self._view: memoryview | None = None
+        try:
+            self._attach(memory.buf, -1, self.describe())
+            self._take_slot_with_new_lock()
+        except BaseException:
+            self._detach()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+            raise
+        self._opened(memory.name)
+        _open_rings.add(self)
+
+    @classmethod
+    def create(cls, name: str, capacity: int, *, permissions: int = 0o600) -> Ring:
+        """Create the ring ``name`` with ``capacity`` bytes of message space and open it.
+
+        ``capacity`` is rounded up to a multiple of 64; the largest message is
+        half of it less 16 bytes (``max_message_size``), so that a message
+        always fits in one piece.
+
+        Raises:
+            ResourceExistsError: ``name`` exists already.
+            ResourceLimitError: no memory for the ring.
+        """
+        name = check_posix_name(name)
+        capacity = _check_capacity(capacity)
+        permissions = check_permissions(permissions)
+        memory = PosixSharedMemory.create(
+            name, _native.RING_DATA_OFFSET + capacity, permissions=permissions
+        )
+        try:
+            _native.ring_initialize(memory.buf, capacity, int.from_bytes(os.urandom(8), "little"))
+            return cls(memory)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                memory.close()
+            with contextlib.suppress(Exception):
+                _unlink_shm(name)
+            raise
+
+    @classmethod
+    def open(cls, name: str) -> Ring:
+        """Open the existing ring ``name``.
+
+        Raises:
+            ResourceNotFoundError: no object called ``name``.
+            PermissionDeniedError: its permissions forbid reading and writing.
+            IPCError: the object is not a ring (or is damaged); the message says how.
+        """
+        name = check_posix_name(name)
+        memory = PosixSharedMemory.open(name)
+        try:
+            _wait_until_initialized(memory)
+            return cls(memory)
+        except BaseException:
+            memory.close()
+            raise
+
+    @classmethod
+    def open_or_create(cls, name: str, capacity: int, *, permissions: int = 0o600) -> Ring:
+        """Open ``name`` if it exists, else create it (an existing ring keeps its capacity).
+
+        Raises:
+            IPCError: an object called ``name`` exists but is not a ring.
+        """
+        name = check_posix_name(name)
+        _check_capacity(capacity)
+        check_permissions(permissions)
+        while True:
+            try:
+                return cls.create(name, capacity, permissions=permissions)
+            except ResourceExistsError:
+                pass
+            try:
+                return cls.open(name)
+            except FileNotFoundError:
+                continue  # removed between our two calls: try again
+
+    def declare(self, *, producer: bool = False, consumer: bool = False) -> None:
+        """Count this handle as a producer and/or consumer now, before it sends or receives.
+
+        Peers then see it in ``info()`` and learn when it closes or dies: a
+        channel declares both ends at once so that a peer that dies before its
+        first message still ends the other side's wait.
+        """
+        self._declare((_PRODUCER if producer else 0) | (_CONSUMER if consumer else 0))
+
+    @contextlib.contextmanager
+    def receive_view(self, *, timeout: float | None = None) -> Iterator[memoryview]:
+        """Take the next message and yield a read-only memoryview of it inside the ring.
+
+        Nothing is copied; the message's space is given back when the ``with``
+        block ends, and the view is released then (so keep no views derived
+        from it, such as NumPy arrays, beyond the block). One view at a time per
+        handle.
+
+        Raises:
+            WouldBlock, TimeoutExpired, EndOfChannel, PeerDied: as ``receive()``.
+            IPCError: a view of this handle is already open, or a view derived
+                from this one outlived the block (the message is freed anyway).
+        """
+        offset, length = self._view_take(timeout=timeout)
+        try:
+            whole = self._memory.buf
+            piece = whole[offset : offset + length]
+            self._view = piece.toreadonly()
+            piece.release()
+        except BaseException:
+            self._view_release()
+            raise
+        outlived = False
+        try:
+            yield self._view
+        finally:
+            try:
+                self._view.release()
+            except BufferError:
+                outlived = True
+            self._view = None
+            self._view_release()
+        if outlived:
+            raise IPCError(
+                f"{self.describe()}: a view derived from receive_view() outlived its with "
+                "block; the message's space has been reused"
+            )
+
+    def info(self) -> RingInfo:
+        """Capacity, bytes in use, messages waiting, and live producers/consumers/handles."""
+        self._check_open()
+        capacity, used, messages, producers, consumers, attached = self._snapshot()
+        return RingInfo(
+            self.name,
+            capacity,
+            self.max_message_size,
+            used,
+            messages,
+            producers,
+            consumers,
+            attached,
+        )
+
+    def unlink(self) -> None:
+        """Remove the ring's name (open handles keep working until closed).
+
+        Raises:
+            ResourceNotFoundError: already removed.
+        """
+        unlink(self.name)
+
+    def close(self) -> None:
+        """Leave the ring and unmap it. Idempotent; never removes it (that is ``unlink``).
+
+        If this was the last producer (consumer), waiting consumers (producers)
+        get ``EndOfChannel`` once the ring is empty (full). Other threads waiting
+        on this handle get ``ClosedResourceError``.
+
+        Raises:
+            IPCError: a ``receive_view()`` of this handle is still open.
+        """
+        if self._closed:
+            return
+        if self._view is not None:
+            raise IPCError(f"cannot close {self.describe()}: a receive_view() is still open")
+        if self._begin_close():
+            # Other threads are inside a call: they give up at once; wait for them
+            # to leave before the memory is unmapped.
+            deadline = time.monotonic() + 10
+            while self._busy():
+                if time.monotonic() > deadline:
+                    raise IPCError(f"cannot close {self.describe()}: calls are still running")
+                time.sleep(0.0005)
+        super().close()
+
+    def _release(self) -> None:
+        _open_rings.discard(self)
+        self._detach()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        self._memory.close()
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # A handle means nothing in another process: the other process opens the name.
+        return (type(self).open, (self.name,))
+
+    def _take_slot_with_new_lock(self) -> None:
+        # Our own open file description of the object: its lock byte is this
+        # handle's liveness token, and only this handle (not a forked child) has it.
+        try:
+            fd = os.open(f"/proc/self/fd/{self._memory.fileno()}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            fd = _native.shm_open(self.name, os.O_RDWR, 0)
+        try:
+            slot = self._take_slot(fd)
+        except OSError as error:
+            os.close(fd)
+            raise from_os_error(error, KIND, self.name) from None
+        if slot < 0:
+            os.close(fd)
+            raise from_os_error(
+                OSError(errno.EUSERS, os.strerror(errno.EUSERS)),
+                KIND,
+                self.name,
+                limit="at most 128 open handles per ring",
+            )
+        self._lock_fd = fd
+
+    def _reattach(self) -> None:
+        """Called by the native core when this handle has no slot (in a forked child)."""
+        self._take_slot_with_new_lock()
+
+    def _forget_parent(self) -> None:
+        """In a child after fork: the parent's slot and lock are not ours."""
+        self._forked()
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _check_capacity(capacity: object) -> int:
+    value = check_int(capacity, "capacity", minimum=MIN_CAPACITY)
+    if value > MAX_CAPACITY:
+        raise ValueError(f"capacity must be <= {MAX_CAPACITY}, got {value}")
+    return (value + 63) // 64 * 64
+
+
+def _wait_until_initialized(memory: PosixSharedMemory) -> None:
+    """A creator writes the magic number last: give one that is still at it a second."""
+    deadline = time.monotonic() + 1.0
+    while memory.size >= 8 and bytes(memory.buf[:8]) == bytes(8):
+        if time.monotonic() > deadline:
+            return  # the native check explains what is wrong
+        time.sleep(0.001)

@@ -1,0 +1,576 @@
+"""The shared-memory ring between real processes: delivery, limits, waiting, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Names
+from tests.helpers import START_METHODS, Child, assert_elapsed, wait_until
+from unixipc import (
+    ClosedResourceError,
+    EndOfChannel,
+    IPCError,
+    MessageTooLarge,
+    PeerDied,
+    PosixSharedMemory,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    Ring,
+    TimeoutExpired,
+    WouldBlock,
+    ring,
+)
+
+Cleanup = Callable[..., None]
+
+
+def _make(names: Names, cleanup: Cleanup, capacity: int = 1 << 16) -> Ring:
+    name = names.posix("ring")
+    created = Ring.create(name, capacity)
+    cleanup(ring.unlink, name)
+    cleanup(created.close)
+    return created
+
+
+def _message(producer: int, number: int, size: int) -> bytes:
+    """A message that names its producer and number, padded with a checkable pattern."""
+    head = struct.pack("<II", producer, number)
+    body = bytes([(producer + number) % 251]) * max(0, size - len(head))
+    return (head + body)[: max(size, len(head))]
+
+
+def _check_message(data: bytes) -> tuple[int, int]:
+    producer, number = struct.unpack_from("<II", data)
+    assert data[8:] == bytes([(producer + number) % 251]) * (len(data) - 8), "torn message"
+    return producer, number
+
+
+# -- children (module level, so that spawn can import them) ---------------------------
+
+
+def _send_numbers(name: str, producer: int, count: int, batch: int) -> int:
+    with Ring.open(name) as handle:
+        pending = []
+        for number in range(count):
+            message = _message(producer, number, 8 + number % 200)
+            if batch > 1:
+                pending.append(message)
+                if len(pending) == batch:
+                    handle.send_many(pending, timeout=60)
+                    pending = []
+            else:
+                handle.send(message, timeout=60)
+        if pending:
+            handle.send_many(pending, timeout=60)
+    return count
+
+
+def _receive_until_end(name: str, batch: int) -> list[tuple[int, int]]:
+    got = []
+    with Ring.open(name) as handle:
+        handle.declare(consumer=True)
+        while True:
+            try:
+                if batch > 1:
+                    messages = handle.receive_many(batch, timeout=60)
+                else:
+                    messages = [handle.receive(timeout=60)]
+            except EndOfChannel:
+                return got
+            got.extend(_check_message(message) for message in messages)
+
+
+def _send_from_pickled(handle: Ring, message: bytes) -> None:
+    handle.send(message, timeout=30)
+    handle.close()
+
+
+def _send_then_stop_at(name: str, committed: int, point: str, size: int) -> None:
+    """Send ``committed`` messages, then stop (SIGSTOP) at ``point`` of the next one."""
+    handle = Ring.open(name)
+    for number in range(committed):
+        handle.send(_message(0, number, size), timeout=30)
+    ring._stop_at(point)
+    if point.startswith("producer"):
+        handle.send_many([_message(0, committed, size), _message(0, committed + 1, size)])
+    else:
+        handle.receive(timeout=30)
+    raise AssertionError("the stop point was never reached")
+
+
+def _wait_stopped(pid: int) -> None:
+    def stopped() -> bool:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    wait_until(stopped)
+
+
+def _kill_at(child: Child) -> None:
+    _wait_stopped(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    child.process.join(30)
+
+
+def _try_send(handle: Ring, data: bytes) -> bool:
+    try:
+        handle.send(data, timeout=0)
+    except WouldBlock:
+        return False
+    return True
+
+
+# -- basics ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_messages_cross_processes_in_order(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child], method: str
+) -> None:
+    handle = _make(names, cleanup)
+    producer = children(_send_numbers, handle.name, 7, 500, 1, method=method)
+    got = [_check_message(handle.receive(timeout=60)) for _ in range(500)]
+    assert got == [(7, number) for number in range(500)]
+    assert producer.result() == 500
+    with pytest.raises(EndOfChannel, match="every producer closed it"):
+        handle.receive(timeout=30)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_ring_passed_to_a_child_reopens_there(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child], method: str
+) -> None:
+    handle = _make(names, cleanup)
+    children(_send_from_pickled, handle, b"from the child", method=method).result()
+    assert handle.receive(timeout=30) == b"from the child"
+
+
+def test_many_producers_and_consumers_each_message_exactly_once(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup, capacity=1 << 14)  # small: producers wait for space
+    count = 3000
+    consumers = [children(_receive_until_end, handle.name, batch) for batch in (1, 16, 1)]
+    # Let every consumer attach before the producers can finish.
+    wait_until(lambda: handle.info().consumers == 3)
+    producers = [children(_send_numbers, handle.name, p, count, (1, 7, 64)[p]) for p in range(3)]
+    assert [child.result() for child in producers] == [count] * 3
+    received = [child.result() for child in consumers]
+    everything = sorted(item for got in received for item in got)
+    assert everything == sorted((p, n) for p in range(3) for n in range(count))
+    for got in received:  # each consumer sees each producer's messages in order
+        for p in range(3):
+            numbers = [n for q, n in got if q == p]
+            assert numbers == sorted(numbers)
+    info = handle.info()
+    assert (info.used_bytes, info.messages) == (0, 0)
+
+
+def test_sizes_up_to_the_maximum_and_one_over(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup, capacity=4096)
+    assert handle.max_message_size == 4096 // 2 - 16
+    for size in (0, 1, 15, 16, 17, 1000, handle.max_message_size):
+        handle.send(b"\xab" * size)
+        assert handle.receive(timeout=0) == b"\xab" * size
+    with pytest.raises(MessageTooLarge, match="larger than the maximum"):
+        handle.send(b"x" * (handle.max_message_size + 1))
+    with pytest.raises(MessageTooLarge, match="nothing was sent"):
+        handle.send_many([b"a", b"x" * (handle.max_message_size + 1)])
+    with pytest.raises(WouldBlock):
+        handle.receive(timeout=0)
+    # Any bytes-like object goes in; bytes come out.
+    handle.send_many([bytearray(b"ba"), memoryview(b"mv"), b"b"])
+    assert handle.receive_many(10, timeout=0) == [b"ba", b"mv", b"b"]
+
+
+def test_wrapping_around_many_times_with_every_size(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup, capacity=1024)
+    for size in range(handle.max_message_size + 1):
+        handle.send(bytes([size % 256]) * size, timeout=0)
+        assert handle.receive(timeout=0) == bytes([size % 256]) * size
+    batch = [bytes([n]) * (n * 3 % 100) for n in range(40)]
+    for _ in range(20):
+        handle.send_many(batch[:10], timeout=0)
+        assert handle.receive_many(100, timeout=0) == batch[:10]
+    assert handle.info().used_bytes == 0
+
+
+def test_receive_into_and_its_limits(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+    handle.send(b"0123456789")
+    small = bytearray(4)
+    with pytest.raises(MessageTooLarge, match="stays in the ring"):
+        handle.receive_into(small, timeout=0)
+    buffer = bytearray(16)
+    assert handle.receive_into(buffer, timeout=0) == 10
+    assert buffer[:10] == b"0123456789"
+    with pytest.raises(TypeError, match="writable"):
+        handle.receive_into(b"read-only")
+
+
+def test_receive_view_is_zero_copy_and_frees_the_space(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+    handle.send(b"in place")
+    with handle.receive_view(timeout=0) as view:
+        assert view.readonly
+        assert bytes(view) == b"in place"
+        assert handle.info().used_bytes > 0
+        with pytest.raises(IPCError, match="still open"), handle.receive_view(timeout=0):
+            pass  # one view at a time
+        with pytest.raises(IPCError, match="receive_view"):
+            handle.close()
+    with pytest.raises(ValueError, match="released"):
+        bytes(view)
+    assert handle.info().used_bytes == 0
+
+
+def test_info_counts_producers_and_consumers(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+    other = Ring.open(handle.name)
+    cleanup(other.close)
+    info = handle.info()
+    assert (info.producers, info.consumers, info.attached) == (0, 0, 2)
+    other.send(b"one")
+    other.send(b"two")
+    handle.declare(consumer=True)
+    info = handle.info()
+    assert (info.producers, info.consumers, info.messages) == (1, 1, 2)
+    assert info.used_bytes == 2 * 32
+    other.close()
+    assert handle.info().attached == 1
+
+
+# -- arguments, lifecycle ---------------------------------------------------------------
+
+
+def test_bad_arguments_are_refused_before_any_call(names: Names, cleanup: Cleanup) -> None:
+    with pytest.raises(ValueError, match="capacity must be >= 1024"):
+        Ring.create(names.posix(), 100)
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        Ring.create(names.posix(), 4096.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must start with '/'"):
+        Ring.create("nope", 4096)
+    handle = _make(names, cleanup)
+    with pytest.raises(TypeError, match="bytes-like"):
+        handle.send("text")
+    with pytest.raises(ValueError, match="C-contiguous"):
+        handle.send(memoryview(b"abcd")[::2])
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        handle.receive(timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        handle.receive(timeout=True)
+    with pytest.raises(ValueError, match="timeout must be >= 0"):
+        handle.receive(timeout=-1)
+    with pytest.raises(ValueError, match="max_count must be >= 1"):
+        handle.receive_many(0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        handle.receive(wait=1)  # type: ignore[call-arg]
+    handle.send(data=b"keyword")
+    assert handle.receive(timeout=0) == b"keyword"
+
+
+def test_create_open_unlink_and_errors(names: Names, cleanup: Cleanup) -> None:
+    name = names.posix("ring")
+    with pytest.raises(ResourceNotFoundError):
+        Ring.open(name)
+    assert not ring.exists(name)
+    with Ring.create(name, 5000, permissions=0o640) as created:
+        cleanup(ring.unlink, name)
+        assert created.capacity == 5056  # rounded up to a multiple of 64
+        assert oct(os.stat(f"/dev/shm{name}").st_mode & 0o777) == "0o640"
+        assert ring.exists(name)
+        assert name in ring.list_names()
+        with pytest.raises(ResourceExistsError):
+            Ring.create(name, 4096)
+        with Ring.open_or_create(name, 99999) as again:
+            assert again.capacity == 5056
+        created.unlink()
+        assert not ring.exists(name)
+        created.send(b"still usable")
+        assert created.receive(timeout=0) == b"still usable"
+
+
+def test_use_after_close(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+    handle.close()
+    handle.close()  # idempotent
+    for call in (
+        lambda: handle.send(b"x"),
+        lambda: handle.send_many([b"x"]),
+        lambda: handle.receive(),
+        lambda: handle.receive_into(bytearray(1)),
+        lambda: handle.receive_many(1),
+        lambda: handle.info(),
+    ):
+        with pytest.raises(ClosedResourceError, match="is closed"):
+            call()
+    with pytest.raises(ClosedResourceError), handle.receive_view():
+        pass
+
+
+# -- waiting ---------------------------------------------------------------------------
+
+
+def test_timeouts_fire_on_time(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup, capacity=1024)
+    started = time.monotonic()
+    with pytest.raises(TimeoutExpired, match=r"timed out after 0\.3 s"):
+        handle.receive(timeout=0.3)
+    assert_elapsed(started, 0.3)
+    started = time.monotonic()
+    with pytest.raises(TimeoutExpired):
+        handle.receive_many(5, timeout=0.2)
+    assert_elapsed(started, 0.2)
+    handle.declare(consumer=True)  # a live consumer: a full ring waits, not ends
+    filler = b"f" * 200
+    sent = 0
+    while _try_send(handle, filler):
+        sent += 1
+    assert sent == 1024 // 224
+    started = time.monotonic()
+    with pytest.raises(TimeoutExpired):
+        handle.send(filler, timeout=0.25)
+    assert_elapsed(started, 0.25)
+    handle.receive()
+    with pytest.raises(WouldBlock) as caught:
+        handle.send_many([filler, filler, filler], timeout=0)
+    assert caught.value.messages_sent == 1  # type: ignore[attr-defined]
+
+
+def test_a_blocked_receiver_wakes_for_a_sender_thread(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+    got: list[bytes] = []
+    receiver = threading.Thread(target=lambda: got.append(handle.receive(timeout=30)))
+    receiver.start()
+    time.sleep(0.3)  # long enough to be asleep on the futex, not spinning
+    handle.send(b"wake up")
+    receiver.join(30)
+    assert got == [b"wake up"]
+
+
+def test_close_from_another_thread_ends_a_wait(names: Names, cleanup: Cleanup) -> None:
+    name = names.posix("ring")
+    handle = Ring.create(name, 4096)
+    cleanup(ring.unlink, name)
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            handle.receive()
+        except BaseException as error:
+            errors.append(error)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    time.sleep(0.2)
+    handle.close()
+    receiver.join(30)
+    assert len(errors) == 1
+    assert isinstance(errors[0], ClosedResourceError)
+
+
+def test_signal_handlers_run_and_the_wait_goes_on(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+    calls = []
+    old = signal.signal(signal.SIGALRM, lambda *_: calls.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutExpired):
+            handle.receive(timeout=0.4)
+        assert_elapsed(started, 0.4)
+        assert calls == [1]
+
+        def interrupt(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            handle.receive(timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _use_inherited(handle: Ring) -> int:
+    handle.send(b"from a forked child")  # the inherited object takes a slot of its own
+    attached = handle.info().attached
+    handle.close()
+    return attached
+
+
+def test_a_forked_child_uses_an_inherited_handle(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    handle.declare(consumer=True)
+    assert children(_use_inherited, handle, method="fork").result() == 2
+    assert handle.receive(timeout=30) == b"from a forked child"
+    info = handle.info()
+    assert (info.attached, info.consumers) == (1, 1)
+
+
+def _produce_fork_then_die(name: str) -> None:
+    handle = Ring.open(name)
+    handle.send(b"before the fork")
+    pid = os.fork()
+    if pid == 0:  # outlives its parent, with copies of all its descriptors
+        time.sleep(60)
+        os._exit(0)
+    handle.send(struct.pack("<i", pid))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_forked_child_does_not_keep_a_dead_producer_alive(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    children(_produce_fork_then_die, handle.name)
+    assert handle.receive(timeout=30) == b"before the fork"
+    grandchild = struct.unpack("<i", handle.receive(timeout=30))[0]
+    cleanup(os.kill, grandchild, signal.SIGKILL)
+    with pytest.raises(PeerDied):
+        handle.receive(timeout=30)
+
+
+# -- ends and crashes -------------------------------------------------------------------
+
+
+def test_the_last_consumer_closing_ends_a_blocked_sender(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup, capacity=1024)
+    consumer = Ring.open(handle.name)
+    consumer.declare(consumer=True)
+    while _try_send(handle, b"x" * 100):
+        pass
+    threading.Timer(0.2, consumer.close).start()
+    with pytest.raises(EndOfChannel, match="every consumer closed it"):
+        handle.send(b"x" * 100, timeout=30)
+
+
+def _send_two_then_die(name: str) -> None:
+    handle = Ring.open(name)
+    handle.send(b"first")
+    handle.send(b"second")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_dead_producer_gives_peer_died_after_its_messages(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    child = children(_send_two_then_die, handle.name)
+    child.process.join(30)
+    assert handle.receive(timeout=30) == b"first"
+    assert handle.receive(timeout=30) == b"second"
+    started = time.monotonic()
+    with pytest.raises(PeerDied, match="one died"):
+        handle.receive(timeout=30)
+    assert time.monotonic() - started < 5  # about 0.2 s; generous for a busy machine
+
+
+@pytest.mark.parametrize("point", ["producer-claimed", "producer-half-written", "producer-written"])
+def test_a_writer_killed_mid_message_never_shows_a_torn_one(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child], point: str
+) -> None:
+    handle = _make(names, cleanup, capacity=4096)
+    child = children(_send_then_stop_at, handle.name, 3, point, 300)
+    _kill_at(child)
+    got = [_check_message(handle.receive(timeout=30)) for _ in range(3)]
+    assert got == [(0, 0), (0, 1), (0, 2)]
+    with pytest.raises(PeerDied):
+        handle.receive(timeout=30)
+    # The dead writer's space came back, and the ring goes on with a new producer.
+    assert handle.info().used_bytes == 0
+    producer = Ring.open(handle.name)
+    cleanup(producer.close)
+    for number in range(40):  # several laps of the 4 KiB ring
+        producer.send(_message(1, number, 300), timeout=30)
+        assert _check_message(handle.receive(timeout=30)) == (1, number)
+
+
+@pytest.mark.parametrize("point", ["consumer-claimed", "consumer-copied"])
+def test_a_reader_killed_mid_message_gives_its_space_back(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child], point: str
+) -> None:
+    handle = _make(names, cleanup, capacity=4096)
+    for number in range(5):
+        handle.send(_message(0, number, 300))
+    child = children(_send_then_stop_at, handle.name, 0, point, 300)
+    _kill_at(child)
+    # The killed reader took message 0 with it; the others are still there, in order.
+    reader = Ring.open(handle.name)
+    cleanup(reader.close)
+    assert [_check_message(reader.receive(timeout=30)) for _ in range(4)] == [
+        (0, n) for n in range(1, 5)
+    ]
+    # Its record is reclaimed: the producer can fill the whole ring again.
+    for number in range(5, 5 + 4096 // 320):
+        handle.send(_message(0, number, 300), timeout=30)
+    assert reader.info().consumers == 1
+
+
+def _crash_mid_write(name: str) -> None:
+    handle = Ring.open(name)
+    handle.send(b"committed")
+    ring._stop_at("producer-half-written")
+    handle.send(b"never committed" * 10)
+
+
+def _reuse(name: str) -> list[bytes]:
+    with Ring.open(name) as handle:
+        got = [handle.receive(timeout=30)]
+        handle.send(b"after the crash")
+        got.append(handle.receive(timeout=30))
+        return got
+
+
+def test_a_ring_left_by_crashed_processes_can_be_reopened(
+    names: Names, children: Callable[..., Child], cleanup: Cleanup
+) -> None:
+    name = names.posix("ring")
+    Ring.create(name, 4096).close()
+    cleanup(ring.unlink, name)
+    _kill_at(children(_crash_mid_write, name))
+    assert children(_reuse, name, method="spawn").result() == [b"committed", b"after the crash"]
+
+
+def test_a_corrupt_or_foreign_object_is_refused(names: Names, cleanup: Cleanup) -> None:
+    name = names.posix("shm")
+    with PosixSharedMemory.create(name, 64 * 1024) as memory:
+        cleanup(ring.unlink, name)
+        with pytest.raises(IPCError, match="never initialized"):
+            Ring.open(name)
+        memory.buf[:8] = b"NOTARING"
+        with pytest.raises(IPCError, match="magic number"):
+            Ring.open(name)
+    small = names.posix("shm")
+    PosixSharedMemory.create(small, 100).close()
+    cleanup(ring.unlink, small)
+    with pytest.raises(IPCError, match="too small"):
+        Ring.open(small)
+
+
+def test_a_damaged_record_gives_an_error_not_a_crash(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup, capacity=4096)
+    handle.send(b"x" * 100)
+    with PosixSharedMemory.open(handle.name) as memory:
+        offset = ring._native.RING_DATA_OFFSET
+        memory.buf[offset + 4 : offset + 8] = struct.pack("<I", 1 << 30)  # record size
+    with pytest.raises(IPCError, match="is corrupt"):
+        handle.receive(timeout=0)
+    with pytest.raises(IPCError, match="is corrupt"):
+        handle.receive_many(5, timeout=0)
+    with PosixSharedMemory.open(handle.name) as memory:
+        layout = ring._native.RING_DATA_OFFSET - 4096 - 128 * 64
+        assert layout == 0
+        memory.buf[16:24] = struct.pack("<Q", 1 << 40)  # capacity
+    with pytest.raises(IPCError, match="capacity"):
+        Ring.open(handle.name)
