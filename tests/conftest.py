@@ -48,7 +48,19 @@ def _leftover_sysv() -> list[str]:
     return found
 
 
-LEAK_CHECKS.extend([_leftover_dev_shm, _leftover_sysv])
+def _open_unix_sockets() -> list[str]:
+    """UNIX sockets still open somewhere whose path or abstract name has the prefix."""
+    with contextlib.suppress(FileNotFoundError), open("/proc/net/unix") as lines:
+        next(lines)
+        return [
+            f"UNIX socket {fields[7]}"
+            for fields in (line.split() for line in lines)
+            if len(fields) > 7 and PREFIX in fields[7]
+        ]
+    return []
+
+
+LEAK_CHECKS.extend([_leftover_dev_shm, _leftover_sysv, _open_unix_sockets])
 
 #: Every name handed out by names.posix(): POSIX message queues cannot be listed
 #: here (/dev/mqueue is not mounted), so the leak check tries to open each one.

@@ -71,6 +71,9 @@ PUBLIC = {
     "Ring",
     "RingInfo",
     "ring",
+    # sockets and signals
+    "sockets",
+    "signals",
     # modules and metadata
     "errors",
     "fifo",

@@ -66,5 +66,6 @@ int unixipc_init_sysv_msg(PyObject *module);
 int unixipc_init_shared_sync(PyObject *module);
 int unixipc_init_file_lock(PyObject *module);
 int unixipc_init_ring(PyObject *module);
+int unixipc_init_signals(PyObject *module);
 
 #endif

@@ -19,6 +19,7 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_shared_sync,
     unixipc_init_file_lock,
     unixipc_init_ring,
+    unixipc_init_signals,
 };
 
 static int native_exec(PyObject *module)

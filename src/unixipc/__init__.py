@@ -20,6 +20,8 @@ from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
 from . import ring as ring
 from . import shared_sync as shared_sync
+from . import signals as signals
+from . import sockets as sockets
 from . import sysv_mq as sysv_mq
 from . import sysv_sem as sysv_sem
 from . import sysv_shm as sysv_shm
@@ -137,6 +139,8 @@ __all__ = (
     "posix_shm",
     "ring",
     "shared_sync",
+    "signals",
+    "sockets",
     "sysv_mq",
     "sysv_sem",
     "sysv_shm",

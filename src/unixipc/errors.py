@@ -146,12 +146,18 @@ _BY_ERRNO: dict[int, type[IPCOSError]] = {
     _errno.ENFILE: ResourceLimitError,
     _errno.ENOSPC: ResourceLimitError,
     _errno.ENOMEM: ResourceLimitError,
+    # sockets and signals
+    _errno.EADDRINUSE: ResourceExistsError,
+    _errno.ESRCH: ResourceNotFoundError,
 }
 
 _WHAT_HAPPENED: dict[int, str] = {
     _errno.EEXIST: " already exists",
     _errno.ENOENT: " does not exist",
     _errno.EIDRM: " was removed while in use",
+    # sockets and signals
+    _errno.EADDRINUSE: " is already in use",
+    _errno.ESRCH: " does not exist",
 }
 
 
@@ -174,7 +180,7 @@ def from_os_error(
         return WouldBlock(code, f"{kind} {name!r}: operation would block")
     if code == _errno.ETIMEDOUT:
         return TimeoutExpired(code, f"{kind} {name!r}: timed out")
-    if code == _errno.EPIPE:
+    if code in (_errno.EPIPE, _errno.ECONNRESET):
         return PeerDied(code, f"{kind} {name!r}: the other end is gone")
     what = _WHAT_HAPPENED.get(code) or f": {os.strerror(code)}"
     if limit is not None:

@@ -15,6 +15,8 @@ TRANSPORTS: tuple[Transport, ...] = (
     facilities.RingBatchTransport(),
     facilities.PipeTransport(),
     facilities.FifoTransport(),
+    facilities.UnixSocketTransport(),
+    facilities.TcpSocketTransport(),
     facilities.PosixMqTransport(),
     facilities.SysVMqTransport(),
     facilities.ShmSemaphoreTransport(),

@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "sysv-mq",
     "lock",
     "bench",
+    "signal",
 )
 
 

@@ -296,3 +296,57 @@ class ShmSemaphoreTransport(Transport):
 
     def cleanup(self, plan: Plan) -> None:
         quietly(unixipc.posix_shm.unlink, plan.posix_name("sem"))
+
+
+def _framed_socket_link(sock: Any, size: int, closers: tuple[Any, ...] = ()) -> Link:
+    sockets = unixipc.sockets
+    buffer = bytearray(size)
+
+    def send(data: Any) -> None:
+        sockets.send_message(sock, data)
+
+    def receive() -> bytearray:
+        sockets.receive_message_into(sock, buffer)
+        return buffer
+
+    return SplitLink(send, receive, (sock.close, *closers))
+
+
+class UnixSocketTransport(Transport):
+    name = "unix"
+    family = "unixipc"
+    summary = "unixipc.sockets.unix_listen/unix_connect: send_message / receive_message_into"
+
+    def unavailable(self) -> str | None:
+        return _api("sockets")
+
+    def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
+        listener = unixipc.sockets.unix_listen(plan.path("sock"))
+        announce("")
+        connection, _ = listener.accept()
+        return _framed_socket_link(connection, plan.size, (listener.close,))
+
+    def connect(self, plan: Plan, address: str) -> Link:
+        return _framed_socket_link(unixipc.sockets.unix_connect(plan.path("sock")), plan.size)
+
+    def cleanup(self, plan: Plan) -> None:
+        remove_paths(plan)
+
+
+class TcpSocketTransport(Transport):
+    name = "tcp"
+    family = "unixipc"
+    summary = "unixipc.sockets.tcp_listen/tcp_connect on 127.0.0.1 (TCP_NODELAY), framed"
+
+    def unavailable(self) -> str | None:
+        return _api("sockets")
+
+    def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
+        listener = unixipc.sockets.tcp_listen("127.0.0.1", 0)
+        announce(str(listener.address[1]))
+        connection, _ = listener.accept()
+        return _framed_socket_link(connection, plan.size, (listener.close,))
+
+    def connect(self, plan: Plan, address: str) -> Link:
+        sock = unixipc.sockets.tcp_connect("127.0.0.1", int(address))
+        return _framed_socket_link(sock, plan.size)
