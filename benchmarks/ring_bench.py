@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import mmap
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -246,11 +247,11 @@ def idle_receiver_cpu(seconds: float) -> float:
 
     def wait() -> None:
         with Ring.open(name) as idle:
-            before = os.times()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             with contextlib.suppress(TimeoutExpired):
                 idle.receive(timeout=seconds)
-            after = os.times()
-            used = (after.user - before.user) + (after.system - before.system)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             os.write(write_end, f"{used}".encode())
 
     try:
@@ -335,7 +336,7 @@ def main() -> None:
             )
 
     idle = statistics.median(idle_receiver_cpu(2.0) for _ in range(max(1, repeat // 2)))
-    print(f"idle receiver blocked 2 s: {idle:.2f}% of a core")
+    print(f"idle receiver blocked 2 s: {idle:.3f}% of a core")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

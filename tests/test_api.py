@@ -46,6 +46,14 @@ PUBLIC = {
     "SysVSemaphoreSet",
     "posix_sem",
     "sysv_sem",
+    # channels
+    "aio",
+    "Channel",
+    "Listener",
+    "channel",
+    "channel_pair",
+    "connect",
+    "listen",
     # message queues
     "IPC_PRIVATE",
     "ftok",

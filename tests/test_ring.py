@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import struct
@@ -72,14 +74,20 @@ def _send_numbers(name: str, producer: int, count: int, batch: int) -> int:
     return count
 
 
-def _receive_until_end(name: str, batch: int) -> list[tuple[int, int]]:
+def _receive_until_end(name: str, how: str) -> list[tuple[int, int]]:
     got = []
+    buffer = bytearray(1024)
     with Ring.open(name) as handle:
         handle.declare(consumer=True)
         while True:
             try:
-                if batch > 1:
-                    messages = handle.receive_many(batch, timeout=60)
+                if how == "many":
+                    messages = handle.receive_many(16, timeout=60)
+                elif how == "view":
+                    with handle.receive_view(timeout=60) as view:
+                        messages = [bytes(view)]
+                elif how == "into":
+                    messages = [bytes(buffer[: handle.receive_into(buffer, timeout=60)])]
                 else:
                     messages = [handle.receive(timeout=60)]
             except EndOfChannel:
@@ -127,6 +135,11 @@ def _try_send(handle: Ring, data: bytes) -> bool:
     return True
 
 
+def _send_forever(handle: Ring, data: bytes) -> None:
+    while True:
+        handle.send(data, timeout=30)
+
+
 # -- basics ----------------------------------------------------------------------------
 
 
@@ -157,9 +170,11 @@ def test_many_producers_and_consumers_each_message_exactly_once(
 ) -> None:
     handle = _make(names, cleanup, capacity=1 << 14)  # small: producers wait for space
     count = 3000
-    consumers = [children(_receive_until_end, handle.name, batch) for batch in (1, 16, 1)]
+    consumers = [
+        children(_receive_until_end, handle.name, how) for how in ("one", "many", "view", "into")
+    ]
     # Let every consumer attach before the producers can finish.
-    wait_until(lambda: handle.info().consumers == 3)
+    wait_until(lambda: handle.info().consumers == 4)
     producers = [children(_send_numbers, handle.name, p, count, (1, 7, 64)[p]) for p in range(3)]
     assert [child.result() for child in producers] == [count] * 3
     received = [child.result() for child in consumers]
@@ -355,6 +370,18 @@ def test_a_blocked_receiver_wakes_for_a_sender_thread(names: Names, cleanup: Cle
     assert got == [b"wake up"]
 
 
+def test_usable_from_asyncio_through_a_worker_thread(names: Names, cleanup: Cleanup) -> None:
+    handle = _make(names, cleanup)
+
+    async def main() -> bytes:
+        waiting = asyncio.create_task(asyncio.to_thread(handle.receive, timeout=30))
+        await asyncio.sleep(0.1)  # the loop keeps running while the thread waits
+        handle.send(b"to the loop")
+        return await waiting
+
+    assert asyncio.run(main()) == b"to the loop"
+
+
 def test_close_from_another_thread_ends_a_wait(names: Names, cleanup: Cleanup) -> None:
     name = names.posix("ring")
     handle = Ring.create(name, 4096)
@@ -517,6 +544,45 @@ def test_a_reader_killed_mid_message_gives_its_space_back(
     assert reader.info().consumers == 1
 
 
+def _sleep_in_receive(name: str) -> None:
+    with Ring.open(name) as handle:
+        handle.receive(timeout=60)
+
+
+def _data_waiters(name: str) -> int:
+    """The header's count of sleeping receivers (line 4 of the header: futex, count)."""
+    with PosixSharedMemory.open(name) as memory:
+        return int(struct.unpack_from("<I", memory.buf, 4 * 64 + 4)[0])
+
+
+def test_a_receiver_killed_in_its_sleep_is_taken_out_of_the_waiter_count(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup)
+    child = children(_sleep_in_receive, handle.name)
+    wait_until(lambda: _data_waiters(handle.name) == 1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.process.join(30)
+    assert handle.info().attached == 1  # taking the census buries the dead handle
+    assert _data_waiters(handle.name) == 0  # senders stop making wake-up calls
+
+
+def _consume_one_then_die(name: str) -> None:
+    handle = Ring.open(name)
+    handle.receive(timeout=30)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_sender_blocked_on_a_full_ring_gets_peer_died_when_its_consumer_dies(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    handle = _make(names, cleanup, capacity=1024)
+    handle.send(b"one")
+    children(_consume_one_then_die, handle.name).process.join(30)
+    with pytest.raises(PeerDied, match="every consumer is gone"):
+        _send_forever(handle, b"x" * 100)
+
+
 def _crash_mid_write(name: str) -> None:
     handle = Ring.open(name)
     handle.send(b"committed")
@@ -574,3 +640,30 @@ def test_a_damaged_record_gives_an_error_not_a_crash(names: Names, cleanup: Clea
         memory.buf[16:24] = struct.pack("<Q", 1 << 40)  # capacity
     with pytest.raises(IPCError, match="capacity"):
         Ring.open(handle.name)
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def test_the_command_line_creates_sends_receives_and_removes(names: Names) -> None:
+    from tests.test_cli import unixipc_cli
+
+    name = names.posix("cli")
+    created = unixipc_cli("ring", "create", name, "--capacity", "4096")
+    assert created.returncode == 0, created.stderr
+    assert "messages up to 2032 bytes" in created.stdout
+    try:
+        assert unixipc_cli("ring", "send", name, "hello", "world").returncode == 0
+        info = json.loads(unixipc_cli("--json", "ring", "info", name).stdout)
+        assert (info["messages"], info["attached"], info["capacity"]) == (2, 0, 4096)
+        received = unixipc_cli("ring", "receive", name, "--count", "5", "--timeout", "5")
+        assert received.returncode == 0, received.stderr
+        assert received.stdout == "hello\nworld\n"  # then EndOfChannel: the sender closed
+        timed_out = unixipc_cli("ring", "receive", name, "--timeout", "0.2")
+        assert timed_out.returncode == 0  # the last producer closed: end, not an error
+    finally:
+        assert unixipc_cli("ring", "unlink", name).returncode == 0
+    missing = unixipc_cli("ring", "info", name)
+    assert missing.returncode == 1
+    assert "shared-memory ring" in missing.stderr
+    assert "does not exist" in missing.stderr

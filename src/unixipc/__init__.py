@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from . import aio as aio
+from . import channel as channel
 from . import errors as errors
 from . import fifo as fifo
 from . import file_lock as file_lock
@@ -28,6 +30,11 @@ from . import sysv_shm as sysv_shm
 from ._stream import PIPE_BUF as PIPE_BUF
 from ._sysv import IPC_PRIVATE as IPC_PRIVATE
 from ._sysv import ftok as ftok
+from .channel import Channel as Channel
+from .channel import Listener as Listener
+from .channel import channel_pair as channel_pair
+from .channel import connect as connect
+from .channel import listen as listen
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -83,6 +90,7 @@ __all__ = (
     "IPC_PRIVATE",
     "PIPE_BUF",
     "AnonymousSharedMemory",
+    "Channel",
     "ClosedResourceError",
     "DeadlockError",
     "EndOfChannel",
@@ -92,6 +100,7 @@ __all__ = (
     "FileLock",
     "IPCError",
     "IPCOSError",
+    "Listener",
     "LockHolder",
     "MappedFile",
     "Message",
@@ -127,10 +136,15 @@ __all__ = (
     "UnsupportedFeature",
     "WouldBlock",
     "__version__",
+    "aio",
+    "channel",
+    "channel_pair",
+    "connect",
     "errors",
     "fifo",
     "file_lock",
     "ftok",
+    "listen",
     "mapped_file",
     "pipe",
     "popen",

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from . import _native
 from ._names import check_int, check_permissions, check_posix_name
 from ._resource import Resource
-from .errors import IPCError, ResourceExistsError, from_os_error
+from .errors import IPCError, IPCOSError, ResourceExistsError, from_os_error
 from .posix_shm import PosixSharedMemory
 from .posix_shm import unlink as _unlink_shm
 
@@ -102,7 +102,11 @@ def unlink(name: str) -> None:
         ResourceNotFoundError: no object called ``name``.
         PermissionDeniedError: not allowed to remove it.
     """
-    _unlink_shm(name)
+    name = check_posix_name(name)
+    try:
+        _unlink_shm(name)
+    except IPCOSError as error:
+        raise from_os_error(error, KIND, name) from None
 
 
 def _stop_at(point: str | None) -> None:
@@ -167,9 +171,12 @@ class Ring(Resource, _native.RingCore):
         name = check_posix_name(name)
         capacity = _check_capacity(capacity)
         permissions = check_permissions(permissions)
-        memory = PosixSharedMemory.create(
-            name, _native.RING_DATA_OFFSET + capacity, permissions=permissions
-        )
+        try:
+            memory = PosixSharedMemory.create(
+                name, _native.RING_DATA_OFFSET + capacity, permissions=permissions
+            )
+        except IPCOSError as error:
+            raise from_os_error(error, KIND, name) from None
         try:
             _native.ring_initialize(memory.buf, capacity, int.from_bytes(os.urandom(8), "little"))
             return cls(memory)
@@ -190,7 +197,10 @@ class Ring(Resource, _native.RingCore):
             IPCError: the object is not a ring (or is damaged); the message says how.
         """
         name = check_posix_name(name)
-        memory = PosixSharedMemory.open(name)
+        try:
+            memory = PosixSharedMemory.open(name)
+        except IPCOSError as error:
+            raise from_os_error(error, KIND, name) from None
         try:
             _wait_until_initialized(memory)
             return cls(memory)

@@ -66,7 +66,6 @@ def ping(link: Link, size: int, seconds: float) -> Measured:
             break
     round_trips += len(samples)
     send(bytes([END]) + bytes(size - 1))
-    link.close()
     cpu = time.process_time() - cpu_start
     samples.sort()
     return Measured(
@@ -91,7 +90,6 @@ def echo(link: Link) -> Measured:
             break
         send(message)
         count += 1
-    link.close()
     return Measured(2 * count, time.process_time() - cpu_start, {})
 
 
@@ -140,7 +138,6 @@ def consume(link: Link, size: int, seconds: float, stop: mmap.mmap, batch: bool)
             elif not warming and now >= end:
                 stop[0] = 1
     finished = clock()
-    link.close()
     cpu = time.process_time() - cpu_start
     if warming:
         raise RuntimeError("the stream ended before the warm-up did")
@@ -177,5 +174,4 @@ def produce(link: Link, size: int, stop: mmap.mmap, batch: bool) -> Measured:
             if stop[0]:
                 break
     link.send(bytes([END]) + bytes(size - 1))
-    link.close()
     return Measured(sent, time.process_time() - cpu_start, {})

@@ -243,16 +243,21 @@ def _last_json_line(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _wait_unreaped(pid: int, timeout: float) -> bool:
+def _wait_exit(pid: int, timeout: float, *, own_child: bool) -> bool:
     """Wait until process ``pid`` exits, without reaping it; False on timeout."""
     deadline = time.monotonic() + timeout
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
+        if not own_child:
+            raise
         pidfd = -1
     try:
         while True:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            if own_child:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            elif select.select([pidfd], [], [], 0)[0]:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -266,43 +271,122 @@ def _wait_unreaped(pid: int, timeout: float) -> bool:
             os.close(pidfd)
 
 
-def execute(transport: Transport, plan: Plan, time_limit: float) -> dict[str, Any]:
+def _can_wait_for_any_process() -> bool:
+    """pidfd_open(2) works here (Linux 5.3+), so we can wait for the launcher's children."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+class LauncherGone(Exception):
+    """The fork server stopped answering."""
+
+
+class Launcher:
+    """Client of :mod:`unixipc.bench.launcher`, the fork server that starts the runs."""
+
+    def __init__(self) -> None:
+        import unixipc
+
+        source = os.path.dirname(os.path.dirname(os.path.abspath(unixipc.__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (source, env.get("PYTHONPATH"))))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "unixipc.bench.launcher"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except OSError as error:
+            raise LauncherGone(str(error)) from None
+        if not line:
+            raise LauncherGone(f"exit status {self.process.poll()}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _start_run(
+    transport: Transport, plan: Plan, out: str, err: str, launcher: Launcher | None
+) -> tuple[int, Callable[[], int], bool]:
+    """Start one run; return (pid, how to reap it, whether it is our own child)."""
+    command = transport.command(plan)
+    if command is None and launcher is not None:
+        with contextlib.suppress(LauncherGone):
+            reply = launcher.request(
+                {"op": "run", "plan": plan.to_json(), "stdout": out, "stderr": err}
+            )
+            pid = int(reply["pid"])
+            return pid, lambda: int(launcher.request({"op": "reap", "pid": pid})["status"]), False
+    if command is None:
+        command = [sys.executable, "-m", "unixipc.bench.worker", json.dumps(plan.to_json())]
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, start_new_session=True)
+    return process.pid, process.wait, True
+
+
+def execute(
+    transport: Transport, plan: Plan, time_limit: float, launcher: Launcher | None = None
+) -> dict[str, Any]:
     """Run one plan in a new process group; kill it after ``time_limit`` seconds.
 
+    Python transports start from the ``launcher`` (a fork server) when given,
+    else as ``python -m unixipc.bench.worker``; the C baseline runs its program.
     Returns the figures, or ``{"skipped": ...}`` / ``{"error": ...}``, plus
     ``elapsed_s``. The transport's cleanup always runs afterwards.
     """
-    command = transport.command(plan) or [
-        sys.executable,
-        "-m",
-        "unixipc.bench.worker",
-        json.dumps(plan.to_json()),
-    ]
-    started = time.monotonic()
     # Files, not pipes: a straggler holding a pipe open cannot make us wait.
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, start_new_session=True)
-        try:
-            hung = not _wait_unreaped(process.pid, time_limit)
-        finally:
-            # The leader is not reaped yet, so its group id cannot have been reused.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)  # the run, its peer, any straggler
-            process.wait()
-            with contextlib.suppress(Exception):
-                transport.cleanup(plan)
-        elapsed = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    out, err = f"{plan.workdir}/{plan.prefix}.stdout", f"{plan.workdir}/{plan.prefix}.stderr"
+    started = time.monotonic()
+    pid, reap, own_child = _start_run(transport, plan, out, err, launcher)
+    returncode: int | None = None
+    try:
+        hung = not _wait_exit(pid, time_limit, own_child=own_child)
+    finally:
+        # The leader is not reaped yet, so its group id cannot have been reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # the run, its peer, any straggler
+        with contextlib.suppress(LauncherGone):
+            returncode = reap()
+        with contextlib.suppress(Exception):
+            transport.cleanup(plan)
+    elapsed = time.monotonic() - started
+    try:
+        with open(out) as stdout_file, open(err) as stderr_file:
+            stdout, stderr = stdout_file.read(), stderr_file.read()
+    finally:
+        for path in (out, err):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     if hung:
         return {"error": f"hung: killed after the time limit of {time_limit:g} s", "hung": True}
     result = _last_json_line(stdout)
     if result is None:
         detail = (stderr.strip().splitlines() or ["no output"])[-1]
-        result = {"error": f"exit status {process.returncode}: {detail}"}
-    elif process.returncode not in (0, None) and "error" not in result:
-        result = {"error": f"exit status {process.returncode}"}
+        result = {"error": f"exit status {returncode}: {detail}"}
+    elif returncode not in (0, None) and "error" not in result:
+        result = {"error": f"exit status {returncode}"}
     result["elapsed_s"] = round(elapsed, 3)
     return result
 
@@ -392,6 +476,8 @@ def run(options: Options, progress: Progress | None = None) -> Report:
     total = len(runnable) * repeats
     done = 0
     workdir = tempfile.mkdtemp(prefix="unixipc-bench-")
+    python_runs = any(type(c.transport).command is Transport.command for c in runnable)
+    launcher = Launcher() if python_runs and _can_wait_for_any_process() else None
     try:
         for repetition in range(repeats):
             for number, config in enumerate(runnable):
@@ -418,7 +504,7 @@ def run(options: Options, progress: Progress | None = None) -> Report:
                         sysv_key=_unused_sysv_key(),
                         python_path=[entry for entry in sys.path if entry],
                     )
-                    outcome = execute(transport, plan, time_limit)
+                    outcome = execute(transport, plan, time_limit, launcher)
                     if outcome.pop("hung", False):
                         hung[row.transport] = f"it hung earlier ({label})"
                 outcomes[id(config)].append(outcome)
@@ -426,6 +512,8 @@ def run(options: Options, progress: Progress | None = None) -> Report:
         if progress is not None:
             progress(done, total, "done")
     finally:
+        if launcher is not None:
+            launcher.close()
         shutil.rmtree(workdir, ignore_errors=True)
     for config in runnable:
         _aggregate(config.row, outcomes[id(config)])

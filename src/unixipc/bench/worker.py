@@ -17,11 +17,13 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ..errors import UnsupportedFeature
 from .measure import Measured, consume, echo, ping, produce
 from .transport import Plan, Transport, Unsupported, load_transport
 
@@ -51,12 +53,18 @@ def _peer_main(transport: Transport, plan: Plan, control: Connection, stop: mmap
     try:
         pin(plan.peer_cpu)
         link = transport.serve(plan, lambda address: control.send(("address", address)))
+        cpu_start = time.process_time()
         if plan.test == "latency":
             measured = echo(link)
         else:
             measured = produce(link, plan.size, stop, transport.batch)
-        control.send(("done", measured.messages, measured.cpu_seconds))
-    except Unsupported as reason:
+        # Wait until the driver has everything, then count the CPU time spent until
+        # now (threads that were still flushing included) and close.
+        control.recv()
+        cpu_seconds = time.process_time() - cpu_start
+        link.close()
+        control.send(("done", measured.messages, cpu_seconds))
+    except (Unsupported, UnsupportedFeature) as reason:
         control.send(("skipped", str(reason)))
     except BaseException as error:
         control.send(("error", describe(error)))
@@ -127,8 +135,10 @@ def run(plan: Plan) -> dict[str, Any]:
             measured = ping(link, plan.size, plan.seconds)
         else:
             measured = consume(link, plan.size, plan.seconds, stop, transport.batch)
+        ours.send(("finished",))
         if not monitor.report_ready.wait(PEER_REPORT_TIMEOUT):
             raise RuntimeError("the peer did not report after the run ended")
+        link.close()
         peer.join(PEER_REPORT_TIMEOUT)
     finally:
         transport.cleanup(plan)
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.insert(0, entry)
     try:
         result = run(plan)
-    except Unsupported as reason:
+    except (Unsupported, UnsupportedFeature) as reason:
         emit({"skipped": str(reason)})
         return 0
     except BaseException as error:

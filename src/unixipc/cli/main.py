@@ -23,6 +23,8 @@ SUBCOMMANDS = (
     "lock",
     "bench",
     "signal",
+    "channel",
+    "ring",
 )
 
 

@@ -25,6 +25,15 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("sysv-mq", "queues"),
     ("mutex", "locks"),
     ("file-lock", "locks"),
+    # channels: the same program over several URLs
+    ("ch-pipe", "channels"),
+    ("ch-socketpair", "channels"),
+    ("ch-unix", "channels"),
+    ("ch-tcp", "channels"),
+    ("ch-fifo", "channels"),
+    ("ch-mq", "channels"),
+    ("ch-sysvmq", "channels"),
+    ("ring", "ring"),
 )
 
 

@@ -19,7 +19,7 @@ def _channel_link(channel: Any, size: int, closers: tuple[Callable[[], Any], ...
     maximum = getattr(channel, "max_message_size", None)
     if maximum is not None and size > maximum:
         channel.close()
-        raise Unsupported(f"{size}-byte messages exceed the channel's max_message_size {maximum}")
+        raise Unsupported(f"messages larger than the channel's max_message_size {maximum}")
     buffer = bytearray(size)
     receive_into = channel.receive_into
 
@@ -56,7 +56,7 @@ class _PairTransport(_ChannelTransport):
     kind: ClassVar[str] = ""
 
     def setup(self, plan: Plan) -> None:
-        self._pair = unixipc.channel_pair(self.kind)  # type: ignore[attr-defined]
+        self._pair = unixipc.channel_pair(self.kind)
 
     def open(self, plan: Plan, role: Role, address: str) -> Link:
         mine, theirs = self._pair if role == "driver" else self._pair[::-1]
@@ -90,13 +90,13 @@ class _UrlTransport(_ChannelTransport):
         raise NotImplementedError
 
     def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
-        listener = unixipc.listen(self.url(plan))  # type: ignore[attr-defined]
+        listener = unixipc.listen(self.url(plan))
         announce(str(getattr(listener, "url", self.url(plan))))
         channel = listener.accept()
         return _channel_link(channel, plan.size, (listener.close,))
 
     def connect(self, plan: Plan, address: str) -> Link:
-        return _channel_link(unixipc.connect(address), plan.size)  # type: ignore[attr-defined]
+        return _channel_link(unixipc.connect(address), plan.size)
 
     def cleanup(self, plan: Plan) -> None:
         remove_paths(plan)

@@ -1,0 +1,77 @@
+"""``unixipc channel listen|send``: URL-addressed channels from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Any
+
+from .._deadline import Deadline
+from ..channel import connect, listen
+from ..errors import EndOfChannel
+from ._common import emit, seconds
+
+
+def _option(value: str) -> tuple[str, int]:
+    """Parse NAME=INTEGER (a channel option such as queue_length=4)."""
+    name, equals, number = value.partition("=")
+    if not equals or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=INTEGER, got {value!r}")
+    try:
+        return name, int(number, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {number!r}") from None
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("channel", help="URL-addressed message channels")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    listen_verb = verbs.add_parser(
+        "listen", help="accept clients one after another and print every message they send"
+    )
+    listen_verb.add_argument("url", help="e.g. unix:///tmp/s, tcp://127.0.0.1:5000, mq:///jobs")
+    listen_verb.add_argument("--clients", type=int, default=1, metavar="N", help="default 1")
+    listen_verb.add_argument("--timeout", type=seconds, default=None, metavar="S")
+    listen_verb.add_argument(
+        "-o", "--option", type=_option, action="append", default=[], metavar="NAME=INT"
+    )
+    listen_verb.set_defaults(func=_listen)
+
+    send = verbs.add_parser("send", help="connect and send each TEXT as one message")
+    send.add_argument("url")
+    send.add_argument("texts", nargs="+", metavar="TEXT")
+    send.add_argument("--timeout", type=seconds, default=None, metavar="S")
+    send.add_argument(
+        "-o", "--option", type=_option, action="append", default=[], metavar="NAME=INT"
+    )
+    send.set_defaults(func=_send)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    """Serve ``--clients`` clients in turn; ``--timeout`` bounds the whole run."""
+    deadline = Deadline(args.timeout)
+    with listen(args.url, **dict(args.option)) as listener:
+        emit(args, {"url": listener.url, "listening": True}, f"listening on {listener.url}")
+        for client in range(args.clients):
+            channel = listener.accept(timeout=deadline.remaining())
+            with channel, contextlib.suppress(EndOfChannel):
+                while True:
+                    data = channel.receive(timeout=deadline.remaining())
+                    text = data.decode(errors="replace")
+                    if args.json:
+                        emit(args, {"client": client, "bytes": len(data), "data": text})
+                    else:
+                        sys.stdout.write(text + "\n")
+                        sys.stdout.flush()
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    deadline = Deadline(args.timeout)
+    with connect(args.url, timeout=deadline.remaining(), **dict(args.option)) as channel:
+        for text in args.texts:
+            channel.send(text.encode(), timeout=deadline.remaining())
+    emit(args, {"url": args.url, "messages": len(args.texts)})
+    return 0

@@ -1,0 +1,456 @@
+"""Channels: URLs and options, untrusted peers, pairs across fork/spawn, stream details."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import pickle
+import selectors
+import socket
+import stat
+import struct
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+import unixipc
+from tests.channel_support import WAIT, Endpoint, url_for
+from tests.conftest import Names
+from tests.helpers import Child, fd_count, run_python
+from unixipc import (
+    EndOfChannel,
+    IPCError,
+    IPCOSError,
+    MessageTooLarge,
+    PeerDied,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    TimeoutExpired,
+    WouldBlock,
+    channel_pair,
+    connect,
+    listen,
+)
+from unixipc.channel import parse_url
+
+# URLs and options.
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("unix:///tmp/app.sock", ("unix", "/tmp/app.sock")),
+        ("unix://relative.sock", ("unix", "relative.sock")),
+        ("unix-abstract://app", ("unix-abstract", "app")),
+        ("tcp://127.0.0.1:5000", ("tcp", ("127.0.0.1", 5000))),
+        ("tcp://[::1]:80", ("tcp", ("::1", 80))),
+        ("tcp://localhost:0", ("tcp", ("localhost", 0))),
+        ("fifo:///tmp/requests", ("fifo", "/tmp/requests")),
+        ("mq:///jobs", ("mq", "/jobs")),
+        ("mq://jobs", ("mq", "/jobs")),
+        ("shm://ring", ("shm", "/ring")),
+        ("sysvmq://0x1234", ("sysvmq", 0x1234)),
+        ("sysvmq://4660", ("sysvmq", 4660)),
+    ],
+)
+def test_urls_are_parsed(url: str, expected: tuple[str, object]) -> None:
+    assert parse_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "unix",
+        "unix:/tmp/x",
+        "http://example.com",
+        "pipe:",
+        "socketpair:",
+        "unix://",
+        "unix:///" + "x" * 200,
+        "tcp://127.0.0.1",
+        "tcp://127.0.0.1:http",
+        "tcp://127.0.0.1:70000",
+        "tcp://::1:80",
+        "tcp://[nonsense]:80",
+        "mq:///a/b",
+        "sysvmq://0",
+        "sysvmq://key",
+        "sysvmq://0x100000000",
+        "unix-abstract://a\0b",
+    ],
+)
+def test_bad_urls_raise_value_error_before_any_system_call(url: str) -> None:
+    before = fd_count()
+    with pytest.raises(ValueError, match=r"url|address|port|key|IPv6|name|path|channel_pair"):
+        listen(url)
+    with pytest.raises(ValueError, match=r"url|address|port|key|IPv6|name|path|channel_pair"):
+        connect(url, timeout=0)
+    assert fd_count() == before
+
+
+def test_url_must_be_a_str() -> None:
+    with pytest.raises(TypeError):
+        listen(b"unix:///tmp/x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        parse_url(None)  # type: ignore[arg-type]
+
+
+def test_unknown_and_bad_options_are_refused(names: Names) -> None:
+    url = url_for("unix", names)
+    with pytest.raises(TypeError, match="colour"):
+        listen(url, colour="red")
+    with pytest.raises(TypeError, match="permissions"):
+        connect(url, permissions=0o600)  # a client makes no file
+    with pytest.raises(TypeError, match="capacity"):
+        channel_pair("pipe", capacity=4096)
+    with pytest.raises(ValueError, match="max_message_size"):
+        channel_pair("socketpair", max_message_size=0)
+    with pytest.raises(ValueError, match="max_message_size"):
+        channel_pair("pipe", max_message_size=2**32)
+    with pytest.raises(TypeError, match="max_message_size"):
+        listen(url, max_message_size="big")
+    with pytest.raises(ValueError, match="kind"):
+        channel_pair("carrier pigeon")
+    assert not os.path.exists(url[len("unix://") :])
+
+
+def test_tcp_listener_reports_the_port_it_bound() -> None:
+    with listen("tcp://127.0.0.1:0") as listener:
+        host, port = parse_url(listener.url)[1]
+        assert host == "127.0.0.1"
+        assert port > 0
+        with connect(listener.url, timeout=WAIT) as client, listener.accept(timeout=WAIT) as server:
+            client.send(b"over tcp")
+            assert server.receive(timeout=WAIT) == b"over tcp"
+
+
+def test_connecting_to_nothing(names: Names) -> None:
+    with pytest.raises(ResourceNotFoundError):
+        connect(url_for("unix", names), timeout=WAIT)
+    with pytest.raises(ResourceNotFoundError):
+        connect(url_for("fifo", names), timeout=WAIT)
+    with pytest.raises(IPCOSError) as refused:
+        connect(url_for("unix-abstract", names), timeout=WAIT)
+    assert refused.value.errno == errno.ECONNREFUSED
+    # A TCP port nobody listens on: take one, then free it.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(IPCOSError) as refused:
+        connect(f"tcp://127.0.0.1:{port}", timeout=WAIT)
+    assert refused.value.errno == errno.ECONNREFUSED
+
+
+# UNIX socket and FIFO listeners own their names.
+
+
+@pytest.mark.parametrize("scheme", ["unix", "fifo"])
+def test_listener_names_are_exclusive_and_removed_on_close(scheme: str, names: Names) -> None:
+    url = url_for(scheme, names)
+    path = url.split("://", 1)[1]
+    listener = listen(url, permissions=0o640)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        with pytest.raises(ResourceExistsError):
+            listen(url)
+    finally:
+        listener.close()
+    assert not os.path.exists(path)
+
+
+def test_fifo_connections_leave_no_names_behind(names: Names) -> None:
+    url = url_for("fifo", names)
+    directory = os.path.dirname(url[len("fifo://") :])
+    with listen(url) as listener:
+        clients = []
+        for _ in range(3):
+            connected: list[unixipc.Channel] = []
+            thread = threading.Thread(target=lambda out=connected: out.append(connect(url)))
+            thread.start()
+            server = listener.accept(timeout=WAIT)
+            thread.join(WAIT)
+            clients.append((connected[0], server))
+        assert os.listdir(directory) == [os.path.basename(url)]  # only the listener's FIFO
+        for client, server in clients:
+            client.send(b"hi")
+            assert server.receive(timeout=WAIT) == b"hi"
+            client.close()
+            server.close()
+    assert os.listdir(directory) == []
+
+
+def _connect_and_report(url: str) -> str:
+    try:
+        connect(url, timeout=WAIT)
+    except IPCOSError as error:
+        return f"refused {error.errno}"
+    return "connected"
+
+
+def test_fifo_client_is_refused_when_the_listener_closes_before_accepting(
+    names: Names, children: Callable[..., Child]
+) -> None:
+    url = url_for("fifo", names)
+    listener = listen(url)
+    child = children(_connect_and_report, url)
+    time.sleep(0.3)  # let the request arrive; the test does not depend on it
+    listener.close()
+    assert child.result() == f"refused {errno.ECONNREFUSED}"
+    directory = os.path.dirname(url[len("fifo://") :])
+    assert os.listdir(directory) == []  # the client removed its FIFOs
+
+
+def test_fifo_listener_skips_garbage_in_its_fifo(names: Names) -> None:
+    url = url_for("fifo", names)
+    path = url[len("fifo://") :]
+    with listen(url) as listener:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"\xff" * 100 + b"uxf\x01\x00\x05../..")  # noise, then a bogus request
+        os.write(fd, struct.pack("!4sH", b"uxf\x01", 8) + b"deadbeef")  # names no FIFO
+        os.close(fd)
+        with pytest.raises(TimeoutExpired):
+            listener.accept(timeout=0.3)
+        result: list[unixipc.Channel] = []
+        thread = threading.Thread(target=lambda: result.append(connect(url, timeout=WAIT)))
+        thread.start()
+        with listener.accept(timeout=WAIT) as server:
+            thread.join(WAIT)
+            with result[0] as client:
+                client.send(b"real client")
+                assert server.receive(timeout=WAIT) == b"real client"
+
+
+# Untrusted bytes on sockets: the one channel fails, the listener carries on.
+
+
+def _raw_client(listener: unixipc.Listener) -> socket.socket:
+    scheme, address = parse_url(listener.url)
+    if scheme == "tcp":
+        return socket.create_connection(address, timeout=WAIT)
+    raw = socket.socket(socket.AF_UNIX)
+    raw.settimeout(WAIT)
+    raw.connect(address if scheme == "unix" else "\0" + address)
+    return raw
+
+
+HELLO = struct.pack("!I", 0xFFFFFFFE) + b"uxc\x01"
+
+
+@pytest.mark.parametrize("scheme", ["unix", "unix-abstract", "tcp"])
+def test_garbage_fails_only_its_own_channel(scheme: str, names: Names) -> None:
+    with listen(url_for(scheme, names), max_message_size=1 << 20) as listener:
+        cases = {
+            "not unixipc": b"GET / HTTP/1.0\r\n\r\n",
+            "oversize frame": HELLO + struct.pack("!I", 0xFFFFFFF0),
+            "half a greeting": HELLO[:6],
+        }
+        raws = []
+        for garbage in cases.values():
+            raw = _raw_client(listener)
+            raw.sendall(garbage)
+            raws.append(raw)
+        tracemalloc.start()
+        try:
+            for name, raw in zip(cases, raws, strict=True):
+                with listener.accept(timeout=WAIT) as server:
+                    if name == "half a greeting":
+                        with pytest.raises(TimeoutExpired):
+                            server.receive(timeout=0.2)
+                        raw.close()
+                        with pytest.raises(PeerDied):
+                            server.receive(timeout=WAIT)
+                        continue
+                    error_type = MessageTooLarge if name == "oversize frame" else IPCError
+                    with pytest.raises(error_type):
+                        server.receive(timeout=WAIT)
+                    with pytest.raises(error_type):  # the channel stays unusable
+                        server.receive(timeout=0)
+            # Nothing was allocated for the 4 GB the oversize frame announced.
+            assert tracemalloc.get_traced_memory()[1] < 1 << 20
+        finally:
+            tracemalloc.stop()
+            for raw in raws:
+                raw.close()
+        # The listener still serves real clients.
+        with connect(listener.url, timeout=WAIT) as client, listener.accept(timeout=WAIT) as server:
+            client.send(b"still serving")
+            assert server.receive(timeout=WAIT) == b"still serving"
+
+
+def test_a_peer_over_our_maximum_is_refused_before_allocation() -> None:
+    big_end, small_end = channel_pair("socketpair", max_message_size=1 << 20)
+    small_end.max_message_size = 1000  # as if the peer had been made with a smaller limit
+    small_end._refresh()  # type: ignore[attr-defined]
+    with big_end, small_end:
+        big_end.send(bytes(2000))
+        with pytest.raises(MessageTooLarge, match="2000"):
+            small_end.receive(timeout=WAIT)
+        with pytest.raises(MessageTooLarge):
+            small_end.receive(timeout=WAIT)
+
+
+# Pairs across fork and multiprocessing.
+
+
+def test_pair_across_a_plain_fork_with_unused_ends_closed() -> None:
+    parent_end, child_end = channel_pair("pipe")
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            parent_end.close()  # the idiom: close what you do not use (silently)
+            with child_end:
+                child_end.send(child_end.receive(timeout=WAIT) * 2)
+            code = 0
+        finally:
+            os._exit(code)
+    child_end.close()
+    with parent_end:
+        parent_end.send(b"ab")
+        assert parent_end.receive(timeout=WAIT) == b"abab"
+        with pytest.raises(EndOfChannel):
+            parent_end.receive(timeout=WAIT)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _bystander(*channels: unixipc.Channel) -> None:
+    """A forked child that inherited channels it does not use, and closes them."""
+    for channel in channels:
+        channel.close()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
+def test_a_child_closing_inherited_copies_does_not_end_the_conversation(
+    kind: str, children: Callable[..., Child]
+) -> None:
+    first, second = channel_pair(kind)
+    with first, second:
+        first.send(b"before")
+        children(_bystander, first, second).result()
+        first.send(b"after")
+        assert second.receive(timeout=WAIT) == b"before"
+        assert second.receive(timeout=WAIT) == b"after"
+        with pytest.raises(WouldBlock):
+            second.receive(timeout=0)
+
+
+def _pass_back(channel: unixipc.Channel) -> bytes:
+    with channel:
+        message = channel.receive(timeout=WAIT)
+        channel.send(message[::-1])
+        return message
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_pair_end_passed_to_a_multiprocessing_child(
+    kind: str, method: str, children: Callable[..., Child]
+) -> None:
+    ours, theirs = channel_pair(kind)
+    child = children(_pass_back, theirs, method=method)
+    theirs.close()
+    with ours:
+        ours.send(b"abc")
+        assert ours.receive(timeout=WAIT) == b"cba"
+        assert child.result() == b"abc"
+        with pytest.raises(EndOfChannel):
+            ours.receive(timeout=WAIT)
+
+
+def test_plain_pickle_refuses_a_channel() -> None:
+    first, second = channel_pair("socketpair")
+    with first, second, pytest.raises(TypeError, match="pickle"):
+        pickle.dumps(first)
+
+
+def test_a_channel_with_buffered_messages_cannot_be_passed() -> None:
+    first, second = channel_pair("pipe")
+    with first, second:
+        first.send(b"one")
+        first.send(b"two")
+        assert second.receive(timeout=WAIT) == b"one"  # "two" is read ahead
+        context = multiprocessing.get_context("spawn")
+        with pytest.raises(ValueError, match="buffered"):
+            context.Process(target=print, args=(second,)).start()
+
+
+# Stream details: the goodbye always fits, committed tails, direct reads, SIGPIPE.
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
+def test_goodbye_is_delivered_even_when_the_buffer_is_full(kind: str) -> None:
+    sender, receiver = channel_pair(kind)
+    with receiver:
+        count = 0
+        with sender, pytest.raises(WouldBlock):  # noqa: PT012
+            while True:
+                sender.send(b"m" * 1000, timeout=0)
+                count += 1
+        for _ in range(count):
+            assert receiver.receive(timeout=WAIT) == b"m" * 1000
+        with pytest.raises(EndOfChannel):
+            receiver.receive(timeout=WAIT)
+
+
+def test_a_send_cut_short_is_completed_not_repeated() -> None:
+    sender, receiver = channel_pair("pipe")  # a pipe holds 64 KiB
+    big = os.urandom(300_000)
+    with sender, receiver:
+        sender.send(big, timeout=0)  # part went out: the rest is committed, not lost
+        with pytest.raises(TimeoutExpired):  # the receiver waits for the rest...
+            receiver.receive_into(bytearray(len(big)), timeout=0.2)
+        got: list[bytes] = []
+        thread = threading.Thread(target=lambda: got.append(receiver.receive(timeout=WAIT)))
+        thread.start()
+        with pytest.raises(TimeoutExpired):  # ...which the sender writes while it waits
+            sender.receive(timeout=1.0)
+        thread.join(WAIT)
+        assert got == [big]
+        sender.send(b"next")
+        assert receiver.receive(timeout=WAIT) == b"next"
+
+
+def test_sigpipe_default_action_never_kills_a_sender() -> None:
+    code = """
+import signal, unixipc
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+for kind in ("pipe", "socketpair"):
+    a, b = unixipc.channel_pair(kind)
+    with a:
+        b.close()
+        try:
+            a.send(b"x")
+        except unixipc.PeerDied:
+            print(kind, "PeerDied")
+"""
+    result = run_python(code)
+    assert result.stdout.split("\n")[:2] == ["pipe PeerDied", "socketpair PeerDied"]
+
+
+@pytest.mark.parametrize("scheme", ["pair-pipe", "pair-socketpair", "unix", "fifo"])
+def test_fileno_works_with_selectors(
+    scheme: str,
+    names: Names,
+    cleanup: Callable[..., None],
+    children: Callable[..., Child],
+) -> None:
+    endpoint = Endpoint(scheme, names, cleanup, children)
+    pairs = [endpoint.connect_here() for _ in range(3)]
+    for ours, _ in pairs:
+        with pytest.raises(WouldBlock):  # a socket peer's greeting may wake a selector once
+            ours.receive(timeout=0)
+    with selectors.DefaultSelector() as selector:
+        for index, (ours, _) in enumerate(pairs):
+            selector.register(ours.fileno(), selectors.EVENT_READ, index)
+        assert selector.select(timeout=0) == []
+        pairs[1][1].send(b"to one")
+        ready = selector.select(timeout=WAIT)
+        assert [key.data for key, _ in ready] == [1]
+        assert pairs[1][0].receive(timeout=0) == b"to one"
