@@ -36,7 +36,8 @@ def serve_connection(connection: socket.socket) -> int:
         reason: Exception = error
     except (sockets.FramingError, unixipc.MessageTooLarge, ValueError) as error:
         reason = error
-    print(f"child {os.getpid()} rejected a client: {type(reason).__name__}", flush=True)
+    # One write(2) per line: the children share stdout, and short writes do not interleave.
+    os.write(1, f"child {os.getpid()} rejected a client: {type(reason).__name__}\n".encode())
     return REJECTED
 
 

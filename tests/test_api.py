@@ -79,6 +79,8 @@ PUBLIC = {
     "Ring",
     "RingInfo",
     "ring",
+    # the inspector
+    "inspect",
     # sockets and signals
     "sockets",
     "signals",

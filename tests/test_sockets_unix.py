@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import multiprocessing
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -180,6 +182,33 @@ def test_a_live_listener_in_another_process_is_never_replaced(
         with sockets.unix_connect(path, timeout=30) as sock:  # and it still works
             sockets.send_message(sock, b"still served", timeout=30)
         assert child.result() == b"still served"
+
+
+def _race_for(path: str, start: Any, done: Any) -> str:
+    start.wait(30)
+    try:
+        listener = sockets.unix_listen(path)
+    except ResourceExistsError:
+        outcome = "lost"
+    else:
+        outcome = "won"
+    done.wait(30)  # the winner keeps listening until every racer has tried
+    if outcome == "won":
+        listener.close()
+    return outcome
+
+
+def test_racing_processes_replace_a_leftover_file_exactly_once(
+    names: Names, children: Callable[..., Child]
+) -> None:
+    path = names.path("race")
+    with socket.socket(socket.AF_UNIX) as crashed:
+        crashed.bind(path)
+    context = multiprocessing.get_context("fork")
+    racers = 6
+    start, done = context.Barrier(racers), context.Barrier(racers)
+    outcomes = [children(_race_for, path, start, done) for _ in range(racers)]
+    assert sorted(child.result() for child in outcomes) == ["lost"] * (racers - 1) + ["won"]
 
 
 def test_a_file_that_is_not_a_socket_is_refused(names: Names) -> None:
@@ -400,9 +429,7 @@ def test_the_receiver_reads_a_file_the_sender_opened(
         assert os.get_inheritable(file.fileno()) is False  # close-on-exec
         file.seek(0)
         assert file.read() == b"contents written by the sender " * 100
-    assert not os.listdir(names.directory) or all(
-        not name.startswith("passed-") for name in os.listdir(names.directory)
-    )
+    assert not [name for name in os.listdir(names.directory) if name.startswith("passed-")]
 
 
 def _send_many_fds(sock: socket.socket, count: int) -> None:

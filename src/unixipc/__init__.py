@@ -15,6 +15,7 @@ from . import channel as channel
 from . import errors as errors
 from . import fifo as fifo
 from . import file_lock as file_lock
+from . import inspect as inspect
 from . import mapped_file as mapped_file
 from . import pipe as pipe
 from . import posix_mq as posix_mq
@@ -144,6 +145,7 @@ __all__ = (
     "fifo",
     "file_lock",
     "ftok",
+    "inspect",
     "listen",
     "mapped_file",
     "pipe",

@@ -105,9 +105,15 @@ UNIX_PATH_MAX = 107
 #: Most descriptors one message may carry (the kernel's SCM_MAX_FD).
 SCM_MAX_FD = 253
 
-_SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
-_RECV_FLAGS = socket.MSG_DONTWAIT
 _FD_SIZE = array.array("i").itemsize
+# Plain ints: or-ing the socket module's IntFlag members costs more than the system call.
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+_PEEK = int(socket.MSG_PEEK)
+_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+# Not in Python's socket module (linux/in.h, linux/in6.h).
+_IP_MULTICAST_ALL = 49
+_IPV6_MULTICAST_ALL = 29
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 
 _T = TypeVar("_T")
@@ -225,45 +231,86 @@ def _retry(
     events: int,
     deadline: Deadline,
     what: Callable[[], str],
-    operation: Callable[[], _T],
+    operation: Callable[[int], _T],
 ) -> _T:
-    """Run a non-blocking ``operation`` until it completes, waiting for ``events``.
+    """Run ``operation(flags)`` until it completes, waiting for ``events`` as needed.
 
-    Works whatever the socket's own mode: the operations use MSG_DONTWAIT, and a
+    With no deadline on a socket in blocking mode, ``flags`` is 0: one plain
+    blocking system call, in which CPython releases the GIL and, after a
+    signal, runs the handlers and retries (PEP 475). Otherwise ``flags`` is
+    MSG_DONTWAIT and the waiting happens in poll(2) against our deadline; a
     socket with a Python-level timeout (which makes CPython poll before each
-    call) is polled here first so that our deadline, not the socket's, rules.
+    call with *its* timeout) is polled here first, so that ours rules.
     """
-    fd = sock.fileno()
     timeout = sock.gettimeout()
-    if timeout is not None and timeout > 0:
-        wait_fd(fd, events, deadline, what())
+    if timeout is None and deadline.timeout is None:
+        flags = 0
+    else:
+        flags = _DONTWAIT
+        if timeout:
+            wait_fd(sock.fileno(), events, deadline, what())
     while True:
         try:
-            return operation()
+            return operation(flags)
         except (BlockingIOError, InterruptedError, TimeoutError):
             pass  # TimeoutError: the socket's own timeout, when a peer stole the data
         except OSError as error:
             raise _os_error(error, sock) from None
-        wait_fd(fd, events, deadline, what())
+        wait_fd(sock.fileno(), events, deadline, what())
 
 
-# Bytes read by a call that ran out of time, to be returned first by the next one.
-_pending: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+class _Leftovers:
+    """Bytes read by a call that ran out of time, per socket object, given back first.
+
+    Held weakly: an entry disappears with its socket. (A WeakKeyDictionary
+    would do, but its per-call cost shows on the fast path.)
+    """
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[weakref.ref[socket.socket], bytes]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_id)
+
+    def __contains__(self, sock: socket.socket) -> bool:
+        entry = self._by_id.get(id(sock))
+        return entry is not None and entry[0]() is sock
+
+    def get(self, sock: socket.socket) -> bytes:
+        entry = self._by_id.get(id(sock))
+        return entry[1] if entry is not None and entry[0]() is sock else b""
+
+    def pop(self, sock: socket.socket) -> bytes:
+        entry = self._by_id.pop(id(sock), None)
+        return entry[1] if entry is not None and entry[0]() is sock else b""
+
+    def put(self, sock: socket.socket, data: bytes) -> None:
+        key = id(sock)
+        if not data:
+            self._by_id.pop(key, None)
+            return
+        by_id = self._by_id
+        reference = weakref.ref(sock, lambda _dead: by_id.pop(key, None))
+        by_id[key] = (reference, data)
+
+
+_pending = _Leftovers()
 
 
 def _push_back(sock: socket.socket, data: bytes) -> None:
     if data:
-        _pending[sock] = data + _pending.get(sock, b"")
+        _pending.put(sock, data + _pending.get(sock))
 
 
 def _take_pending(sock: socket.socket, view: memoryview) -> int:
-    pending = _pending.pop(sock, None)
+    pending = _pending.pop(sock) if _pending else b""
     if not pending:
         return 0
     count = min(len(view), len(pending))
     view[:count] = pending[:count]
-    if count < len(pending):
-        _pending[sock] = pending[count:]
+    _pending.put(sock, pending[count:])
     return count
 
 
@@ -274,7 +321,7 @@ def _recv_now(sock: socket.socket, size: int, flags: int) -> bytes | None:
     if timeout is not None and timeout > 0:
         return None
     try:
-        return sock.recv(size, flags | _RECV_FLAGS)
+        return sock.recv(size, flags | _DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return None
     except OSError as error:
@@ -287,7 +334,7 @@ def _recv_into(sock: socket.socket, view: memoryview, deadline: Deadline) -> int
         select.POLLIN,
         deadline,
         lambda: f"receiving from {_describe(sock)}",
-        lambda: sock.recv_into(view, len(view), _RECV_FLAGS),
+        lambda flags: sock.recv_into(view, len(view), flags),
     )
 
 
@@ -309,9 +356,18 @@ def _fill(sock: socket.socket, view: memoryview, deadline: Deadline, already: by
         raise
 
 
-def _send_buffers(sock: socket.socket, buffers: list[memoryview], deadline: Deadline) -> None:
+def _first_try_flags(sock: socket.socket, deadline: Deadline) -> int | None:
+    """Flags for trying a call at once, or None if CPython would wait with the socket's timeout."""
+    timeout = sock.gettimeout()
+    if timeout is None:
+        return 0 if deadline.timeout is None else _DONTWAIT
+    return _DONTWAIT if timeout == 0 else None
+
+
+def _send_buffers(
+    sock: socket.socket, buffers: list[memoryview], deadline: Deadline, sent_total: int = 0
+) -> None:
     """Send every byte of ``buffers`` (one sendmsg when the socket has room: no copy)."""
-    sent_total = 0
     while buffers:
         try:
             sent = _retry(
@@ -319,7 +375,7 @@ def _send_buffers(sock: socket.socket, buffers: list[memoryview], deadline: Dead
                 select.POLLOUT,
                 deadline,
                 lambda: f"sending on {_describe(sock)}",
-                lambda: sock.sendmsg(buffers, (), _SEND_FLAGS),
+                lambda flags: sock.sendmsg(buffers, (), flags | _NOSIGNAL),
             )
         except (WouldBlock, TimeoutExpired) as error:
             error.bytes_sent = sent_total
@@ -369,17 +425,16 @@ def receive_some(
     check_int(max_bytes, "max_bytes", minimum=1)
     deadline = Deadline(timeout)
     _check_socket(sock)
-    pending = _pending.pop(sock, None)
+    pending = _pending.pop(sock) if _pending else b""
     if pending:
-        if len(pending) > max_bytes:
-            _pending[sock] = pending[max_bytes:]
+        _pending.put(sock, pending[max_bytes:])
         return pending[:max_bytes]
     return _retry(
         sock,
         select.POLLIN,
         deadline,
         lambda: f"receiving from {_describe(sock)}",
-        lambda: sock.recv(max_bytes, _RECV_FLAGS),
+        lambda flags: sock.recv(max_bytes, flags),
     )
 
 
@@ -414,10 +469,10 @@ def peek(sock: socket.socket, max_bytes: int = 65536, *, timeout: float | None =
     check_int(max_bytes, "max_bytes", minimum=1)
     deadline = Deadline(timeout)
     _check_socket(sock)
-    pending = _pending.get(sock, b"")
+    pending = _pending.get(sock) if _pending else b""
     if pending:
         if len(pending) < max_bytes:
-            more = _recv_now(sock, max_bytes - len(pending), socket.MSG_PEEK)
+            more = _recv_now(sock, max_bytes - len(pending), _PEEK)
             return pending + (more or b"")
         return pending[:max_bytes]
     return _retry(
@@ -425,7 +480,7 @@ def peek(sock: socket.socket, max_bytes: int = 65536, *, timeout: float | None =
         select.POLLIN,
         deadline,
         lambda: f"peeking at {_describe(sock)}",
-        lambda: sock.recv(max_bytes, socket.MSG_PEEK | _RECV_FLAGS),
+        lambda flags: sock.recv(max_bytes, flags | _PEEK),
     )
 
 
@@ -464,13 +519,45 @@ def send_message(sock: socket.socket, data: Any, *, timeout: float | None = None
         raise MessageTooLarge(
             f"a frame holds at most {MAX_FRAME_SIZE} bytes, not {len(view)} ({_describe(sock)})"
         )
-    header = memoryview(_FRAME_HEADER.pack(_FRAME_MAGIC, len(view)))
-    _send_buffers(sock, [header, view] if len(view) else [header], deadline)
+    buffers = [memoryview(_FRAME_HEADER.pack(_FRAME_MAGIC, len(view))), view]
+    total = FRAME_HEADER_SIZE + len(view)
+    sent = 0
+    flags = _first_try_flags(sock, deadline)
+    if flags is not None:  # the common case: one system call and done
+        try:
+            sent = sock.sendmsg(buffers, (), flags | _NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:
+            raise _os_error(error, sock) from None
+        if sent == total:
+            return
+    if sent >= FRAME_HEADER_SIZE:
+        buffers = [view[sent - FRAME_HEADER_SIZE :]]
+    elif sent:
+        buffers[0] = buffers[0][sent:]
+    _send_buffers(sock, buffers, deadline, sent)
 
 
 def _receive_header(sock: socket.socket, max_size: int, deadline: Deadline) -> tuple[bytes, int]:
+    """Read and check a frame header; return it and the payload size it announces."""
     header = bytearray(FRAME_HEADER_SIZE)
+    first = None
+    flags = None if _pending else _first_try_flags(sock, deadline)
+    if flags is not None:  # the common case: the whole header in one system call
+        try:
+            first = sock.recv(FRAME_HEADER_SIZE, flags)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:
+            raise _os_error(error, sock) from None
+    if first is not None and len(first) == FRAME_HEADER_SIZE:
+        return first, _check_header(sock, first, max_size)
+    if first:
+        _pending.put(sock, first)  # part of a header: _fill takes it first
     try:
+        if first == b"":
+            raise _end_of_channel("", b"")
         _fill(sock, memoryview(header), deadline)
     except EndOfChannel as error:
         partial: bytes = error.partial  # type: ignore[attr-defined]
@@ -480,6 +567,11 @@ def _receive_header(sock: socket.socket, max_size: int, deadline: Deadline) -> t
             f"{_describe(sock)}: the peer closed the stream in the middle of a frame header",
             partial,
         ) from None
+    return bytes(header), _check_header(sock, header, max_size)
+
+
+def _check_header(sock: socket.socket, header: bytes | bytearray, max_size: int) -> int:
+    """The payload size a frame header announces, checked before anything is allocated."""
     magic, size = _FRAME_HEADER.unpack(header)
     if magic != _FRAME_MAGIC:
         raise FramingError(
@@ -491,7 +583,7 @@ def _receive_header(sock: socket.socket, max_size: int, deadline: Deadline) -> t
             f"{_describe(sock)}: the peer announced a frame of {size} bytes, "
             f"more than the maximum of {max_size}; nothing was allocated; close the connection"
         )
-    return bytes(header), size
+    return int(size)
 
 
 def receive_message(sock: socket.socket, *, max_size: int, timeout: float | None = None) -> bytes:
@@ -519,7 +611,7 @@ def receive_message(sock: socket.socket, *, max_size: int, timeout: float | None
     header, size = _receive_header(sock, max_size, deadline)
     if size == 0:
         return b""
-    if sock not in _pending:
+    if not _pending or sock not in _pending:
         # Fast path: the whole payload is usually there already; recv() then
         # returns it as the final bytes object, with no copy.
         first = _recv_now(sock, size, 0)
@@ -599,10 +691,10 @@ def send_datagram(
     deadline = Deadline(timeout)
     _check_socket(sock)
 
-    def send() -> int:
+    def send(flags: int) -> int:
         if address is None:
-            return sock.send(view, _SEND_FLAGS)
-        return sock.sendto(view, _SEND_FLAGS, address)
+            return sock.send(view, flags | _NOSIGNAL)
+        return sock.sendto(view, flags | _NOSIGNAL, address)
 
     try:
         _retry(sock, select.POLLOUT, deadline, lambda: f"sending on {_describe(sock)}", send)
@@ -651,7 +743,7 @@ def receive_datagram(
         select.POLLIN,
         deadline,
         lambda: f"receiving from {_describe(sock)}",
-        lambda: sock.recvmsg(max_size, 0, _RECV_FLAGS),
+        lambda flags: sock.recvmsg(max_size, 0, flags),
     )
     if flags & socket.MSG_TRUNC:
         raise MessageTooLarge(
@@ -712,10 +804,10 @@ def send_fds(
     _check_unix(sock, "send_fds")
     control = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, numbers)]
 
-    def send() -> int:
+    def send(flags: int) -> int:
         if address is None:
-            return sock.sendmsg([view], control, _SEND_FLAGS)
-        return sock.sendmsg([view], control, _SEND_FLAGS, address)
+            return sock.sendmsg([view], control, flags | _NOSIGNAL)
+        return sock.sendmsg([view], control, flags | _NOSIGNAL, address)
 
     sent = _retry(
         sock, select.POLLOUT, deadline, lambda: f"sending descriptors on {_describe(sock)}", send
@@ -764,10 +856,9 @@ def receive_fds(
     deadline = Deadline(timeout)
     _check_socket(sock)
     _check_unix(sock, "receive_fds")
-    pending = _pending.pop(sock, None)
+    pending = _pending.pop(sock) if _pending else b""
     if pending:  # bytes read earlier by a timed-out call carry no descriptors
-        if len(pending) > max_data:
-            _pending[sock] = pending[max_data:]
+        _pending.put(sock, pending[max_data:])
         return ReceivedFds(pending[:max_data], [])
     control_size = socket.CMSG_SPACE(max(max_fds, 1) * _FD_SIZE)
     data, ancillary, flags, _address = _retry(
@@ -775,7 +866,7 @@ def receive_fds(
         select.POLLIN,
         deadline,
         lambda: f"receiving descriptors from {_describe(sock)}",
-        lambda: sock.recvmsg(max_data, control_size, _RECV_FLAGS | socket.MSG_CMSG_CLOEXEC),
+        lambda flags: sock.recvmsg(max_data, control_size, flags | _CMSG_CLOEXEC),
     )
     fds = _collect_fds(ancillary)
     kept, extra = fds[:max_fds], fds[max_fds:]
@@ -840,7 +931,7 @@ def receive_with_credentials(
         select.POLLIN,
         deadline,
         lambda: f"receiving from {_describe(sock)}",
-        lambda: sock.recvmsg(max_data, control_size, _RECV_FLAGS | socket.MSG_CMSG_CLOEXEC),
+        lambda flags: sock.recvmsg(max_data, control_size, flags | _CMSG_CLOEXEC),
     )
     _close_all(_collect_fds(ancillary))
     if flags & socket.MSG_TRUNC and sock.type != socket.SOCK_STREAM:
@@ -889,7 +980,8 @@ class Listener(socket.socket):
             if self._admit(connection):
                 return connection, address
 
-    def _accept_once(self) -> tuple[socket.socket, Any]:
+    def _accept_once(self, flags: int) -> tuple[socket.socket, Any]:
+        # The listening descriptor is non-blocking, so accept never waits here.
         try:
             return super().accept()
         except ConnectionAbortedError:  # the client gave up while queued: wait for another
@@ -976,6 +1068,7 @@ def _rebuild(
 ) -> Any:
     sock = cls(family, kind, 0, dup.detach())
     sock.__dict__.update(state)
+    sock.setblocking(False)  # as unix_listen and tcp_listen made it
     return sock
 
 
@@ -1113,7 +1206,9 @@ def unix_listen(
 
     A datagram socket (``kind="datagram"``) is bound only: receive with
     :func:`receive_datagram`; peers send from their own bound sockets
-    (:func:`unix_connect` binds them automatically).
+    (:func:`unix_connect` binds them automatically). Like listeners, the
+    returned socket is non-blocking underneath (``gettimeout()`` is 0.0);
+    the functions of this module still block as their ``timeout`` says.
 
     Raises:
         ResourceExistsError: a live socket or a non-socket file is at ``path``,
@@ -1456,6 +1551,7 @@ def _membership(sock: socket.socket, group: object, interface: object, join: boo
             socket.IPPROTO_IP,
             (socket.IP_ADD_MEMBERSHIP if join else socket.IP_DROP_MEMBERSHIP),
         )
+        deliver_all = _IP_MULTICAST_ALL
     else:
         if sock.family != socket.AF_INET6:
             raise ValueError("an IPv6 group needs an IPv6 socket")
@@ -1464,7 +1560,14 @@ def _membership(sock: socket.socket, group: object, interface: object, join: boo
             socket.IPPROTO_IPV6,
             (socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP),
         )
+        deliver_all = _IPV6_MULTICAST_ALL
     try:
+        if join:
+            # Linux delivers to a socket every group that *any* socket on the host
+            # joined (IP_MULTICAST_ALL is on by default); turn that off so that this
+            # socket gets exactly the groups it joined, and leaving one stops it.
+            with contextlib.suppress(OSError):  # kernels before 4.20 lack the IPv6 one
+                sock.setsockopt(level, deliver_all, 0)
         sock.setsockopt(level, option, request)
     except OSError as error:
         raise from_os_error(error, "multicast group", group) from None
@@ -1476,7 +1579,9 @@ def join_group(sock: socket.socket, group: str, *, interface: str | int | None =
     ``interface`` is, for IPv4, the local interface's address (``"127.0.0.1"``
     for loopback; None lets the kernel choose by its routing table), and for
     IPv6 an interface name (``"lo"``) or index. Bind ``sock`` to the group's
-    port (or the group address itself) first.
+    port (or the group address itself) first. Joining also turns Linux's
+    IP_MULTICAST_ALL off for ``sock``, so that it receives the groups it joined
+    itself, not every group some other socket on the host joined.
 
     Raises:
         ValueError: ``group`` is not a multicast address, or of the wrong family.

@@ -13,6 +13,8 @@ from ..errors import IPCError
 # Subcommand modules in help order; each has register(subparsers).
 SUBCOMMANDS = (
     "demo",
+    "ls",
+    "rm",
     "fifo",
     "shm",
     "sem",

@@ -34,6 +34,9 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("ch-mq", "channels"),
     ("ch-sysvmq", "channels"),
     ("ring", "ring"),
+    ("unix-socket", "sockets"),
+    ("tcp", "sockets"),
+    ("signal", "signals"),
 )
 
 
