@@ -26,7 +26,7 @@ WAIT = 30.0
 
 # Every scheme, as test ids: "pair-<kind>" for channel_pair, else the URL scheme.
 STREAM_SCHEMES = ["pair-pipe", "pair-socketpair", "unix", "unix-abstract", "tcp", "fifo"]
-ALL_SCHEMES = [*STREAM_SCHEMES, "mq", "sysvmq"]
+ALL_SCHEMES = [*STREAM_SCHEMES, "mq", "sysvmq", "shm", "pair-shm"]
 URL_SCHEMES = [scheme for scheme in ALL_SCHEMES if not scheme.startswith("pair-")]
 
 # Options that keep each scheme's maximum small enough to test "the maximum and one
@@ -39,6 +39,9 @@ LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
 CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     **LISTEN_OPTIONS,
     "mq": {"max_message_size": 200_000, "queue_length": 4, "queue_message_size": 256},
+    # Rings of 64 KiB: the largest message is 32 KiB - 16.
+    "shm": {"capacity": 65536},
+    "pair-shm": {"capacity": 65536},
 }
 
 

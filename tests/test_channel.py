@@ -298,8 +298,9 @@ def test_a_peer_over_our_maximum_is_refused_before_allocation() -> None:
 # Pairs across fork and multiprocessing.
 
 
-def test_pair_across_a_plain_fork_with_unused_ends_closed() -> None:
-    parent_end, child_end = channel_pair("pipe")
+@pytest.mark.parametrize("kind", ["pipe", "shm"])
+def test_pair_across_a_plain_fork_with_unused_ends_closed(kind: str) -> None:
+    parent_end, child_end = channel_pair(kind)
     pid = os.fork()
     if pid == 0:  # child
         code = 1
@@ -326,7 +327,7 @@ def _bystander(*channels: unixipc.Channel) -> None:
         channel.close()
 
 
-@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
+@pytest.mark.parametrize("kind", ["pipe", "socketpair", "shm"])
 def test_a_child_closing_inherited_copies_does_not_end_the_conversation(
     kind: str, children: Callable[..., Child]
 ) -> None:
@@ -348,7 +349,7 @@ def _pass_back(channel: unixipc.Channel) -> bytes:
         return message
 
 
-@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
+@pytest.mark.parametrize("kind", ["pipe", "socketpair", "shm"])
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_pair_end_passed_to_a_multiprocessing_child(
     kind: str, method: str, children: Callable[..., Child]

@@ -33,6 +33,7 @@ from unixipc import (
 )
 
 SMALL_QUEUES = {"queue_length": 4, "queue_message_size": 256}
+SMALL_RINGS = {"capacity": 65536}
 
 
 def _connect_in_thread(url: str, **options: object) -> tuple[threading.Thread, list[object]]:
@@ -57,6 +58,10 @@ def _pair(listener: unixipc.Listener, **options: object) -> tuple[unixipc.Channe
     client = result[0]
     assert isinstance(client, unixipc.Channel), client
     return server, client
+
+
+def _small(scheme: str) -> dict[str, int]:
+    return {"mq": SMALL_QUEUES, "shm": SMALL_RINGS}.get(scheme, {})
 
 
 def _shm_names_with(stem: str) -> list[str]:
@@ -112,7 +117,7 @@ def _listen_forever(url: str, ready: object) -> None:
     listener.close()
 
 
-@pytest.mark.parametrize("scheme", ["mq", "sysvmq"])
+@pytest.mark.parametrize("scheme", ["mq", "sysvmq", "shm"])
 def test_waiting_client_gives_up_when_the_listener_dies(
     scheme: str, names: Names, children: Callable[..., Child], cleanup: Callable[..., None]
 ) -> None:
@@ -126,11 +131,13 @@ def test_waiting_client_gives_up_when_the_listener_dies(
         name = url[len("mq:/") :]
         cleanup(posix_mq.unlink, name)
         cleanup(posix_shm.unlink, name + ".listener")
+    elif scheme == "shm":
+        cleanup(posix_shm.unlink, url[len("shm:/") :])
     else:
         key = int(url[len("sysvmq://") :], 16)
         cleanup(unixipc.sysv_mq.unlink, key)
         cleanup(posix_shm.unlink, f"/unixipc-sysvmq-{key:08x}.listener")
-    thread, result = _connect_in_thread(url, **(SMALL_QUEUES if scheme == "mq" else {}))
+    thread, result = _connect_in_thread(url, **_small(scheme))
     time.sleep(0.3)
     started = time.monotonic()
     os.kill(child.pid, signal.SIGKILL)
@@ -225,13 +232,13 @@ def _close_inherited(listener: unixipc.Listener) -> None:
     listener.close()
 
 
-@pytest.mark.parametrize("scheme", ["unix", "fifo", "mq", "sysvmq"])
+@pytest.mark.parametrize("scheme", ["unix", "fifo", "mq", "sysvmq", "shm"])
 def test_a_forked_child_closing_the_listener_leaves_it_to_the_parent(
     scheme: str, names: Names, children: Callable[..., Child]
 ) -> None:
     with listen(url_for(scheme, names)) as listener:
         children(_close_inherited, listener).result()
-        server, client = _pair(listener, **(SMALL_QUEUES if scheme == "mq" else {}))
+        server, client = _pair(listener, **_small(scheme))
         with server, client:
             client.send(b"still listening")
             assert server.receive(timeout=WAIT) == b"still listening"
@@ -284,3 +291,57 @@ def test_sysvmq_maximum_is_the_kernels_msgmax(names: Names) -> None:
         server, client = _pair(listener)
         with server, client:
             assert client.max_message_size == server.max_message_size == msgmax - 1
+
+
+# Shared-memory rings.
+
+
+def test_shm_connection_rings_are_removed_once_both_ends_hold_them(names: Names) -> None:
+    url = url_for("shm", names)
+    stem = url[len("shm://") :]
+    with listen(url) as listener:
+        assert _shm_names_with(stem) == [stem]  # the request ring only
+        server, client = _pair(listener, **SMALL_RINGS)
+        with server, client:
+            assert _shm_names_with(stem) == [stem]
+            assert client.max_message_size == 65536 // 2 - 16
+            client.send(b"through a ring")
+            assert server.receive(timeout=WAIT) == b"through a ring"
+    assert _shm_names_with(stem) == []
+
+
+def test_shm_pair_leaves_no_names() -> None:
+    before = set(os.listdir("/dev/shm"))
+    first, second = unixipc.channel_pair("shm", capacity=4096)
+    with first, second:
+        assert {n for n in os.listdir("/dev/shm") if "unixipc-pair" in n} - before == set()
+        first.send(b"x" * 2032)
+        assert second.receive(timeout=WAIT) == b"x" * 2032
+        with pytest.raises(MessageTooLarge):
+            first.send(b"x" * 2033)
+        with pytest.raises(unixipc.UnsupportedFeature):
+            first.fileno()
+
+
+def test_shm_connect_refusals(names: Names, cleanup: Callable[..., None]) -> None:
+    url = url_for("shm", names)
+    with pytest.raises(ResourceNotFoundError):
+        connect(url, timeout=WAIT)
+    orphan = unixipc.Ring.create(url[len("shm:/") :], 4096)  # a ring nobody listens on
+    cleanup(orphan.close)
+    cleanup(orphan.unlink)
+    with pytest.raises(IPCOSError, match="no listener"):
+        connect(url, timeout=WAIT)
+    with pytest.raises(TypeError, match="max_message_size"):
+        connect(url, max_message_size=100)  # the ring's capacity decides
+
+
+def test_shm_waiting_client_is_refused_when_the_listener_closes(names: Names) -> None:
+    url = url_for("shm", names)
+    listener = listen(url)
+    thread, result = _connect_in_thread(url, **SMALL_RINGS)
+    time.sleep(0.3)
+    listener.close()
+    thread.join(WAIT)
+    assert isinstance(result[0], IPCOSError)
+    assert _shm_names_with(url[len("shm://") :]) == []

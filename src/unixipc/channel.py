@@ -45,7 +45,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 from ._channel_base import (
@@ -58,7 +57,6 @@ from ._channel_base import (
 from ._channel_stream import MAX_FRAME, listen_socket, pipe_pair, socket_pair
 from ._deadline import Deadline, check_timeout
 from ._names import check_int, check_path, check_permissions, check_sysv_key
-from .errors import UnsupportedFeature
 
 __all__ = (
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -239,7 +237,10 @@ def listen(url: str, **options: Any) -> Listener:
         if permissions > 0o777:
             raise ValueError(f"permissions must be at most 0o777 for System V, got {permissions:o}")
         return SysVListener(url, check_sysv_key(address), permissions=permissions)
-    return _queue_or_ring(scheme).listen(url, address, options)
+    from ._channel_shm import ShmListener
+
+    opts = take_options(scheme, call, options, {"permissions": 0o600})
+    return ShmListener(url, address, permissions=check_permissions(opts["permissions"]))
 
 
 def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channel:
@@ -323,7 +324,16 @@ def _connect(url: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
 
         take_options(scheme, call, options, {})
         return connect_sysvmq(url, check_sysv_key(address), deadline)
-    return _queue_or_ring(scheme).connect(url, address, deadline, options)
+    from ._channel_shm import DEFAULT_CAPACITY, connect_shm
+
+    opts = take_options(scheme, call, options, {"capacity": DEFAULT_CAPACITY, "permissions": 0o600})
+    return connect_shm(
+        url,
+        address,
+        deadline,
+        capacity=_capacity(opts["capacity"]),
+        permissions=check_permissions(opts["permissions"]),
+    )
 
 
 def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
@@ -335,7 +345,8 @@ def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
     ends the conversation; the end a process uses tells its peer
     :class:`EndOfChannel` when closed, :class:`PeerDied` if the process dies.
 
-    Options: ``max_message_size``; for "shm", ``capacity`` of each ring.
+    Options: ``max_message_size`` ("pipe", "socketpair"); ``capacity`` of each ring
+    ("shm", default 1 MiB: the largest message is half of it less 16 bytes).
 
     Raises:
         TypeError, ValueError: unknown kind or option.
@@ -344,7 +355,10 @@ def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
     if kind not in PAIR_KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, PAIR_KINDS))}; got {kind!r}")
     if kind == "shm":
-        return _queue_or_ring("shm").pair(options)
+        from ._channel_shm import DEFAULT_CAPACITY, shm_pair
+
+        opts = take_options(kind, "channel_pair", options, {"capacity": DEFAULT_CAPACITY})
+        return shm_pair(_capacity(opts["capacity"]))
     opts = take_options(kind, "channel_pair", options, _stream_defaults())
     size = _max_size(opts)
     if kind == "pipe":
@@ -352,13 +366,11 @@ def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
     return socket_pair(size)
 
 
-class _Scheme:
-    """The entry points of a scheme implemented by a facility of another module."""
+def _capacity(value: object) -> int:
+    """A ring's capacity in bytes (its largest message is half of it less 16)."""
+    from .ring import MAX_CAPACITY, MIN_CAPACITY
 
-    listen: Callable[[str, Any, dict[str, Any]], Listener]
-    connect: Callable[[str, Any, Deadline, dict[str, Any]], Channel]
-    pair: Callable[[dict[str, Any]], tuple[Channel, Channel]]
-
-
-def _queue_or_ring(scheme: str) -> _Scheme:
-    raise UnsupportedFeature(f"the {scheme}:// channel needs a facility that is not built yet")
+    capacity = check_int(value, "capacity", minimum=MIN_CAPACITY)
+    if capacity > MAX_CAPACITY:
+        raise ValueError(f"capacity must be <= {MAX_CAPACITY}, got {capacity}")
+    return capacity

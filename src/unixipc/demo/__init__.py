@@ -33,6 +33,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("ch-fifo", "channels"),
     ("ch-mq", "channels"),
     ("ch-sysvmq", "channels"),
+    ("ch-shm-pair", "channels"),
+    ("ch-shm", "channels"),
     ("ring", "ring"),
     ("unix-socket", "sockets"),
     ("tcp", "sockets"),

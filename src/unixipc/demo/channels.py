@@ -51,7 +51,8 @@ def _over_pair(kind: str) -> DemoLine:
     ours, theirs = channel_pair(kind)
     pid = fork_child(lambda: _echo(theirs))
     theirs.close()  # the child uses it; closing our copy says nothing
-    return _ping_pong(f"ch-{kind}", f"channel_pair({kind!r})", ours, pid)
+    label = "ch-shm-pair" if kind == "shm" else f"ch-{kind}"
+    return _ping_pong(label, f"channel_pair({kind!r})", ours, pid)
 
 
 def _over_url(label: str, make_url: Callable[[], str], **options: object) -> DemoLine:
@@ -98,6 +99,16 @@ def run_ch_fifo() -> DemoLine:
 def run_ch_mq() -> DemoLine:
     """A well-known POSIX request queue; private queues per connection."""
     return _over_url("ch-mq", lambda: f"mq:///unixipc-demo-{os.getpid()}", **_MQ_OPTIONS)
+
+
+def run_ch_shm_pair() -> DemoLine:
+    """Two shared-memory rings made by channel_pair("shm") before fork."""
+    return _over_pair("shm")
+
+
+def run_ch_shm() -> DemoLine:
+    """A ring per direction; the connection made through a small well-known ring."""
+    return _over_url("ch-shm", lambda: f"shm://unixipc-demo-{os.getpid()}", capacity=65536)
 
 
 def run_ch_sysvmq() -> DemoLine:
