@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run test lint typecheck pytest clean bench-docs
 
 run: $(INSTALLED)
 	$(BIN)/unixipc demo
@@ -24,6 +24,10 @@ typecheck: $(INSTALLED)
 
 pytest: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# Regenerate docs/benchmarks.md's report and docs/bench.png: a full run, about 10 minutes.
+bench-docs: $(INSTALLED)
+	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/bench.png --json docs/bench.json
 
 # Reinstall when the build description or the C sources change.
 $(INSTALLED): pyproject.toml $(wildcard src/native/*.c src/native/*.h)

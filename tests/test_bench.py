@@ -26,7 +26,7 @@ from unixipc.bench.registry import TRANSPORTS
 from unixipc.bench.report import format_report, report_to_json, size_label
 from unixipc.bench.runner import Row, add_ratios, execute
 from unixipc.bench.transport import Plan
-from unixipc.cli.bench import message_size, options_from
+from unixipc.cli.bench import DOC_BEGIN, DOC_END, message_size, options_from, update_doc
 from unixipc.cli.main import build_parser
 
 COMMAND = [sys.executable, "-m", "unixipc.cli.main"]
@@ -383,3 +383,16 @@ def test_a_configuration_the_adapter_refuses_is_skipped_everywhere() -> None:
     ]
     assert {record["status"] for record in document["results"]} == {"skipped"}
     assert document["environment"]["python"].split()[0] in ("CPython", "PyPy")
+
+
+def test_doc_option_replaces_only_the_marked_block(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n\n{DOC_BEGIN}\nold figures\n{DOC_END}\n\nInterpretation.\n")
+    update_doc(str(doc), "new figures")
+    assert doc.read_text() == (
+        f"# Title\n\n{DOC_BEGIN}\n```text\nnew figures\n```\n{DOC_END}\n\nInterpretation.\n"
+    )
+    unmarked = tmp_path / "other.md"
+    unmarked.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no <!-- unixipc bench: begin -->"):
+        update_doc(str(unmarked), "figures")

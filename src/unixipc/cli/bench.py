@@ -117,8 +117,33 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-c", action="store_true", help="leave out the C baseline")
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write every run as JSON")
     parser.add_argument("--plot", metavar="PATH.png", help="draw latency and throughput (PNG)")
+    parser.add_argument(
+        "--doc",
+        metavar="PATH.md",
+        help=f"put the report between the {DOC_BEGIN} and {DOC_END} lines of a Markdown file",
+    )
     parser.add_argument("--list", action="store_true", help="list the transports and exit")
     parser.set_defaults(func=run_command)
+
+
+DOC_BEGIN = "<!-- unixipc bench: begin -->"
+DOC_END = "<!-- unixipc bench: end -->"
+
+
+def update_doc(path: str, report_text: str) -> None:
+    """Replace what lies between the DOC_BEGIN and DOC_END lines of ``path``.
+
+    Raises:
+        ValueError: the file lacks the two marker lines.
+    """
+    with open(path) as file:
+        text = file.read()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no {DOC_BEGIN} ... {DOC_END} lines to fill")
+    block = f"{DOC_BEGIN}\n```text\n{report_text}\n```\n"
+    with open(path, "w") as file:
+        file.write(text[:begin] + block + text[end:])
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -165,10 +190,14 @@ def run_command(args: argparse.Namespace) -> int:
     options = options_from(args)
     if args.plot:
         import matplotlib  # noqa: F401 - fail before measuring, not after
+    if args.doc:
+        update_doc(args.doc, "(checking the markers before measuring)")
 
     report = run(options, progress=ProgressBar(sys.stderr))
     if args.json_path:
         write_json(report, args.json_path)
+    if args.doc:
+        update_doc(args.doc, format_report(report))
     if args.plot:
         from ..bench.plot import write_plot
 
@@ -177,7 +206,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(report_to_json(report)))
     else:
         print(format_report(report))
-        saved = [path for path in (args.json_path, args.plot) if path]
+        saved = [path for path in (args.json_path, args.plot, args.doc) if path]
         if saved:
             print(f"\nwrote {', '.join(saved)}")
     failed = [row for row in report.rows if row.status == "failed"]

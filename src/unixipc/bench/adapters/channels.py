@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import unixipc
 
-from ..transport import Link, Plan, Role, Transport, Unsupported
+from ..transport import Link, Plan, Role, Transport, Unsupported, buffer_capacity
 from ._common import quietly, remove_paths
 
 
@@ -43,6 +45,10 @@ def _channel_link(channel: Any, size: int, closers: tuple[Callable[[], Any], ...
 class _ChannelTransport(Transport):
     family = "unixipc"
 
+    def options(self, plan: Plan) -> dict[str, Any]:
+        """Options for listen/connect/channel_pair (the defaults, unless overridden)."""
+        return {}
+
     def unavailable(self) -> str | None:
         missing = [
             name for name in ("listen", "connect", "channel_pair") if not hasattr(unixipc, name)
@@ -56,7 +62,7 @@ class _PairTransport(_ChannelTransport):
     kind: ClassVar[str] = ""
 
     def setup(self, plan: Plan) -> None:
-        self._pair = unixipc.channel_pair(self.kind)
+        self._pair = unixipc.channel_pair(self.kind, **self.options(plan))
 
     def open(self, plan: Plan, role: Role, address: str) -> Link:
         mine, theirs = self._pair if role == "driver" else self._pair[::-1]
@@ -82,21 +88,27 @@ class ChannelSocketpairTransport(_PairTransport):
 class ChannelShmTransport(_PairTransport):
     name = "ch-shm"
     kind = "shm"
-    summary = "unixipc.channel_pair('shm') (the ring)"
+    summary = "unixipc.channel_pair('shm') (a ring each way)"
+
+    def options(self, plan: Plan) -> dict[str, Any]:
+        return {"capacity": buffer_capacity(plan.size)}  # the same room as the others
 
 
 class _UrlTransport(_ChannelTransport):
     def url(self, plan: Plan) -> str:
         raise NotImplementedError
 
+    def listen_options(self, plan: Plan) -> dict[str, Any]:
+        return self.options(plan)
+
     def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
-        listener = unixipc.listen(self.url(plan))
+        listener = unixipc.listen(self.url(plan), **self.listen_options(plan))
         announce(str(getattr(listener, "url", self.url(plan))))
         channel = listener.accept()
         return _channel_link(channel, plan.size, (listener.close,))
 
     def connect(self, plan: Plan, address: str) -> Link:
-        return _channel_link(unixipc.connect(address), plan.size)
+        return _channel_link(unixipc.connect(address, **self.options(plan)), plan.size)
 
     def cleanup(self, plan: Plan) -> None:
         remove_paths(plan)
@@ -154,7 +166,17 @@ class ChannelSysvMqTransport(_UrlTransport):
 
 class ChannelShmUrlTransport(_UrlTransport):
     name = "ch-shm-url"
-    summary = "unixipc channel shm://name (a ring each way)"
+    summary = "unixipc channel shm://name (a ring each way, connected through a request ring)"
 
     def url(self, plan: Plan) -> str:
         return f"shm://{plan.prefix}_chshm"
+
+    def options(self, plan: Plan) -> dict[str, Any]:
+        return {"capacity": buffer_capacity(plan.size)}  # the client makes the rings
+
+    def listen_options(self, plan: Plan) -> dict[str, Any]:
+        return {}
+
+    def cleanup(self, plan: Plan) -> None:
+        for path in glob.glob(f"/dev/shm/{glob.escape(plan.prefix)}_chshm*"):
+            quietly(os.unlink, path)
