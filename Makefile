@@ -25,9 +25,9 @@ typecheck: $(INSTALLED)
 pytest: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# Regenerate docs/benchmarks.md's report and docs/bench.png: a full run, about 10 minutes.
+# Regenerate docs/benchmarks.md (report), docs/benchmarks.png and .json: a full run, about 10 minutes.
 bench-docs: $(INSTALLED)
-	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/bench.png --json docs/bench.json
+	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/benchmarks.png --json docs/benchmarks.json
 
 # Reinstall when the build description or the C sources change.
 $(INSTALLED): pyproject.toml $(wildcard src/native/*.c src/native/*.h)
