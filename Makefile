@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run test lint typecheck pytest clean bench-docs
 
 run: $(INSTALLED)
 	$(BIN)/unixipc demo
+	$(BIN)/unixipc bench --quick --plot bench.png
 
 test: lint typecheck pytest
 
@@ -23,6 +24,10 @@ typecheck: $(INSTALLED)
 
 pytest: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# Regenerate docs/benchmarks.md (report), docs/benchmarks.png and .json: a full run, about 10 minutes.
+bench-docs: $(INSTALLED)
+	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/benchmarks.png --json docs/benchmarks.json
 
 # Reinstall when the build description or the C sources change.
 $(INSTALLED): pyproject.toml $(wildcard src/native/*.c src/native/*.h)

@@ -75,15 +75,15 @@ PUBLIC = {
     "LockHolder",
     "shared_sync",
     "file_lock",
+    # the shared-memory ring
+    "Ring",
+    "RingInfo",
+    "ring",
     # the inspector
     "inspect",
     # sockets and signals
     "sockets",
     "signals",
-    # the shared-memory ring
-    "Ring",
-    "RingInfo",
-    "ring",
     # modules and metadata
     "errors",
     "fifo",

@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "mq",
     "sysv-mq",
     "lock",
+    "bench",
     "signal",
     "channel",
     "ring",

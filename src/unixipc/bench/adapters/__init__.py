@@ -1,0 +1,1 @@
+"""Benchmark adapters: one small class per transport (see unixipc.bench.transport)."""

@@ -1,0 +1,182 @@
+"""unixipc channels, one adapter per URL scheme: how users choose between facilities.
+
+``channel_pair(kind)`` for related processes (made before the fork), and
+``listen(url)`` / ``connect(url)`` for the schemes with an address.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import unixipc
+
+from ..transport import Link, Plan, Role, Transport, Unsupported, buffer_capacity
+from ._common import quietly, remove_paths
+
+
+def _channel_link(channel: Any, size: int, closers: tuple[Callable[[], Any], ...] = ()) -> Link:
+    maximum = getattr(channel, "max_message_size", None)
+    if maximum is not None and size > maximum:
+        channel.close()
+        raise Unsupported(f"messages larger than the channel's max_message_size {maximum}")
+    buffer = bytearray(size)
+    receive_into = channel.receive_into
+
+    def receive() -> bytearray:
+        receive_into(buffer)
+        return buffer
+
+    link = Link()
+    link.send = channel.send  # type: ignore[method-assign]
+    link.receive = receive  # type: ignore[method-assign]
+
+    def close() -> None:
+        channel.close()
+        for closer in closers:
+            closer()
+
+    link.close = close  # type: ignore[method-assign]
+    return link
+
+
+class _ChannelTransport(Transport):
+    family = "unixipc"
+
+    def options(self, plan: Plan) -> dict[str, Any]:
+        """Options for listen/connect/channel_pair (the defaults, unless overridden)."""
+        return {}
+
+    def unavailable(self) -> str | None:
+        missing = [
+            name for name in ("listen", "connect", "channel_pair") if not hasattr(unixipc, name)
+        ]
+        if missing:
+            return f"unixipc {unixipc.__version__} has no channels yet ({', '.join(missing)})"
+        return None
+
+
+class _PairTransport(_ChannelTransport):
+    kind: ClassVar[str] = ""
+
+    def setup(self, plan: Plan) -> None:
+        self._pair = unixipc.channel_pair(self.kind, **self.options(plan))
+
+    def open(self, plan: Plan, role: Role, address: str) -> Link:
+        mine, theirs = self._pair if role == "driver" else self._pair[::-1]
+        theirs.close()
+        return _channel_link(mine, plan.size)
+
+    def cleanup(self, plan: Plan) -> None:
+        pass  # a pair has no name; its objects go with the processes
+
+
+class ChannelPipeTransport(_PairTransport):
+    name = "ch-pipe"
+    kind = "pipe"
+    summary = "unixipc.channel_pair('pipe')"
+
+
+class ChannelSocketpairTransport(_PairTransport):
+    name = "ch-socketpair"
+    kind = "socketpair"
+    summary = "unixipc.channel_pair('socketpair')"
+
+
+class ChannelShmTransport(_PairTransport):
+    name = "ch-shm"
+    kind = "shm"
+    summary = "unixipc.channel_pair('shm') (a ring each way)"
+
+    def options(self, plan: Plan) -> dict[str, Any]:
+        return {"capacity": buffer_capacity(plan.size)}  # the same room as the others
+
+
+class _UrlTransport(_ChannelTransport):
+    def url(self, plan: Plan) -> str:
+        raise NotImplementedError
+
+    def listen_options(self, plan: Plan) -> dict[str, Any]:
+        return self.options(plan)
+
+    def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
+        listener = unixipc.listen(self.url(plan), **self.listen_options(plan))
+        announce(str(getattr(listener, "url", self.url(plan))))
+        channel = listener.accept()
+        return _channel_link(channel, plan.size, (listener.close,))
+
+    def connect(self, plan: Plan, address: str) -> Link:
+        return _channel_link(unixipc.connect(address, **self.options(plan)), plan.size)
+
+    def cleanup(self, plan: Plan) -> None:
+        remove_paths(plan)
+
+
+class ChannelFifoTransport(_UrlTransport):
+    name = "ch-fifo"
+    summary = "unixipc channel fifo:///path (server FIFO, a reply FIFO per client)"
+
+    def url(self, plan: Plan) -> str:
+        return f"fifo://{plan.path('fifo')}"
+
+
+class ChannelUnixTransport(_UrlTransport):
+    name = "ch-unix"
+    summary = "unixipc channel unix:///path (stream socket, length-prefixed frames)"
+
+    def url(self, plan: Plan) -> str:
+        return f"unix://{plan.path('sock')}"
+
+
+class ChannelTcpTransport(_UrlTransport):
+    name = "ch-tcp"
+    summary = "unixipc channel tcp://127.0.0.1 (length-prefixed frames)"
+
+    def url(self, plan: Plan) -> str:
+        return "tcp://127.0.0.1:0"
+
+
+class ChannelMqTransport(_UrlTransport):
+    name = "ch-mq"
+    summary = "unixipc channel mq:///name (request queue, a reply queue per client)"
+
+    def url(self, plan: Plan) -> str:
+        return f"mq://{plan.posix_name('chmq')}"
+
+    def cleanup(self, plan: Plan) -> None:
+        queue_type = getattr(unixipc, "PosixMessageQueue", None)
+        if queue_type is not None:
+            quietly(lambda: queue_type.open(plan.posix_name("chmq")).unlink())
+
+
+class ChannelSysvMqTransport(_UrlTransport):
+    name = "ch-sysvmq"
+    summary = "unixipc channel sysvmq://KEY (one queue, message type per client)"
+
+    def url(self, plan: Plan) -> str:
+        return f"sysvmq://{plan.sysv_key:#x}"
+
+    def cleanup(self, plan: Plan) -> None:
+        queue_type = getattr(unixipc, "SysVMessageQueue", None)
+        if queue_type is not None:
+            quietly(lambda: queue_type.open(plan.sysv_key).unlink())
+
+
+class ChannelShmUrlTransport(_UrlTransport):
+    name = "ch-shm-url"
+    summary = "unixipc channel shm://name (a ring each way, connected through a request ring)"
+
+    def url(self, plan: Plan) -> str:
+        return f"shm://{plan.prefix}_chshm"
+
+    def options(self, plan: Plan) -> dict[str, Any]:
+        return {"capacity": buffer_capacity(plan.size)}  # the client makes the rings
+
+    def listen_options(self, plan: Plan) -> dict[str, Any]:
+        return {}
+
+    def cleanup(self, plan: Plan) -> None:
+        for path in glob.glob(f"/dev/shm/{glob.escape(plan.prefix)}_chshm*"):
+            quietly(os.unlink, path)

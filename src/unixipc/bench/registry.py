@@ -1,0 +1,57 @@
+"""Every transport the benchmark knows, in the order the report lists them.
+
+This is the one place a new transport is added: write its adapter (see
+:mod:`unixipc.bench.transport`) and append an instance here.
+"""
+
+from __future__ import annotations
+
+from .adapters import c, channels, facilities, peers
+from .transport import Transport
+
+TRANSPORTS: tuple[Transport, ...] = (
+    # unixipc, each facility through its own API
+    facilities.RingTransport(),
+    facilities.RingBatchTransport(),
+    facilities.PipeTransport(),
+    facilities.FifoTransport(),
+    facilities.UnixSocketTransport(),
+    facilities.TcpSocketTransport(),
+    facilities.PosixMqTransport(),
+    facilities.SysVMqTransport(),
+    facilities.ShmSemaphoreTransport(),
+    # unixipc channels, one per URL scheme
+    channels.ChannelShmTransport(),
+    channels.ChannelShmUrlTransport(),
+    channels.ChannelPipeTransport(),
+    channels.ChannelSocketpairTransport(),
+    channels.ChannelUnixTransport(),
+    channels.ChannelTcpTransport(),
+    channels.ChannelFifoTransport(),
+    channels.ChannelMqTransport(),
+    channels.ChannelSysvMqTransport(),
+    # what users pick instead
+    peers.PySpinTransport(),
+    peers.MpPipeTransport(),
+    peers.MpQueueTransport(),
+    peers.MpSimpleQueueTransport(),
+    peers.FasterFifoTransport(),
+    peers.FasterFifoBatchTransport(),
+    peers.ZmqIpcTransport(),
+    peers.ZmqTcpTransport(),
+    peers.PosixIpcTransport(),
+    peers.SysvIpcTransport(),
+    peers.IceoryxTransport(),
+    # the physical limit
+    c.CSpinTransport(),
+    c.CHybridTransport(),
+    c.CFutexTransport(),
+    c.CPipeTransport(),
+    c.CRingTransport(),
+    c.CMemcpyTransport(),
+)
+
+
+def by_name(extra: tuple[Transport, ...] = ()) -> dict[str, Transport]:
+    """Transports by their command-line name (``extra`` adds test-only ones)."""
+    return {transport.name: transport for transport in (*TRANSPORTS, *extra)}
