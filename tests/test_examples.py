@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import Names
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -44,3 +48,23 @@ def test_critical_section_with_sysv_sem_undo_survives_a_killed_holder() -> None:
     output = run_example("critical_section.py", "3", "1000", "--sysv")
     assert "inside the critical section; SEM_UNDO released it" in output
     assert "3 processes x 1000 rounds: counter 3000, expected 3000" in output
+
+
+ECHO_SCHEMES = ("unix", "unix-abstract", "tcp", "fifo", "mq", "sysvmq", "shm")
+
+
+@pytest.mark.parametrize("scheme", ECHO_SCHEMES)
+def test_the_same_echo_program_over_every_url(scheme: str, names: Names) -> None:
+    url = {
+        "unix": lambda: f"unix://{names.path('echo')}",
+        "unix-abstract": lambda: f"unix-abstract://{names.posix('echo')[1:]}",
+        "tcp": lambda: "tcp://127.0.0.1:0",
+        "fifo": lambda: f"fifo://{names.path('echo')}",
+        "mq": lambda: f"mq://{names.posix('echo')}",
+        "sysvmq": lambda: f"sysvmq://{names.key():#x}",
+        "shm": lambda: f"shm://{names.posix('echo')[1:]}",
+    }[scheme]()
+    output = run_example("echo_any_url.py", url, "3", "50")
+    assert "3 clients x 50 requests over " in output
+    assert "each client served by a forked server" in output
+    assert "answers verified 150, expected 150; failed servers 0" in output

@@ -1716,8 +1716,51 @@ static PyObject *Ring_attach(RingObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Take a slot: one whose lock byte we can hold, and that is free or whose dead
- * owner's positions are all settled. Returns the slot index. */
+/* Find a slot whose lock byte we can hold through lock_fd, and that is free or
+ * whose dead owner's positions are all settled; mark it attached with roles and
+ * our pid. Returns its index, -1 if none is free, -2 with an exception set. */
+static int claim_slot(RingObject *self, int lock_fd, uint32_t roles)
+{
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        struct ring_slot *slot = &self->slots[i];
+        uint32_t state = LOAD(&slot->state);
+        if (state == SLOT_ATTACHED && slot_alive(self, i)) {
+            continue;
+        }
+        struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = i, .l_len = 1};
+        if (fcntl(lock_fd, F_OFD_SETLK, &lock) != 0) {
+            if (errno == EAGAIN || errno == EACCES) {
+                continue;
+            }
+            unixipc_raise_errno(NULL);
+            return -2;
+        }
+        state = LOAD(&slot->state);
+        if (state == SLOT_ATTACHED) {
+            bury_slot(self, slot);
+            state = SLOT_DEAD;
+        }
+        if (state == SLOT_DEAD && !slot_settled(self, slot)) {
+            lock.l_type = F_UNLCK;
+            fcntl(lock_fd, F_OFD_SETLK, &lock);
+            continue;
+        }
+        STORE_RELAXED(&slot->roles, roles);
+        STORE_RELAXED(&slot->waiting, 0);
+        STORE_RELAXED(&slot->pid, (uint32_t)getpid());
+        STORE_RELAXED(&slot->claim_start, 0);
+        STORE_RELAXED(&slot->claim_end, 0);
+        STORE_RELAXED(&slot->read_start, 0);
+        STORE_RELAXED(&slot->read_end, 0);
+        STORE_RELAXED(&slot->view_start, 0);
+        STORE_RELAXED(&slot->view_end, 0);
+        __atomic_store_n(&slot->state, SLOT_ATTACHED, __ATOMIC_SEQ_CST);
+        return i;
+    }
+    return -1;
+}
+
+/* Take a slot for this handle, its liveness held through lock_fd. */
 static PyObject *Ring_take_slot(RingObject *self, PyObject *args)
 {
     int lock_fd;
@@ -1730,41 +1773,49 @@ static PyObject *Ring_take_slot(RingObject *self, PyObject *args)
     self->lock_fd = lock_fd;
     self->slot = -1;
     self->roles = 0;
-    for (int i = 0; i < SLOT_COUNT; i++) {
-        struct ring_slot *slot = &self->slots[i];
-        uint32_t state = LOAD(&slot->state);
-        if (state == SLOT_ATTACHED && slot_alive(self, i)) {
-            continue;
-        }
-        if (lock_byte(self, i, F_WRLCK) != 0) {
-            if (errno == EAGAIN || errno == EACCES) {
-                continue;
-            }
-            return unixipc_raise_errno(NULL);
-        }
-        state = LOAD(&slot->state);
-        if (state == SLOT_ATTACHED) {
-            bury_slot(self, slot);
-            state = SLOT_DEAD;
-        }
-        if (state == SLOT_DEAD && !slot_settled(self, slot)) {
-            lock_byte(self, i, F_UNLCK);
-            continue;
-        }
-        STORE_RELAXED(&slot->roles, 0);
-        STORE_RELAXED(&slot->waiting, 0);
-        STORE_RELAXED(&slot->pid, (uint32_t)getpid());
-        STORE_RELAXED(&slot->claim_start, 0);
-        STORE_RELAXED(&slot->claim_end, 0);
-        STORE_RELAXED(&slot->read_start, 0);
-        STORE_RELAXED(&slot->read_end, 0);
-        STORE_RELAXED(&slot->view_start, 0);
-        STORE_RELAXED(&slot->view_end, 0);
-        __atomic_store_n(&slot->state, SLOT_ATTACHED, __ATOMIC_SEQ_CST);
-        self->slot = i;
-        return PyLong_FromLong(i);
+    int index = claim_slot(self, lock_fd, 0);
+    if (index == -2) {
+        return NULL;
     }
-    return PyLong_FromLong(-1);
+    self->slot = index;
+    return PyLong_FromLong(index);
+}
+
+/* Before fork: take a second slot with this handle's roles, its lock held through
+ * lock_fd, for the child to adopt. While the child holds lock_fd, the roles stay
+ * alive even after the parent closes its own handle (as a descriptor inherited by
+ * fork keeps a pipe open). Returns the index, -1 if there is nothing to hand over
+ * or no free slot. */
+static PyObject *Ring_reserve_for_child(RingObject *self, PyObject *args)
+{
+    int lock_fd;
+    if (!PyArg_ParseTuple(args, "i:_reserve_for_child", &lock_fd)) {
+        return NULL;
+    }
+    if (self->header == NULL || self->slot < 0 || self->roles == 0) {
+        return PyLong_FromLong(-1);
+    }
+    int index = claim_slot(self, lock_fd, self->roles);
+    return index == -2 ? NULL : PyLong_FromLong(index);
+}
+
+/* In the child after fork: make the slot reserved before the fork ours. */
+static PyObject *Ring_adopt_slot(RingObject *self, PyObject *args)
+{
+    int index, lock_fd;
+    if (!PyArg_ParseTuple(args, "ii:_adopt_slot", &index, &lock_fd)) {
+        return NULL;
+    }
+    if (self->header == NULL || index < 0 || index >= SLOT_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "no such slot");
+        return NULL;
+    }
+    struct ring_slot *slot = &self->slots[index];
+    STORE_RELAXED(&slot->pid, (uint32_t)getpid());
+    self->slot = index;
+    self->lock_fd = lock_fd;
+    self->roles = LOAD(&slot->roles);
+    Py_RETURN_NONE;
 }
 
 /* Publish roles now (declare()). */
@@ -1810,10 +1861,30 @@ static PyObject *Ring_busy(RingObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(self->busy);
 }
 
-/* Leave cleanly: free our slot and, if we were the last producer (consumer),
- * tell the consumers (producers) that the ring was closed. Then drop the mapping. */
-static PyObject *Ring_detach(RingObject *self, PyObject *Py_UNUSED(ignored))
+/* The roles of a slot reserved for a forked child end (the parent's end of
+ * the conversation closes for good, and the child was a bystander). */
+static PyObject *Ring_revoke_slot(RingObject *self, PyObject *args)
 {
+    int index;
+    if (!PyArg_ParseTuple(args, "i:_revoke_slot", &index)) {
+        return NULL;
+    }
+    if (self->header != NULL && index >= 0 && index < SLOT_COUNT && index != self->slot) {
+        __atomic_store_n(&self->slots[index].roles, 0, __ATOMIC_SEQ_CST);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Leave: free our slot and, if we were the last producer (consumer) and announce
+ * is true, tell the consumers (producers) that the ring was closed. Without
+ * announce, the roles are being handed to another process, which takes them
+ * when it starts: peers go on waiting. Then drop the mapping. */
+static PyObject *Ring_detach(RingObject *self, PyObject *args)
+{
+    int announce = 1;
+    if (!PyArg_ParseTuple(args, "|p:_detach", &announce)) {
+        return NULL;
+    }
     struct ring_header *header = self->header;
     if (header != NULL && self->slot >= 0) {
         struct ring_slot *slot = &self->slots[self->slot];
@@ -1823,6 +1894,9 @@ static PyObject *Ring_detach(RingObject *self, PyObject *Py_UNUSED(ignored))
         self->slot = -1;
         struct census census;
         take_census(self, &census);
+        if (!announce) {
+            roles = 0;
+        }
         if ((roles & ROLE_PRODUCER) && census.producers == 0) {
             raise_event(&header->producer_event, EVENT_CLOSED);
             futex_wake_all(&header->data_futex);
@@ -1969,10 +2043,17 @@ static PyMethodDef Ring_methods[] = {
      "_take_slot(lock_fd) -> int: take a slot (-1 if none is free)."},
     {"_declare", (PyCFunction)Ring_declare, METH_VARARGS, "_declare(roles): publish roles."},
     {"_forked", (PyCFunction)Ring_forked, METH_NOARGS, "Forget the parent's slot after fork."},
+    {"_reserve_for_child", (PyCFunction)Ring_reserve_for_child, METH_VARARGS,
+     "_reserve_for_child(lock_fd) -> int: before fork, a slot with our roles (-1: none)."},
+    {"_adopt_slot", (PyCFunction)Ring_adopt_slot, METH_VARARGS,
+     "_adopt_slot(index, lock_fd): after fork, in the child, make the reserved slot ours."},
     {"_begin_close", (PyCFunction)Ring_begin_close, METH_NOARGS,
      "Make waiting calls give up; return how many are in progress."},
     {"_busy", (PyCFunction)Ring_busy, METH_NOARGS, "How many calls are in progress."},
-    {"_detach", (PyCFunction)Ring_detach, METH_NOARGS, "Leave the ring cleanly."},
+    {"_detach", (PyCFunction)Ring_detach, METH_VARARGS,
+     "_detach(announce=True): leave the ring; announce closes our roles for peers."},
+    {"_revoke_slot", (PyCFunction)Ring_revoke_slot, METH_VARARGS,
+     "_revoke_slot(index): end the roles of a slot reserved for a child."},
     {"_snapshot", (PyCFunction)Ring_snapshot, METH_NOARGS,
      "(capacity, used, messages, producers, consumers, attached)"},
     {NULL, NULL, 0, NULL},

@@ -99,6 +99,11 @@ class ShmChannel(Channel):
         self.url = url
         self._rx = receive_ring
         self._tx = send_ring
+        # A forked child inherits our roles on both rings at once, so a parent that
+        # closes its copy right after fork (the forking server) does not end the
+        # conversation that the child goes on with.
+        receive_ring._inherited_by_children = True
+        send_ring._inherited_by_children = True
         self._descriptors = descriptors  # (receive ring, send ring), for passing on
         self.max_message_size = max_message_size
         # A record of exactly the ring's largest size is a piece of a longer message.
@@ -384,8 +389,12 @@ class ShmChannel(Channel):
             if self._speaks and self._tail:
                 with contextlib.suppress(IPCError):
                     self._flush(None)
-            self._tx.close()  # our producer role ends: the peer gets EndOfChannel
-            self._rx.close()
+            # An end that speaks ends our roles (the peer gets EndOfChannel, even if
+            # forked children hold copies); a silent one hands them to the process
+            # that goes on with the conversation (a forked or spawned child).
+            for ring in (self._tx, self._rx):
+                ring._close_announces = self._speaks
+                ring.close()
         finally:
             for fd in self._descriptors:
                 os.close(fd)

@@ -60,6 +60,9 @@ _TEST_STOP_POINTS = {
 }
 
 _open_rings: weakref.WeakSet[Ring] = weakref.WeakSet()
+# Slots a handle reserves for forked children at most; later children take a
+# slot on first use (the ring has 128 for every handle of every process).
+_MAX_CHILD_SLOTS = 8
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,26 @@ def _stop_at(point: str | None) -> None:
     _native.ring_test_stop(0 if point is None else _TEST_STOP_POINTS[point])
 
 
+def _before_fork() -> None:
+    for ring in list(_open_rings):
+        ring._reserve_for_next_child()
+
+
+def _after_fork_in_parent() -> None:
+    for ring in list(_open_rings):
+        ring._keep_child_reservation()
+
+
 def _after_fork_in_child() -> None:
     for ring in list(_open_rings):
         ring._forget_parent()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 class Ring(Resource, _native.RingCore):
@@ -145,6 +162,12 @@ class Ring(Resource, _native.RingCore):
         self._memory = memory
         self._lock_fd = -1
         self._view: memoryview | None = None
+        # Channels opt in to handing their roles to forked children (see
+        # _reserve_for_next_child) and choose how close() ends them.
+        self._inherited_by_children = False
+        self._reservation: tuple[int, int] | None = None  # (slot, lock fd) for the child
+        self._child_slots: list[tuple[int, int]] = []  # reserved for children: (slot, lock fd)
+        self._close_announces = True  # False: close() hands the roles over, silently
         try:
             self._attach(memory.buf, -1, self.describe())
             self._take_slot_with_new_lock()
@@ -325,7 +348,16 @@ class Ring(Resource, _native.RingCore):
 
     def _release(self) -> None:
         _open_rings.discard(self)
-        self._detach()
+        for slot, fd in self._child_slots:
+            # Closing for good: children that inherited this handle were bystanders,
+            # and their copies must not keep our roles alive. Handing over: they
+            # hold the roles now, through their copy of the lock.
+            if self._close_announces:
+                self._revoke_slot(slot)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._child_slots = []
+        self._detach(self._close_announces)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -335,13 +367,17 @@ class Ring(Resource, _native.RingCore):
         # A handle means nothing in another process: the other process opens the name.
         return (type(self).open, (self.name,))
 
-    def _take_slot_with_new_lock(self) -> None:
-        # Our own open file description of the object: its lock byte is this
-        # handle's liveness token, and only this handle (not a forked child) has it.
+    def _new_lock_description(self) -> int:
+        # An open file description of the object of its own: the lock byte it
+        # holds is a liveness token that only its holders have.
         try:
-            fd = os.open(f"/proc/self/fd/{self._memory.fileno()}", os.O_RDWR | os.O_CLOEXEC)
+            return os.open(f"/proc/self/fd/{self._memory.fileno()}", os.O_RDWR | os.O_CLOEXEC)
         except OSError:
-            fd = _native.shm_open(self.name, os.O_RDWR, 0)
+            return _native.shm_open(self.name, os.O_RDWR, 0)
+
+    def _take_slot_with_new_lock(self) -> None:
+        # Only this handle, not a forked child, holds the new description.
+        fd = self._new_lock_description()
         try:
             slot = self._take_slot(fd)
         except OSError as error:
@@ -362,12 +398,62 @@ class Ring(Resource, _native.RingCore):
         self._take_slot_with_new_lock()
 
     def _forget_parent(self) -> None:
-        """In a child after fork: the parent's slot and lock are not ours."""
+        """In a child after fork: the parent's slot and lock are not ours.
+
+        If the parent reserved a slot for us, it becomes ours (with the roles).
+        """
         self._forked()
-        if self._lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_fd)
-            self._lock_fd = -1
+        for fd in [self._lock_fd, *(fd for _, fd in self._child_slots)]:
+            if fd >= 0:  # the parent's, and its reservations for earlier children
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._lock_fd = -1
+        self._child_slots = []
+        if self._reservation is not None:
+            slot, fd = self._reservation
+            self._reservation = None
+            self._adopt_slot(slot, fd)
+            self._lock_fd = fd
+
+    def _reserve_for_next_child(self) -> None:
+        """Before fork, for handles that opted in: a slot with our roles for the child.
+
+        Without it, a child takes a slot on first use, and a parent that closes
+        its handle at once after the fork (the forking server's idiom) would
+        leave the peer with no live producer or consumer for a moment: it would
+        see the end of the conversation. With it, the roles pass to the child
+        the way an inherited descriptor keeps a pipe open. On any failure the
+        child falls back to taking a slot on first use.
+        """
+        if (
+            not self._inherited_by_children
+            or self._closed
+            or len(self._child_slots) >= _MAX_CHILD_SLOTS
+        ):
+            return
+        try:
+            fd = self._new_lock_description()
+        except OSError:
+            return
+        try:
+            slot = self._reserve_for_child(fd)
+        except (OSError, IPCError):
+            slot = -1
+        if slot < 0:
+            os.close(fd)
+            return
+        self._reservation = (slot, fd)
+
+    def _keep_child_reservation(self) -> None:
+        """After fork, in the parent: keep the reserved slot's lock until we close.
+
+        While we hold it, the slot cannot be reused, so close() can still end its
+        roles if it closes for good (see _release). A reservation for a fork that
+        failed is released the same way.
+        """
+        if self._reservation is not None:
+            self._child_slots.append(self._reservation)
+            self._reservation = None
 
 
 def _check_capacity(capacity: object) -> int:
