@@ -523,6 +523,42 @@ def test_a_writer_killed_mid_message_never_shows_a_torn_one(
         assert _check_message(handle.receive(timeout=30)) == (1, number)
 
 
+def _receive_many_stopping_after_its_claim(name: str) -> list[bytes]:
+    with Ring.open(name) as handle:
+        ring._stop_at("consumer-claimed")
+        return handle.receive_many(10, timeout=30)
+
+
+def test_padding_is_not_freed_under_the_reader_that_claimed_it(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    # Regression: a reader whose receive_many claim starts with padding was stopped
+    # (as if descheduled); an older record's release swept free over that padding,
+    # producers overwrote it, and the reader's walk over its claim went astray.
+    handle = _make(names, cleanup, capacity=1024)  # messages of up to 496 bytes
+    handle.send(bytes(496))  # [0, 512)
+    handle.send(bytes(272))  # [512, 800)
+    handle.send(b"m0" * 48)  # [800, 912): held below by a view
+    assert [len(handle.receive()) for _ in range(2)] == [496, 272]
+    message = bytes(range(200))
+    with handle.receive_view() as view:
+        assert bytes(view) == b"m0" * 48
+        handle.send(message)  # padding [912, 1024), then the message at [1024, 1248)
+        reader = children(_receive_many_stopping_after_its_claim, handle.name)
+        _wait_stopped(reader.pid)  # it claimed [912, 1248) and stopped
+    # Releasing the view moves free to the padding, and no further: the space of
+    # the padding (positions 1936 on) cannot be written while the reader holds it.
+    handle.send(b"x" * 496, timeout=30)  # [1248, 1760)
+    handle.send(b"y" * 160, timeout=30)  # [1760, 1936)
+    with pytest.raises(WouldBlock):
+        handle.send(b"\x40" * 64, timeout=0)
+    os.kill(reader.pid, signal.SIGCONT)
+    assert reader.result() == [message]
+    handle.send(b"\x40" * 64, timeout=30)
+    assert [handle.receive(timeout=30) for _ in range(3)] == [b"x" * 496, b"y" * 160, b"@" * 64]
+    assert handle.info().used_bytes == 0
+
+
 @pytest.mark.parametrize("point", ["consumer-claimed", "consumer-copied"])
 def test_a_reader_killed_mid_message_gives_its_space_back(
     names: Names, cleanup: Cleanup, children: Callable[..., Child], point: str

@@ -426,7 +426,9 @@ static inline void wake_writers(RingObject *self)
     }
 }
 
-/* Move free over consumed records and padding that consumers have passed. */
+/* Move free over records (messages and padding) that their readers marked consumed.
+ * Padding too must be marked: until its reader is done with the claim that covers
+ * it, no one may free it (the reader still walks the record headers there). */
 static void sweep_free(RingObject *self, uint64_t position)
 {
     struct ring_header *header = self->header;
@@ -437,7 +439,8 @@ static void sweep_free(RingObject *self, uint64_t position)
         struct record *record = record_at(self, position);
         uint64_t tag = LOAD(&record->tag);
         uint64_t base = position ^ self->key;
-        if (tag == (base | KIND_MESSAGE | KIND_CONSUMED) || tag == (base | KIND_PADDING)) {
+        if (tag == (base | KIND_MESSAGE | KIND_CONSUMED) ||
+            tag == (base | KIND_PADDING | KIND_CONSUMED)) {
             uint64_t size = LOAD_RELAXED(&record->size);
             if (size < RECORD_HEADER || size % RECORD_ALIGN != 0 ||
                 size > self->capacity - position % self->capacity) {
@@ -467,12 +470,15 @@ static void release_records(RingObject *self, uint64_t start, uint64_t end)
     if (CAS(&header->free, &expected, end)) {
         sweep_free(self, end);
     } else {
-        /* An older record is still being read: mark ours for its reader to sweep. */
+        /* An older record is still being read: mark ours for its reader to sweep.
+         * Each record's size is read before it is marked (once marked, it may be
+         * freed and overwritten at once). */
         for (uint64_t position = start; position < end;) {
             struct record *record = record_at(self, position);
             uint64_t tag = LOAD(&record->tag);
             uint64_t size = LOAD_RELAXED(&record->size);
-            if (tag == make_tag(self, position, KIND_MESSAGE)) {
+            if (tag == make_tag(self, position, KIND_MESSAGE) ||
+                tag == make_tag(self, position, KIND_PADDING)) {
                 __atomic_exchange_n(&record->tag, tag | KIND_CONSUMED, __ATOMIC_SEQ_CST);
             }
             if (size < RECORD_HEADER) {
@@ -524,8 +530,9 @@ static uint64_t dead_claim_end(RingObject *self, uint64_t position)
     return smallest;
 }
 
-/* Turn the unfinished records of dead producers at the head into padding.
- * Returns 1 if it padded something. */
+/* Turn the unfinished record of a dead producer at the head into padding (up to
+ * the end of its claim or of the lap; what is left is handled on a later call,
+ * once readers have passed this). Returns 1 if it padded something. */
 static int recover_dead_claims(RingObject *self)
 {
     struct ring_header *header = self->header;
@@ -534,40 +541,25 @@ static int recover_dead_claims(RingObject *self)
     }
     int padded = 0;
     uint64_t position = LOAD(&header->head);
-    for (int round = 0; round < 8; round++) {
-        uint32_t length;
-        uint64_t size;
-        if (position >= LOAD(&header->tail)) {
-            break;
-        }
-        int kind = peek(self, position, &length, &size);
-        if (kind == PEEK_MESSAGE || kind == PEEK_PADDING) {
-            if (padded == 0) {
-                break; /* committed: nothing is stuck */
-            }
-            position += size;
-            continue;
-        }
-        if (kind == PEEK_BAD) {
-            break;
-        }
+    struct record *record = record_at(self, position);
+    /* One load decides "uncommitted": a separate look could see a commit made
+     * just before the owner died, and padding would then swallow its messages. */
+    uint64_t seen = LOAD(&record->tag);
+    if (position < LOAD(&header->tail) && seen != make_tag(self, position, KIND_MESSAGE) &&
+        seen != make_tag(self, position, KIND_PADDING)) {
         uint64_t end = dead_claim_end(self, position);
-        if (end == 0) {
-            break;
+        /* Once its owner is known dead, the tag is final: if it is still `seen`, the
+         * record was never committed, so the head is still stopped at it and no one
+         * else writes or frees it. */
+        if (end != 0 && LOAD(&record->tag) == seen && LOAD(&header->head) == position) {
+            uint64_t lap_end = position - position % self->capacity + self->capacity;
+            if (end > lap_end) {
+                end = lap_end;
+            }
+            STORE_RELAXED(&record->length, 0);
+            STORE_RELAXED(&record->size, (uint32_t)(end - position));
+            padded = CAS(&record->tag, &seen, make_tag(self, position, KIND_PADDING));
         }
-        uint64_t lap_end = position - position % self->capacity + self->capacity;
-        if (end > lap_end) {
-            end = lap_end;
-        }
-        struct record *record = record_at(self, position);
-        uint64_t seen = LOAD(&record->tag);
-        STORE_RELAXED(&record->length, 0);
-        STORE_RELAXED(&record->size, (uint32_t)(end - position));
-        if (!CAS(&record->tag, &seen, make_tag(self, position, KIND_PADDING))) {
-            break;
-        }
-        padded = 1;
-        position = end;
     }
     recovery_unlock(self);
     if (padded) {
@@ -592,8 +584,9 @@ static int recover_dead_readers(RingObject *self)
         }
         struct record *record = record_at(self, position);
         uint64_t tag = LOAD(&record->tag);
-        if (tag != make_tag(self, position, KIND_MESSAGE)) {
-            sweep_free(self, position); /* consumed or padding: just sweep */
+        if (tag != make_tag(self, position, KIND_MESSAGE) &&
+            tag != make_tag(self, position, KIND_PADDING)) {
+            sweep_free(self, position); /* already consumed (or stale): just sweep */
             if (LOAD(&header->free) == position) {
                 break;
             }
@@ -610,8 +603,15 @@ static int recover_dead_readers(RingObject *self)
                         (LOAD(&slot->view_start) <= position && position < LOAD(&slot->view_end));
             alive = holds && state == SLOT_ATTACHED && slot_alive(self, i);
         }
-        if (alive || !CAS(&record->tag, &tag, tag | KIND_CONSUMED)) {
+        /* A live reader that finished with the record between our look at free and
+         * at the slots no longer covers it, but it moved free past it: free still at
+         * the record means its holder is dead, and only we may mark it (marking a
+         * record already freed could corrupt a message written over it). */
+        if (alive) {
             break;
+        }
+        if (LOAD(&header->free) != position || !CAS(&record->tag, &tag, tag | KIND_CONSUMED)) {
+            continue; /* moved on meanwhile: look again at the new free */
         }
         reclaimed = 1;
         sweep_free(self, position);
@@ -1002,9 +1002,9 @@ static int wait_or_give_up(RingObject *self, int for_space, uint64_t argument, i
 enum { CLAIM_OK, CLAIM_FULL, CLAIM_BAD };
 
 /* A consistent look at free and tail. Loads are not simultaneous, but
- * free(1) <= head <= tail and tail - free(2) <= capacity always hold for
- * free(1) read before tail and free(2) after it; anything else is damage.
- * Returns 0 with *free_out <= *tail_out, or -1 if the ring is damaged. */
+ * free(1) <= tail and, when free(2) <= tail, tail - free(2) <= capacity always
+ * hold for free(1) read before tail and free(2) after it; anything else is damage
+ * (then an exception is set). Returns 0 with *free_out <= *tail_out, or -1. */
 static int read_free_and_tail(RingObject *self, uint64_t *free_out, uint64_t *tail_out)
 {
     struct ring_header *header = self->header;
@@ -1012,15 +1012,20 @@ static int read_free_and_tail(RingObject *self, uint64_t *free_out, uint64_t *ta
         uint64_t before = LOAD(&header->free);
         uint64_t tail = LOAD(&header->tail);
         uint64_t after = LOAD(&header->free);
+        if (after > tail) {
+            continue; /* consumers passed this tail already: it is stale, look again */
+        }
         if (before > tail || tail - after > self->capacity) {
+            raise_error("IPCError",
+                        "%U is corrupt: free (%llu, then %llu) and tail (%llu) are inconsistent; "
+                        "recreate it (unlink, then create)",
+                        self->description, (unsigned long long)before,
+                        (unsigned long long)after, (unsigned long long)tail);
             return -1;
         }
-        if (after <= tail) {
-            *free_out = after;
-            *tail_out = tail;
-            return 0;
-        }
-        /* Consumers passed this tail already: it is stale, look again. */
+        *free_out = after;
+        *tail_out = tail;
+        return 0;
     }
 }
 
@@ -1143,8 +1148,7 @@ static PyObject *Ring_send(RingObject *self, PyObject *const *args, Py_ssize_t n
             break;
         }
         if (claimed == CLAIM_BAD) {
-            raise_corrupt(self, "free and tail are inconsistent", LOAD(&self->header->tail));
-            goto fail;
+            goto fail; /* the exception is set */
         }
         int outcome = wait_or_give_up(self, 1, size, deadline);
         if (outcome != WAIT_READY) {
@@ -1245,7 +1249,6 @@ static PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssiz
         /* Lay out as many messages as fit in the free space, padding at the lap's end. */
         uint64_t free_position, tail;
         if (read_free_and_tail(self, &free_position, &tail) < 0) {
-            raise_corrupt(self, "free and tail are inconsistent", LOAD(&header->tail));
             goto out;
         }
         uint64_t cursor = tail;
@@ -1313,13 +1316,29 @@ out:
 
 enum { TAKE_OK, TAKE_EMPTY, TAKE_ERROR };
 
-/* Skip padding at the head. Returns 1 if it moved the head. */
+/* A consumer publishes the range it is about to claim before its CAS on head, so
+ * that dead-reader recovery knows the records are held. When the CAS fails, the
+ * range is withdrawn: left published, it would cover a record that another reader
+ * claimed, and if that reader died, recovery would wait for us forever. */
+static inline void withdraw_range(uint64_t *start, uint64_t *end)
+{
+    STORE_RELAXED(end, 0);
+    STORE_RELAXED(start, 0);
+}
+
+/* Skip padding at the head (claimed and given back like a message: the padding
+ * must not be freed while a reader may still read its size). Returns 1 if it
+ * moved the head. */
 static int skip_padding(RingObject *self, uint64_t head, uint64_t size)
 {
+    struct ring_slot *slot = &self->slots[self->slot];
+    STORE_RELAXED(&slot->read_start, head);
+    STORE_RELAXED(&slot->read_end, head + size);
     if (CAS(&self->header->head, &head, head + size)) {
         release_records(self, head, head + size);
         return 1;
     }
+    withdraw_range(&slot->read_start, &slot->read_end);
     return 0;
 }
 
@@ -1379,6 +1398,7 @@ static int take_one(RingObject *self, Py_buffer *target, PyObject **bytes_out, P
         STORE_RELAXED(&slot->read_start, head);
         STORE_RELAXED(&slot->read_end, head + size);
         if (!CAS(&header->head, &head, head + size)) {
+            withdraw_range(&slot->read_start, &slot->read_end);
             continue;
         }
         maybe_stop(STOP_CONSUMER_CLAIMED);
@@ -1549,6 +1569,7 @@ static PyObject *Ring_receive_many(RingObject *self, PyObject *const *args, Py_s
         STORE_RELAXED(&slot->read_start, head);
         STORE_RELAXED(&slot->read_end, position);
         if (!CAS(&header->head, &head, position)) {
+            withdraw_range(&slot->read_start, &slot->read_end);
             continue;
         }
         if (found == 0) {
@@ -1632,6 +1653,7 @@ static PyObject *Ring_view_take(RingObject *self, PyObject *const *args, Py_ssiz
         STORE_RELAXED(&slot->view_start, head);
         STORE_RELAXED(&slot->view_end, head + size);
         if (!CAS(&header->head, &head, head + size)) {
+            withdraw_range(&slot->view_start, &slot->view_end);
             continue;
         }
         self->view_open = 1;
