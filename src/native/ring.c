@@ -71,6 +71,10 @@
 #define SPIN_MIN_NS 4000
 #define SPIN_START_NS 50000
 #define SPIN_MAX_NS 150000
+/* Woken this soon after the spin gave up: the peer most likely needed our CPU. */
+#define SAME_CPU_NS 50000
+/* Then this many waits sleep at once before spinning is tried again. */
+#define SLEEP_FIRST_WAITS 16
 #define SLICE_NS 200000000LL  /* a sleeper checks its peers' liveness this often */
 #define POLL_CHECK_NS 50000000LL /* timeout=0 callers check liveness at most this often */
 
@@ -151,6 +155,7 @@ typedef struct {
     uint64_t view_start, view_end;
     uint64_t cached_free; /* producer's last look at free */
     int64_t spin_ns;      /* adaptive spin before sleeping */
+    int sleep_first;      /* waits left that skip the spin (peer on our CPU) */
     int64_t last_check_ns;
     uint32_t seen_producer_event, seen_consumer_event;
     PyObject *description; /* "shared-memory ring '/name'" for messages */
@@ -711,9 +716,15 @@ static int ring_wait(RingObject *self, int for_space, uint64_t argument, int64_t
     struct ring_slot *slot = self->slot >= 0 ? &self->slots[self->slot] : NULL;
     int result = WAIT_READY;
 
+    /* When the peer seems to share our CPU, spinning only delays its answer. */
+    int spinning = self->sleep_first == 0;
+    if (!spinning) {
+        self->sleep_first--;
+    }
+
     /* Releasing and retaking the GIL costs hundreds of ns: in a ping-pong the
      * answer often comes sooner, so look for a short while with the GIL held. */
-    {
+    if (spinning) {
         int64_t until = unixipc_monotonic_ns() + GIL_SPIN_NS;
         for (;;) {
             for (int i = 0; i < 16; i++) {
@@ -734,7 +745,7 @@ static int ring_wait(RingObject *self, int for_space, uint64_t argument, int64_t
      * we waited for came soon after we started, and shrinks when we had to sleep long. */
     int64_t spin = __atomic_load_n(&self->spin_ns, __ATOMIC_RELAXED);
     int64_t start = unixipc_monotonic_ns();
-    int64_t spin_until = start + spin;
+    int64_t spin_until = spinning ? start + spin : start;
     if (deadline >= 0 && deadline < spin_until) {
         spin_until = deadline;
     }
@@ -756,6 +767,7 @@ static int ring_wait(RingObject *self, int for_space, uint64_t argument, int64_t
 
     /* Sleep. Registering as a waiter is a full barrier before the last look, and
      * the other side commits before reading the waiter count: no wake-up is lost. */
+    int64_t sleep_start = unixipc_monotonic_ns();
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
     if (slot != NULL) {
         __atomic_fetch_add(&slot->waiting, waiting_unit, __ATOMIC_SEQ_CST);
@@ -808,9 +820,16 @@ static int ring_wait(RingObject *self, int for_space, uint64_t argument, int64_t
         __atomic_fetch_sub(&slot->waiting, waiting_unit, __ATOMIC_SEQ_CST);
     }
     __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
-    {
-        int64_t waited = unixipc_monotonic_ns() - start;
-        if (result == WAIT_READY && waited < SPIN_MAX_NS) {
+    if (spinning) {
+        int64_t now = unixipc_monotonic_ns();
+        int64_t waited = now - start;
+        if (result == WAIT_READY && now - sleep_start < SAME_CPU_NS) {
+            /* It came as soon as we stopped spinning: the peer most likely needed
+             * this CPU to answer (both pinned to one CPU, or a busy machine), so
+             * the spin only delayed it. Measured: a 64 B round trip between two
+             * processes pinned to one CPU took 160 us while the spin grew. */
+            self->sleep_first = SLEEP_FIRST_WAITS;
+        } else if (result == WAIT_READY && waited < SPIN_MAX_NS) {
             spin = waited * 2 > spin * 2 ? waited * 2 : spin * 2;
         } else {
             spin /= 2;
@@ -1527,7 +1546,10 @@ static PyObject *Ring_receive_many(RingObject *self, PyObject *const *args, Py_s
         if (PyList_SetSlice(list, 0, PyList_GET_SIZE(list), NULL) < 0) {
             goto fail;
         }
-        while (found < max_count) {
+        /* At most a quarter of the ring per call: the space is given back only
+         * when the whole batch is copied, and producers should keep writing
+         * meanwhile (measured: 4 KiB messages went from 2.5 to 9.5 GB/s). */
+        while (found < max_count && (found == 0 || position - head < self->capacity / 4)) {
             uint32_t length;
             uint64_t size;
             int kind = peek(self, position, &length, &size);
@@ -2051,7 +2073,8 @@ static PyMethodDef Ring_methods[] = {
                   "    ClosedResourceError: as receive()."),
     VECTOR_METHOD("receive_many", Ring_receive_many,
                   "receive_many($self, /, max_count, *, timeout=None)\n--\n\n"
-                  "Wait for at least one message, then take up to max_count that are ready.\n\n"
+                  "Wait for at least one message, then take up to max_count that are ready\n"
+                  "(beyond the first, at most a quarter of the capacity per call).\n\n"
                   "Raises:\n"
                   "    WouldBlock, TimeoutExpired, EndOfChannel, PeerDied,\n"
                   "    ClosedResourceError: as receive()."),
