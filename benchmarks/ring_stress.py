@@ -242,7 +242,8 @@ def dump(name: str) -> str:
     lines = [f"free {free} head {head} tail {tail} (capacity {capacity})"]
     for what, position in (("free", free), ("head", head)):
         length, size, tag = struct.unpack_from("<IIQ", raw, data + position % capacity)
-        kind = tag ^ (position ^ key) if tag & ~15 == (position ^ key) else f"stale {tag:#x}"
+        base = tag_base(position, key)
+        kind = tag ^ base if tag & ~15 == base else f"stale {tag:#x}"
         lines.append(f"record at {what}: length {length} size {size} kind {kind}")
     for index in range(128):
         slot = struct.unpack_from("<IIII6Q", raw, 4096 + index * 64)
@@ -252,6 +253,15 @@ def dump(name: str) -> str:
                 f"waiting {slot[3]:#x} claim {slot[4:6]} read {slot[6:8]} view {slot[8:]}"
             )
     return "\n    ".join(lines)
+
+
+def tag_base(position: int, key: int) -> int:
+    """A record's tag without its kind bits, as ring.c computes it (tag_base)."""
+    mask = (1 << 64) - 1
+    z = position ^ key
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) & ~15
 
 
 def stopped(pid: int) -> bool:

@@ -667,6 +667,38 @@ def test_a_corrupt_or_foreign_object_is_refused(names: Names, cleanup: Cleanup) 
         Ring.open(small)
 
 
+def test_stale_header_bytes_completed_by_a_payload_never_look_committed(
+    names: Names, cleanup: Cleanup
+) -> None:
+    # Lap 1 leaves a committed-looking header of position 0 at offset 0; the ring is
+    # then empty with head at position 1024, offset 0 again. A payload of a later lap
+    # that ends two bytes into that header's tag would overwrite its low two bytes:
+    # every value of them must leave the record at head uncommitted. (With the
+    # tag (position ^ key) | kind of layout 1, one value in 32768 made the old
+    # header pass for position 1024: a message delivered twice, or a ring "corrupt".)
+    handle = _make(names, cleanup, capacity=1024)
+    largest = b"L" * handle.max_message_size  # a record of half the ring
+    for _ in range(2):
+        handle.send(largest)
+    assert [handle.receive(timeout=0), handle.receive(timeout=0)] == [largest, largest]
+    tag_low = ring._native.RING_DATA_OFFSET + 8
+    with PosixSharedMemory.open(handle.name) as memory:
+        original = bytes(memory.buf[tag_low : tag_low + 2])
+        forged = 0
+        for value in range(1 << 16):
+            memory.buf[tag_low : tag_low + 2] = value.to_bytes(2, "little")
+            try:
+                handle.receive(timeout=0)
+            except WouldBlock:
+                continue
+            forged += 1
+        memory.buf[tag_low : tag_low + 2] = original
+    assert forged == 0
+    handle.send(b"after")
+    assert handle.receive(timeout=0) == b"after"
+    assert (handle.info().used_bytes, handle.info().messages) == (0, 0)
+
+
 def test_a_damaged_record_gives_an_error_not_a_crash(names: Names, cleanup: Cleanup) -> None:
     handle = _make(names, cleanup, capacity=4096)
     handle.send(b"x" * 100)

@@ -16,8 +16,11 @@
  *   data: `capacity` bytes of records. Positions grow forever (64 bits); a
  *   record lives at position % capacity and never wraps: padding fills the end.
  * A record is a 16-byte header {length, size, tag} and its payload, 16-aligned.
- * The tag is (position ^ key) | kind, stored last: it commits the record, and
- * stale bytes from an earlier lap can never look committed for this position.
+ * The tag is mix(position ^ key) | kind, stored last: it commits the record, and
+ * stale bytes from an earlier lap can never look committed for this position
+ * (mix spreads every bit of the position over the whole tag: with the plain
+ * XOR, nearby laps' tags share their high bytes, and a payload that ended two
+ * bytes into a stale header could complete one, once in 32768 tries).
  * Producers claim with one CAS on tail; consumers claim with one CAS on head and
  * give space back by moving free (in order) or by marking the record consumed
  * (out of order) for whoever holds the oldest record to sweep.
@@ -36,7 +39,7 @@
 #include <unistd.h>
 
 #define RING_MAGIC 0x31474E4952585855ULL /* "UXXRING1" read as little-endian */
-#define RING_VERSION 1
+#define RING_VERSION 2 /* 2: mixed tags */
 #define LINE 64
 #define HEADER_BYTES 4096
 #define SLOT_COUNT 128
@@ -133,7 +136,7 @@ _Static_assert(sizeof(struct ring_slot) == SLOT_BYTES, "slot is one cache line")
 struct record {
     uint32_t length; /* payload bytes */
     uint32_t size;   /* whole record in the ring, header and padding included */
-    uint64_t tag;    /* (position ^ key) | kind: stored last */
+    uint64_t tag;    /* tag_base(position) | kind: stored last */
 };
 
 typedef struct {
@@ -264,9 +267,21 @@ static inline uint64_t record_size(uint64_t length)
     return (RECORD_HEADER + length + RECORD_ALIGN - 1) & ~(uint64_t)(RECORD_ALIGN - 1);
 }
 
+/* The tag of the record at `position` without its kind bits: the position and
+ * the ring's random key through a bijective 64-bit mixer (splitmix64's finalizer),
+ * so that tags of different positions differ in about half of their bits. */
+static inline uint64_t tag_base(const RingObject *self, uint64_t position)
+{
+    uint64_t z = position ^ self->key;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z & ~(uint64_t)(RECORD_ALIGN - 1);
+}
+
 static inline uint64_t make_tag(const RingObject *self, uint64_t position, uint64_t kind)
 {
-    return (position ^ self->key) | kind;
+    return tag_base(self, position) | kind;
 }
 
 static inline struct record *record_at(const RingObject *self, uint64_t position)
@@ -394,7 +409,7 @@ static inline int peek(const RingObject *self, uint64_t position, uint32_t *leng
 {
     struct record *record = record_at(self, position);
     uint64_t tag = LOAD(&record->tag);
-    uint64_t base = position ^ self->key;
+    uint64_t base = tag_base(self, position);
     int kind;
     if (tag == (base | KIND_MESSAGE)) {
         kind = PEEK_MESSAGE;
@@ -443,7 +458,7 @@ static void sweep_free(RingObject *self, uint64_t position)
         }
         struct record *record = record_at(self, position);
         uint64_t tag = LOAD(&record->tag);
-        uint64_t base = position ^ self->key;
+        uint64_t base = tag_base(self, position);
         if (tag == (base | KIND_MESSAGE | KIND_CONSUMED) ||
             tag == (base | KIND_PADDING | KIND_CONSUMED)) {
             uint64_t size = LOAD_RELAXED(&record->size);
@@ -644,7 +659,7 @@ static int data_ready(RingObject *self, uint64_t unused)
     (void)unused;
     uint64_t head = LOAD(&self->header->head);
     uint64_t tag = LOAD(&record_at(self, head)->tag);
-    uint64_t base = head ^ self->key;
+    uint64_t base = tag_base(self, head);
     return tag == (base | KIND_MESSAGE) || tag == (base | KIND_PADDING);
 }
 
