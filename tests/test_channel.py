@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import pickle
 import selectors
+import signal
 import socket
 import stat
 import struct
@@ -418,6 +419,41 @@ def test_a_send_cut_short_is_completed_not_repeated() -> None:
         assert got == [big]
         sender.send(b"next")
         assert receiver.receive(timeout=WAIT) == b"next"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+@pytest.mark.parametrize("kind", ["pipe"])
+def test_a_blocking_send_interrupted_midway_keeps_the_frame_whole(kind: str) -> None:
+    # Nobody reads, so the send of a message larger than the buffer blocks after a
+    # part went out; a signal handler raising (as Ctrl-C does) must not tear it.
+    sender, receiver = channel_pair(kind)
+    big = os.urandom(4 * 1024 * 1024)
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        with sender, receiver:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(_Interrupted):
+                sender.send(big)
+            got: list[bytes] = []
+
+            def drain() -> None:
+                got.extend(receiver.receive(timeout=WAIT) for _ in range(2))
+
+            thread = threading.Thread(target=drain)
+            thread.start()
+            sender.send(b"next", timeout=WAIT)  # writes the kept tail first
+            thread.join(WAIT)
+            assert got == [big, b"next"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_sigpipe_default_action_never_kills_a_sender() -> None:

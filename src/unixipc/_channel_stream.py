@@ -137,6 +137,9 @@ class StreamChannel(Channel):
     # (BlockingIOError instead); with _can_block, the _wait ones sleep in the
     # kernel until they can make progress: one system call for timeout=None.
     _can_block = False
+    # With _can_block, frames up to this size go out in one write that sleeps in
+    # the kernel; larger ones in non-blocking writes and polls (see the pipes).
+    _blocking_send_max = MAX_FRAME
 
     def _read_into(self, view: memoryview) -> int:
         raise NotImplementedError  # pragma: no cover
@@ -205,7 +208,7 @@ class StreamChannel(Channel):
             raise too_large(self, size)
         if self._send_ready:
             try:
-                if timeout is None and self._can_block:
+                if timeout is None and self._can_block and size <= self._blocking_send_max:
                     if size < JOIN_BELOW:
                         sent = self._write_wait(_pack_header(size) + data)
                     else:
@@ -241,29 +244,40 @@ class StreamChannel(Channel):
         header = _pack_header(size)
         total = size + 4
         payload = memoryview(data)
-        wait_in_kernel = deadline.blocking and self._can_block and not self._unsent
-        while sent < total:
-            rest = [header[sent:], payload] if sent < 4 else [payload[sent - 4 :]]
-            try:
-                sent += self._writev_wait(rest) if wait_in_kernel else self._writev(rest)
-                continue
-            except BlockingIOError:
-                pass
-            except (BrokenPipeError, ConnectionResetError):
-                raise self._peer_gone_on_send() from None
-            if sent and deadline.timeout == 0:
-                break
-            try:
-                wait_fd(self._wfd, select.POLLOUT, deadline, f"sending on {self.describe()}")
-            except IPCError:
-                if not sent:
-                    raise  # nothing of this message went out
-                break
+        may_wait_in_kernel = deadline.blocking and self._can_block and not self._unsent
+        try:
+            while sent < total:
+                wait_in_kernel = may_wait_in_kernel and total - sent <= self._blocking_send_max + 4
+                rest = [header[sent:], payload] if sent < 4 else [payload[sent - 4 :]]
+                try:
+                    sent += self._writev_wait(rest) if wait_in_kernel else self._writev(rest)
+                    continue
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    raise self._peer_gone_on_send() from None
+                if sent and deadline.timeout == 0:
+                    break
+                try:
+                    wait_fd(self._wfd, select.POLLOUT, deadline, f"sending on {self.describe()}")
+                except IPCError:
+                    if not sent:
+                        raise  # nothing of this message went out
+                    break
+        except IPCError:
+            raise  # the peer is gone: nothing to keep
+        except BaseException:
+            if 0 < sent < total:  # e.g. Ctrl-C while waiting: the frame stays whole
+                self._keep_tail(header, payload, sent)
+            raise
         if sent < total:
-            # Committed: keep the tail (a copy: the caller may reuse its buffer).
-            tail = header[sent:] + bytes(payload) if sent < 4 else bytes(payload[sent - 4 :])
-            self._unsent = tail
-            self._refresh()
+            self._keep_tail(header, payload, sent)
+
+    def _keep_tail(self, header: bytes, payload: memoryview, sent: int) -> None:
+        """The frame is committed: keep its tail (a copy, as the caller may reuse
+        its buffer) to be written before anything else."""
+        self._unsent = header[sent:] + bytes(payload) if sent < 4 else bytes(payload[sent - 4 :])
+        self._refresh()
 
     def _flush(self, deadline: Deadline | None) -> None:
         """Write the pending tail; wait for room unless ``deadline`` is None."""
@@ -679,6 +693,23 @@ class NowaitPipeChannel(PipeChannel):
         os.set_blocking(read_fd, True)
         os.set_blocking(write_fd, True)
         super().__init__(url, read_fd, write_fd, **options)
+        self._fit_blocking_sends()
+
+    def _fit_blocking_sends(self) -> None:
+        # A frame larger than the pipe goes out in non-blocking writes and polls. One
+        # blocking write of it would sleep in the kernel at every pipeful until the
+        # reader had drained the pipe, so that writer and reader never overlap
+        # (measured, cross-core: 256 KiB messages at 1.0 GB/s, and 2.6-3.1 GB/s so).
+        try:
+            capacity = fcntl.fcntl(self._wfd, fcntl.F_GETPIPE_SZ)
+        except OSError:
+            capacity = READ_BUFFER
+        self._blocking_send_max = capacity - HEADER.size
+
+    def _grow_write_buffer(self) -> bool:
+        grown = super()._grow_write_buffer()
+        self._fit_blocking_sends()
+        return grown
 
     def _read_into(self, view: memoryview) -> int:
         return os.preadv(self._rfd, (view,), -1, os.RWF_NOWAIT)
