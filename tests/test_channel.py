@@ -429,7 +429,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise _Interrupted
 
 
-@pytest.mark.parametrize("kind", ["pipe"])
+@pytest.mark.parametrize("kind", ["pipe", "socketpair"])
 def test_a_blocking_send_interrupted_midway_keeps_the_frame_whole(kind: str) -> None:
     # Nobody reads, so the send of a message larger than the buffer blocks after a
     # part went out; a signal handler raising (as Ctrl-C does) must not tear it.
