@@ -7,25 +7,29 @@ cleans up as documented.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.bench_adapters import FailingPeerTransport, HangTransport, UnsupportedTransport
-from tests.conftest import PREFIX
+from tests.conftest import PREFIX, Names
 from tests.helpers import assert_elapsed, wait_until
+from unixipc import ResourceNotFoundError, SysVMessageQueue, inspect, posix_mq
 from unixipc.bench import Options, run
 from unixipc.bench.registry import TRANSPORTS
 from unixipc.bench.report import format_report, report_to_json, size_label
 from unixipc.bench.runner import Row, add_ratios, execute
-from unixipc.bench.transport import Plan
+from unixipc.bench.transport import Plan, Transport
 from unixipc.cli.bench import DOC_BEGIN, DOC_END, message_size, options_from, update_doc
 from unixipc.cli.main import build_parser
 
@@ -158,6 +162,43 @@ def test_a_hung_transport_is_killed_at_its_time_limit_and_cleaned_up(tmp_path: P
     for pid in set(pids):
         wait_until(lambda pid=pid: not _alive(pid))
     assert not _leftovers(plan.prefix)
+
+
+def _serve_and_wait(transport: Transport, plan: Plan, ready: Any) -> None:
+    transport.serve(plan, lambda address: ready.set())  # blocks in accept until killed
+
+
+@pytest.mark.parametrize("name", ["ch-sysvmq", "ch-mq"])
+def test_a_queue_channel_listener_killed_at_the_limit_leaves_nothing_after_cleanup(
+    name: str, tmp_path: Path, names: Names
+) -> None:
+    # A listener killed at the time limit cannot remove its queue nor its liveness
+    # token (a POSIX shared memory object): the transport's cleanup must.
+    transport = {t.name: t for t in TRANSPORTS}[name]
+    plan = dataclasses.replace(
+        _plan(tmp_path, name, transport.spec(), "killed"), sysv_key=names.key()
+    )
+    transport.setup(plan)
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    server = context.Process(target=_serve_and_wait, args=(transport, plan, ready))
+    server.start()
+    try:
+        assert ready.wait(30)
+        tokens = [item.name for item in inspect.find(["posix-shm"]) if "listener" in item.name]
+        assert any(plan.prefix in token or f"{plan.sysv_key:08x}" in token for token in tokens)
+    finally:
+        server.kill()
+        server.join(30)
+        transport.cleanup(plan)
+    left = [item.name for item in inspect.find(["posix-shm"])]
+    assert not [token for token in left if plan.prefix in token]
+    assert not [token for token in left if f"{plan.sysv_key:08x}" in token]
+    if name == "ch-sysvmq":
+        with pytest.raises(ResourceNotFoundError):
+            SysVMessageQueue.open(plan.sysv_key)
+    else:
+        assert not posix_mq.exists(plan.posix_name("chmq"))
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ... import inspect
 from ..transport import Link, Plan
 
 
@@ -25,6 +26,13 @@ def remove_paths(plan: Plan) -> None:
     for path in glob.glob(glob.escape(plan.path("")) + "*"):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def remove_shared_memory_names(prefix: str) -> None:
+    """Remove the POSIX shared memory objects named ``prefix``...: the liveness tokens
+    of queue channels, which a listener killed at the time limit cannot remove."""
+    for item in inspect.find(["posix-shm"], prefix=prefix):
+        quietly(inspect.remove, item)
 
 
 def quietly(action: Callable[..., Any], *args: Any) -> None:

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 import unixipc
 
+from ..._channel_sysvmq import _token_base
 from ..transport import Link, Plan, Role, Transport, Unsupported, buffer_capacity
-from ._common import quietly, remove_paths
+from ._common import quietly, remove_paths, remove_shared_memory_names
 
 
 def _channel_link(channel: Any, size: int, closers: tuple[Callable[[], Any], ...] = ()) -> Link:
@@ -40,6 +41,11 @@ def _channel_link(channel: Any, size: int, closers: tuple[Callable[[], Any], ...
 
     link.close = close  # type: ignore[method-assign]
     return link
+
+
+def _open_and_unlink(queue_type: Any, name: object) -> None:
+    with queue_type.open(name) as queue:
+        queue.unlink()
 
 
 class _ChannelTransport(Transport):
@@ -148,7 +154,8 @@ class ChannelMqTransport(_UrlTransport):
     def cleanup(self, plan: Plan) -> None:
         queue_type = getattr(unixipc, "PosixMessageQueue", None)
         if queue_type is not None:
-            quietly(lambda: queue_type.open(plan.posix_name("chmq")).unlink())
+            quietly(_open_and_unlink, queue_type, plan.posix_name("chmq"))
+        remove_shared_memory_names(plan.posix_name("chmq") + ".")
 
 
 class ChannelSysvMqTransport(_UrlTransport):
@@ -161,7 +168,8 @@ class ChannelSysvMqTransport(_UrlTransport):
     def cleanup(self, plan: Plan) -> None:
         queue_type = getattr(unixipc, "SysVMessageQueue", None)
         if queue_type is not None:
-            quietly(lambda: queue_type.open(plan.sysv_key).unlink())
+            quietly(_open_and_unlink, queue_type, plan.sysv_key)
+        remove_shared_memory_names(_token_base(plan.sysv_key) + ".")
 
 
 class ChannelShmUrlTransport(_UrlTransport):
