@@ -245,9 +245,10 @@ class StreamChannel(Channel):
         total = size + 4
         payload = memoryview(data)
         may_wait_in_kernel = deadline.blocking and self._can_block and not self._unsent
+        largest_blocking_write = self._blocking_send_max + HEADER.size
         try:
             while sent < total:
-                wait_in_kernel = may_wait_in_kernel and total - sent <= self._blocking_send_max + 4
+                wait_in_kernel = may_wait_in_kernel and total - sent <= largest_blocking_write
                 rest = [header[sent:], payload] if sent < 4 else [payload[sent - 4 :]]
                 try:
                     sent += self._writev_wait(rest) if wait_in_kernel else self._writev(rest)
