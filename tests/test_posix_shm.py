@@ -16,6 +16,7 @@ from unixipc import (
     PermissionDeniedError,
     PosixSharedMemory,
     ResourceExistsError,
+    ResourceLimitError,
     ResourceNotFoundError,
     posix_shm,
 )
@@ -173,3 +174,13 @@ def test_openers_never_remove_the_object(
         assert dying.process.exitcode == 0
         dying.kill()
         assert posix_shm.exists(name)
+
+
+@pytest.mark.parametrize("size", [1 << 50, 2**63 - 1])
+def test_a_create_too_large_leaves_nothing(names: Names, size: int) -> None:
+    name = names.posix("shm")
+    with pytest.raises(ResourceLimitError, match="/dev/shm"):
+        PosixSharedMemory.create(name, size)
+    assert not posix_shm.exists(name)
+    with PosixSharedMemory.create(name, 4096) as memory:  # the name is free again
+        memory.unlink()

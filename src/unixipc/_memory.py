@@ -10,18 +10,20 @@ process), so closing and resizing refuse with a clear error instead.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ._names import check_int
 from ._resource import Resource
-from .errors import IPCError, UnsupportedFeature
+from .errors import IPCError, ResourceLimitError, UnsupportedFeature
 
 if TYPE_CHECKING:
     import numpy
     import numpy.typing
 
-__all__ = ("Mapping", "MemoryBase", "check_shape")
+__all__ = ("Mapping", "MemoryBase", "check_shape", "reserve")
 
 
 class Mapping(Protocol):
@@ -38,6 +40,37 @@ def _numpy() -> Any:
             "as_array() needs NumPy, which is not installed (pip install numpy)"
         ) from None
     return numpy
+
+
+def reserve(fd: int, size: int, *, kind: str, name: str, filesystem: str) -> None:
+    """Allocate the pages of ``fd``'s first ``size`` bytes now (posix_fallocate).
+
+    A file on tmpfs (``/dev/shm``) that was only sized with ftruncate gets its pages
+    at the first write: when the filesystem is full then, the writer dies of SIGBUS,
+    which Python cannot catch. Reserving at creation turns that into a
+    :class:`ResourceLimitError` naming the filesystem and its free space, raised by
+    the call that created the object (which then removes it).
+    """
+    if size == 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        code = error.errno if error.errno is not None else 0
+        if code not in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM, errno.EINVAL):
+            raise
+        try:
+            stats = os.fstatvfs(fd)
+            free = (
+                f"{stats.f_bavail * stats.f_frsize} bytes free of {stats.f_blocks * stats.f_frsize}"
+            )
+        except OSError:
+            free = "free space unknown"
+        raise ResourceLimitError(
+            errno.ENOSPC,
+            f"{kind} {name!r}: no room for {size} bytes on {filesystem} ({free})",
+            name,
+        ) from None
 
 
 def check_shape(shape: object) -> tuple[int, ...]:

@@ -19,9 +19,9 @@ import os
 from dataclasses import dataclass
 
 from . import _native
-from ._memory import MemoryBase
+from ._memory import MemoryBase, reserve
 from ._names import check_int, check_permissions, check_posix_name
-from .errors import PermissionDeniedError, ResourceExistsError, from_os_error
+from .errors import IPCError, PermissionDeniedError, ResourceExistsError, from_os_error
 
 __all__ = (
     "PosixSharedMemory",
@@ -134,10 +134,13 @@ class PosixSharedMemory(MemoryBase):
         try:
             os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
             os.ftruncate(fd, size)
-        except OSError as error:
+            reserve(fd, size, kind=KIND, name=name, filesystem="/dev/shm")
+        except BaseException as error:
             os.close(fd)
             _native.shm_unlink(name)
-            raise from_os_error(error, KIND, name) from None
+            if isinstance(error, OSError) and not isinstance(error, IPCError):
+                raise from_os_error(error, KIND, name) from None
+            raise
         return cls(name, fd, read_only=False)
 
     @classmethod

@@ -39,12 +39,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from . import channel as _sync
-from ._channel_base import Channel, Listener
-from ._deadline import Deadline, check_timeout
-from ._names import check_bytes_like
-from ._resource import Resource
-from .errors import MessageTooLarge, TimeoutExpired, WouldBlock
+from .. import channel as _sync
+from .._channel_base import Channel, Listener
+from .._deadline import Deadline, check_timeout
+from .._names import check_bytes_like
+from .._resource import Resource
+from ..errors import MessageTooLarge, TimeoutExpired, WouldBlock
 
 __all__ = ("AsyncChannel", "AsyncListener", "channel_pair", "connect", "listen")
 
