@@ -6,10 +6,12 @@ system call is made.
 
 from __future__ import annotations
 
+import grp
 import os
 
 __all__ = (
     "check_bytes_like",
+    "check_group",
     "check_int",
     "check_path",
     "check_permissions",
@@ -29,12 +31,42 @@ def check_int(value: object, argument: str, *, minimum: int | None = None) -> in
     return value
 
 
-def check_permissions(value: object, argument: str = "permissions") -> int:
-    """Permission bits such as 0o600."""
+def check_permissions(
+    value: object,
+    argument: str = "permissions",
+    *,
+    allow_world_writable: bool = True,
+    maximum: int = 0o7777,
+) -> int:
+    """Permission bits such as 0o600, at most ``maximum``.
+
+    With ``allow_world_writable=False`` (what every creating call passes on from its
+    own keyword of that name, default False), bits that let every local user write
+    (0o002) are refused: the user must say that they mean it.
+    """
     bits = check_int(value, argument)
-    if not 0 <= bits <= 0o7777:
-        raise ValueError(f"{argument} must be between 0 and 0o7777, got {oct(bits)}")
+    if not 0 <= bits <= maximum:
+        raise ValueError(f"{argument} must be between 0 and {maximum:#o}, got {bits:#o}")
+    if not isinstance(allow_world_writable, bool):
+        raise TypeError("allow_world_writable must be a bool")
+    if bits & 0o002 and not allow_world_writable:
+        raise ValueError(
+            f"{argument} {bits:#o} let every local user write; "
+            "pass allow_world_writable=True if that is meant"
+        )
     return bits
+
+
+def check_group(value: object, argument: str = "group") -> int | None:
+    """A group given as a gid, a group name, or None (the creator's group): its gid."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return grp.getgrnam(value).gr_gid
+        except KeyError:
+            raise ValueError(f"{argument}: no group called {value!r}") from None
+    return check_int(value, argument, minimum=0)
 
 
 def check_path(value: object, argument: str = "path") -> str:
