@@ -210,10 +210,17 @@ def remove_stale(
     if dry_run:
         return candidates
     removed = []
+    went_with_their_queue = set()
     for item in candidates:
+        if item.name in went_with_their_queue:
+            removed.append(item)
+            continue
         with contextlib.suppress(ResourceNotFoundError):
             if _remove_checked(item):
                 removed.append(item)
+                token = item.details.get("token")
+                if isinstance(token, str):
+                    went_with_their_queue.add(token)
     return removed
 
 
@@ -869,10 +876,9 @@ def _channel_role(
             return replace(item, unixipc="channel connection (ring)")
         producers = set(item.details.get("producer_pids") or ())
         consumers = set(item.details.get("consumer_pids") or ())
+        both = bool(producers & consumers) or len(item.details.get("dead_roles") or ()) == 2
         connections = _connections(_DEV_SHM + item.name, deleted)
-        if connections or (
-            item.details.get("capacity") == _SHM_LISTENER_CAPACITY and producers & consumers
-        ):
+        if connections or (item.details.get("capacity") == _SHM_LISTENER_CAPACITY and both):
             details = {**item.details, "url": f"shm://{item.name[1:]}", "connections": connections}
             return replace(item, unixipc="channel listener (ring)", details=details)
     elif item.unixipc == "liveness token" and match and match.group(3) in ("c", "s"):

@@ -175,6 +175,7 @@ def _inspect(fd: int) -> dict[str, object] | None:
     producers: list[int] = []
     consumers: list[int] = []
     handles: list[int] = []
+    dead_roles = 0
     dead = 0
     for index in range(slot_count):
         state, roles, pid, *_ranges = _SLOT.unpack_from(slots, index * slot_bytes)
@@ -182,6 +183,7 @@ def _inspect(fd: int) -> dict[str, object] | None:
             continue
         if not _lock_byte_held(fd, index):
             dead += 1
+            dead_roles |= roles
             continue
         handles.append(pid)
         if roles & _PRODUCER:
@@ -210,6 +212,9 @@ def _inspect(fd: int) -> dict[str, object] | None:
         "bytes_read": head,
         "handles": len(handles),
         "dead_handles": dead,
+        "dead_roles": [
+            role for bit, role in ((1, "producer"), (2, "consumer")) if dead_roles & bit
+        ],
         "producers": len(producers),
         "consumers": len(consumers),
         "handle_pids": sorted(set(handles)),
