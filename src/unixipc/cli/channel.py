@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
+import time
 from typing import Any
 
 from .._deadline import Deadline
-from ..channel import connect, listen
+from ..channel import Channel, connect, listen
 from ..errors import EndOfChannel
 from ._common import add_base64_option, data_argument, emit, message_fields, seconds
 
@@ -71,9 +73,23 @@ def _listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace, deadline: Deadline) -> Channel:
+    """Connect; while --timeout lasts, a listener that is not there yet is waited for
+    (as a person would retry), so `listen ... &` followed by `send` needs no sleep."""
+    while True:
+        try:
+            return connect(args.url, timeout=deadline.remaining(), **dict(args.option))
+        except OSError as error:
+            if error.errno not in (errno.ECONNREFUSED, errno.ENOENT) or deadline.expired():
+                raise
+            if deadline.blocking:
+                raise
+            time.sleep(0.05)
+
+
 def _send(args: argparse.Namespace) -> int:
     deadline = Deadline(args.timeout)
-    with connect(args.url, timeout=deadline.remaining(), **dict(args.option)) as channel:
+    with _connect(args, deadline) as channel:
         for text in args.texts:
             channel.send(data_argument(text), timeout=deadline.remaining())
     emit(args, {"url": args.url, "messages": len(args.texts)})

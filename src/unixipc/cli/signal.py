@@ -99,16 +99,18 @@ def _wait(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise ValueError(f"--count must be at least 1, got {args.count}")
     deadline = Deadline(args.timeout)
-    # Block for the whole command, so that signals arriving between two waits queue.
+    # Block for the whole command, so that signals arriving between two waits queue;
+    # a signalfd keeps them blocked while it waits (sigtimedwait would unblock them
+    # for the wait), so `signal send --wait-blocked` sees them blocked throughout.
     names = ", ".join(signals.name(signo) for signo in args.signals)
-    with signals.blocked(args.signals):
+    with signals.SignalReceiver(args.signals) as receiver:
         # Tell whoever will send (a person, or a script reading stderr) our pid
         # and that from now on the signals queue instead of killing us.
         print(f"unixipc signal: pid {os.getpid()} waiting for {names}", file=sys.stderr)
         sys.stderr.flush()
         for _ in range(args.count):
             try:
-                info = signals.wait(args.signals, timeout=deadline.remaining())
+                info = receiver.receive(timeout=deadline.remaining())
             except (TimeoutExpired, WouldBlock):
                 raise deadline.error(f"waiting for {names}") from None
             data = dataclasses.asdict(info) | {"name": info.name}
