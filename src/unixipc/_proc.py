@@ -70,7 +70,8 @@ def _add(table: dict[object, list[Holder]], key: object, holder: Holder) -> None
         holders.append(holder)
 
 
-def _command(pid: int) -> str:
+def command_of(pid: int) -> str:
+    """A process's command name (/proc/PID/comm), or '?' once it is gone."""
     try:
         with open(f"/proc/{pid}/comm") as file:
             return file.read().strip()
@@ -105,7 +106,7 @@ def scan(paths: Iterable[str] = ()) -> Processes:
         def holder(how: str, pid: int = pid) -> Holder:
             nonlocal command
             if command is None:
-                command = _command(pid)
+                command = command_of(pid)
                 found.commands[pid] = command
             return Holder(pid, command, how)
 

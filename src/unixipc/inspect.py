@@ -50,7 +50,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _liveness, _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq
-from ._proc import FileLockEntry, Holder, Processes, file_locks, scan, special_files, unix_sockets
+from ._proc import (
+    FileLockEntry,
+    Holder,
+    Processes,
+    command_of,
+    file_locks,
+    scan,
+    special_files,
+    unix_sockets,
+)
 from ._sysv import format_key, read_table
 from .errors import (
     IPCError,
@@ -267,7 +276,7 @@ def held_by(item: IPCObject) -> str:
     pids = {holder.pid: holder.command for holder in item.holders}
     for key in ("owner_pids", "handle_pids"):
         for pid in item.details.get(key) or ():
-            pids.setdefault(pid, _command_of(pid))
+            pids.setdefault(pid, command_of(pid))
     if not pids:
         return "its owner's lock is held" if item.state == "live" else "nobody"
     return ", ".join(f"pid {pid} ({command})" for pid, command in sorted(pids.items()))
@@ -318,14 +327,6 @@ def _check_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     return wanted
-
-
-def _command_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as file:
-            return file.read().strip()
-    except OSError:
-        return "?"
 
 
 def _describe(item: IPCObject) -> str:
@@ -556,6 +557,16 @@ def _time(seconds: int) -> datetime | None:
     return datetime.fromtimestamp(seconds, timezone.utc) if seconds else None
 
 
+def _owners(row: Mapping[str, int]) -> dict[str, Any]:
+    """The owner and creator fields every /proc/sysvipc table has."""
+    return {
+        "gid": row["gid"],
+        "creator_uid": row["cuid"],
+        "creator_gid": row["cgid"],
+        "change_time": _time(row["ctime"]),
+    }
+
+
 def _sysv_name(key: int, marked_for_removal: bool) -> str:
     if key == 0 and not marked_for_removal:
         return "IPC_PRIVATE"
@@ -575,12 +586,9 @@ def _find_sysv_shm(context: _Context) -> list[IPCObject]:
             "attached": row["nattch"],
             "creator_pid": row["cpid"],
             "last_pid": row["lpid"],
-            "gid": row["gid"],
-            "creator_uid": row["cuid"],
-            "creator_gid": row["cgid"],
             "attach_time": _time(row["atime"]),
             "detach_time": _time(row["dtime"]),
-            "change_time": _time(row["ctime"]),
+            **_owners(row),
         }
         found.append(
             IPCObject(
@@ -609,11 +617,8 @@ def _find_sysv_sem(context: _Context) -> list[IPCObject]:
         details = {
             "count": row["nsems"],
             "values": values,
-            "gid": row["gid"],
-            "creator_uid": row["cuid"],
-            "creator_gid": row["cgid"],
             "last_op_time": _time(row["otime"]),
-            "change_time": _time(row["ctime"]),
+            **_owners(row),
         }
         found.append(
             IPCObject(
@@ -638,12 +643,9 @@ def _find_sysv_mq(context: _Context) -> list[IPCObject]:
             "bytes": row["cbytes"],
             "last_send_pid": row["lspid"] or None,
             "last_receive_pid": row["lrpid"] or None,
-            "gid": row["gid"],
-            "creator_uid": row["cuid"],
-            "creator_gid": row["cgid"],
             "last_send_time": _time(row["stime"]),
             "last_receive_time": _time(row["rtime"]),
-            "change_time": _time(row["ctime"]),
+            **_owners(row),
         }
         found.append(
             IPCObject(
@@ -739,7 +741,7 @@ def _find_file_locks(context: _Context) -> list[IPCObject]:
         for entry in entries:
             holders: tuple[Holder, ...] = ()
             if entry.pid is not None:
-                holders = (Holder(entry.pid, _command_of(entry.pid), "lock"),)
+                holders = (Holder(entry.pid, command_of(entry.pid), "lock"),)
             else:
                 holders = tuple(
                     holder for holder in context.processes.holders(*inode) if holder.how == "open"
