@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from .transport import END, Link
 
 WARM_UP = 0.1  # fraction of the measured time spent warming up first
+#: Fewer round trips than this leave too few samples beyond the 99.9th percentile
+#: (ten) for it to mean anything: it is then not reported.
+P999_MIN_SAMPLES = 10_000
 
 
 def check_period(size: int) -> int:
@@ -38,7 +41,7 @@ class Measured:
 
     messages: int  # messages this side handled (both directions count for latency)
     cpu_seconds: float
-    figures: dict[str, float]
+    figures: dict[str, float | None]
 
 
 def ping(link: Link, size: int, seconds: float) -> Measured:
@@ -74,6 +77,9 @@ def ping(link: Link, size: int, seconds: float) -> Measured:
         {
             "rtt_median_us": percentile(samples, 0.5) / 1e3,
             "rtt_p99_us": percentile(samples, 0.99) / 1e3,
+            "rtt_p999_us": (
+                percentile(samples, 0.999) / 1e3 if len(samples) >= P999_MIN_SAMPLES else None
+            ),
             "round_trips": len(samples),
         },
     )

@@ -47,6 +47,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     c.CHybridTransport(),
     c.CFutexTransport(),
     c.CPipeTransport(),
+    c.CSpscTransport(),
     c.CRingTransport(),
     c.CMemcpyTransport(),
 )
