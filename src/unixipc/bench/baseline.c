@@ -427,12 +427,13 @@ static int meter_count(struct meter *m)
     if (++m->received == 1) {
         m->start = now_ns();
         m->warm_until = m->start + (uint64_t)(m->seconds * 1e8);
-        m->end = m->warm_until + (uint64_t)(m->seconds * 1e9);
     } else if (m->received % m->period == 0) {
         uint64_t now = now_ns();
         if (m->warm_until && now >= m->warm_until) {
+            /* Measure from here (a stall over the warm-up must not eat the measured time). */
             m->counted_from = m->received;
             m->start = now;
+            m->end = now + (uint64_t)(m->seconds * 1e9);
             m->warm_until = 0;
         } else if (!m->warm_until && now >= m->end) {
             return 1;
