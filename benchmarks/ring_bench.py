@@ -156,9 +156,9 @@ def ring_pingpong(rounds: int, warm_up: int | None = None) -> Latency:
     """64 B round trips parent -> child -> parent over two rings, each one timed.
 
     The warm-up goes twice round the rings: the first lap of a fresh ring takes a
-    page fault every 4 KiB in each process, which would show in the tail. Samples
-    go into a preallocated array: appending ints to a list touches fresh memory
-    inside the timed span (a page fault every ~128 round trips, in the p99).
+    page fault every 4 KiB in each process (about 1 us each here), which would show
+    in the tail. Samples go into a preallocated array, so that storing them touches
+    no fresh memory during the run.
     """
     there, back = unique("ping"), unique("pong")
     capacity = buffer_capacity(64)
@@ -273,7 +273,9 @@ def latency_section(repeat: int, scale: int) -> None:
 
 
 def ring_stream(size: int, count: int, batch: int) -> float:
-    """Messages per second from a child producer to this process (pinned apart)."""
+    """Messages per second from a child producer to this process (pinned apart):
+    send_many/receive_many with ``batch`` > 1, else send and receive (receive_into a
+    reused buffer from 4 KiB up)."""
     name = unique("stream")
     consumer = Ring.create(name, buffer_capacity(size))
     message = b"s" * size
@@ -301,7 +303,7 @@ def ring_stream(size: int, count: int, batch: int) -> float:
                 first = received
                 while received < expected:
                     received += len(receive_many(batch))
-            else:
+            elif size >= 4096:
                 buffer = bytearray(size)
                 receive_into = consumer.receive_into
                 receive_into(buffer)
@@ -309,6 +311,14 @@ def ring_stream(size: int, count: int, batch: int) -> float:
                 first = 1
                 for _ in range(count - 1):
                     receive_into(buffer)
+                received = count
+            else:  # small messages: receive(), a new bytes object each
+                receive = consumer.receive
+                receive()
+                started = time.perf_counter()
+                first = 1
+                for _ in range(count - 1):
+                    receive()
                 received = count
             elapsed = time.perf_counter() - started
         reap(pid)
