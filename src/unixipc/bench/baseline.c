@@ -58,7 +58,6 @@ struct signal_word {
 struct shared {
     struct signal_word forth; /* driver -> peer: message count, or the ring's head */
     struct signal_word back;  /* peer -> driver: reply count, or the ring's tail */
-    _Alignas(CACHE_LINE) _Atomic uint64_t tail; /* spsc: bytes written (the producer's) */
     _Alignas(CACHE_LINE) _Atomic uint64_t head; /* spsc: bytes read (the consumer's) */
     _Alignas(CACHE_LINE) _Atomic uint32_t stop;
     _Atomic uint64_t peer_cpu_ns;
@@ -512,24 +511,34 @@ static void ring_stream(const struct run *run)
                  driver_cpu + atomic_load(&sh->peer_cpu_ns) / 1e9);
 }
 
-/* A record of the spsc ring: a 16-byte header holding the payload's length, then the
- * payload, 16-byte aligned (as in unixipc's ring); a length of SPSC_PADDING fills the
- * end of a lap, so that a record never wraps. */
+/* A record of the spsc ring: a 16-byte header, then the payload, 16-byte aligned (as in
+ * unixipc's ring). The header holds the payload's length (SPSC_PADDING: the rest of the
+ * lap is padding, so that a record never wraps) and, stored last with release order,
+ * the record's position + 1: that store commits it. A header left from an earlier lap
+ * holds another position, so nothing has to be cleared between laps. */
 #define SPSC_HEADER 16
 #define SPSC_PADDING UINT32_MAX
 
-static uint64_t spsc_record(size_t size) { return (SPSC_HEADER + size + 15) & ~(uint64_t)15; }
+struct spsc_record {
+    uint32_t length;
+    uint32_t unused;
+    _Atomic uint64_t committed; /* position + 1 */
+};
+
+static uint64_t spsc_size(size_t length) { return (SPSC_HEADER + length + 15) & ~(uint64_t)15; }
 
 /* One-way streaming through the plainest fast ring, the limit for the others: the peer
  * (producer) copies each message from its own buffer into the ring with memcpy, the
- * driver (consumer) copies it out into its own buffer. Byte positions that only grow,
- * `tail` and `head` on their own cache lines, each published with a release store after
- * every message; each side reads the other's position only when the ring looks full
- * (empty) by its cached copy, and spins with pause meanwhile. No system call. */
+ * driver (consumer) polls the header of the record at its position, then copies the
+ * message out into its own buffer. The consumer's position (`head`, on its own cache
+ * line) is published with a release store after every message; the producer reads it
+ * only when the ring looks full by its last look. Both spin with pause; no system call,
+ * no atomic read-modify-write. Polling the record rather than a tail index moves one
+ * cache line per message instead of two (measured: 106 against 85 M msg/s at 64 B). */
 static void spsc_stream(const struct run *run)
 {
     size_t size = run->size;
-    uint64_t capacity = ring_capacity(size), record = spsc_record(size);
+    uint64_t capacity = ring_capacity(size), record = spsc_size(size);
     struct shared *sh = map_shared(capacity);
     unsigned char *message = calloc(1, size);
     if (message == NULL)
@@ -548,15 +557,18 @@ static void spsc_stream(const struct run *run)
                     cpu_relax();
             }
             if (padding) {
-                *(uint32_t *)(sh->data + offset) = SPSC_PADDING;
+                struct spsc_record *pad = (struct spsc_record *)(sh->data + offset);
+                pad->length = SPSC_PADDING;
+                atomic_store_explicit(&pad->committed, tail + 1, memory_order_release);
                 tail += padding;
                 offset = 0;
             }
             message[0] = (unsigned char)last;
+            struct spsc_record *header = (struct spsc_record *)(sh->data + offset);
             memcpy(sh->data + offset + SPSC_HEADER, message, size);
-            *(uint32_t *)(sh->data + offset) = (uint32_t)size;
+            header->length = (uint32_t)size;
+            atomic_store_explicit(&header->committed, tail + 1, memory_order_release);
             tail += record;
-            atomic_store_explicit(&sh->tail, tail, memory_order_release);
             sent++;
         }
         atomic_store(&sh->peer_cpu_ns, cpu_ns() - cpu_start);
@@ -565,16 +577,14 @@ static void spsc_stream(const struct run *run)
     }
     pin(run->driver_cpu);
 
-    uint64_t cpu_start = cpu_ns(), head = 0, tail_seen = 0;
+    uint64_t cpu_start = cpu_ns(), head = 0;
     struct meter meter = meter_for(run);
     for (;;) {
-        while (tail_seen == head) {
-            tail_seen = atomic_load_explicit(&sh->tail, memory_order_acquire);
-            if (tail_seen == head)
-                cpu_relax();
-        }
         uint64_t offset = head % capacity;
-        uint32_t length = *(const uint32_t *)(sh->data + offset);
+        struct spsc_record *header = (struct spsc_record *)(sh->data + offset);
+        while (atomic_load_explicit(&header->committed, memory_order_acquire) != head + 1)
+            cpu_relax();
+        uint32_t length = header->length;
         if (length == SPSC_PADDING) {
             head += capacity - offset;
             continue;
@@ -585,7 +595,7 @@ static void spsc_stream(const struct run *run)
             exit(2);
         }
         memcpy(message, sh->data + offset + SPSC_HEADER, length);
-        head += spsc_record(length);
+        head += spsc_size(length);
         atomic_store_explicit(&sh->head, head, memory_order_release);
         if (message[0] == 1)
             break;
