@@ -79,6 +79,8 @@ PUBLIC = {
     "Ring",
     "RingInfo",
     "ring",
+    # remote procedure calls
+    "rpc",
     # the inspector
     "inspect",
     # sockets and signals
