@@ -49,3 +49,6 @@ __all__ = (
     "connect",
     "current_deadline",
 )
+
+# unixipc.aio.rpc (the asyncio flavour) is reachable once unixipc is imported.
+from ..aio import rpc as _aio_rpc  # noqa: E402

@@ -254,7 +254,7 @@ class Client:
         if isinstance(error, (TimeoutExpired, WouldBlock)):
             return None
         if isinstance(error, Exception) and not isinstance(error, IPCError):
-            return ValueError(str(error))  # undecodable: _route_message reports it
+            return ValueError(f"undecodable bytes ({error})")  # _route_message reports it
         call = _Call()
         call.id = call_id
         with self._lock:
@@ -486,15 +486,12 @@ class Client:
 
     def _route_message(self, message: Any, call: _Call, slot: bool) -> bool:
         """Hand a reply to its call; True if ``call`` is now ready."""
-        if isinstance(message, ValueError):
-            raise self._broke(f"an undecodable reply ({message})")
-        if (
-            type(message) is not list
-            or len(message) < 2
-            or type(message[1]) is not int
-            or _LENGTHS.get(message[0]) != len(message)
-        ):
-            raise self._broke("a malformed reply")
+        try:
+            if isinstance(message, ValueError):
+                raise message
+            check_reply(message)
+        except ValueError as error:
+            raise self._broke(str(error)) from None
         kind = message[0]
         with self._lock:
             target = self._pending.get(message[1])
@@ -551,6 +548,18 @@ class Client:
     def _close_channel(self) -> None:
         with self._send_lock:
             self._channel.close()
+
+
+def check_reply(message: Any) -> list[Any]:
+    """``message`` if it is a well-formed reply, else ValueError."""
+    if (
+        type(message) is not list
+        or len(message) < 2
+        or type(message[1]) is not int
+        or _LENGTHS.get(message[0]) != len(message)
+    ):
+        raise ValueError("a malformed reply")
+    return message
 
 
 def parse_methods(listing: Any, url: str) -> list[MethodInfo]:

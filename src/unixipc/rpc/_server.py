@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 import types
-from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -34,6 +33,7 @@ from ..errors import (
     WouldBlock,
 )
 from ._codec import Codec, check_codec_allowed, make_codec
+from ._outbox import Outbox
 from ._protocol import (
     BAD_REQUEST,
     CALL,
@@ -161,8 +161,7 @@ class Connection:
         self.inline_seq = 0
         self.watch_seq = -1
         self.stopping = False
-        self.backlog: deque[bytes] = deque()  # replies from the loop waiting for room
-        self.draining = False
+        self.outbox = Outbox(channel, self.send_lock, lambda: self.stopping)
         self.done = threading.Event()
 
     def start(self) -> None:
@@ -666,43 +665,12 @@ class Connection:
             await task.wakeup
 
     def _send_from_loop(self, message: list[Any]) -> int:
-        """Send without blocking the loop: at once if there is room, else in order by a
-        helper thread. Returns as :meth:`_send` (SENT once queued)."""
-        if self.stopping:
-            return FAILED
+        """Send from the event loop without blocking it. Returns as :meth:`_send`
+        (SENT once queued)."""
         data, replaced = self._encode(self.loop_codec, message)
-        status = REPLACED if replaced else SENT
-        if not self.backlog and self.send_lock.acquire(blocking=False):
-            try:
-                self.channel.send(data, timeout=0)
-                return status
-            except WouldBlock:
-                pass
-            except IPCError:
-                return FAILED
-            finally:
-                self.send_lock.release()
-        with self.lock:
-            self.backlog.append(data)
-            start = not self.draining
-            self.draining = True
-        if start:
-            self._thread(self._drain)
-        return status
-
-    def _drain(self) -> None:
-        while True:
-            with self.lock:
-                if not self.backlog:
-                    self.draining = False
-                    return
-                data = self.backlog[0]
-            sent = self._send_bytes(data)
-            with self.lock:
-                if not sent:
-                    self.backlog.clear()
-                elif self.backlog:
-                    self.backlog.popleft()
+        if not self.outbox.send(data):
+            return FAILED
+        return REPLACED if replaced else SENT
 
 
 class _DeadlinePassed(Exception):
@@ -849,12 +817,9 @@ class ServerCore:
             self.listener.close()
             self._accept_done.set()
 
-    def close(self) -> None:
-        """Stop accepting, cancel the calls on the loop, end every connection.
-
-        Waits until each connection's running calls in threads have returned
-        (at most ``_CLOSE_WAIT`` seconds), unless called from one of them.
-        """
+    def shutdown(self) -> None:
+        """Stop accepting, cancel the calls on the loop, tell every connection to end
+        (each does once its running calls in threads have returned). Never waits."""
         with self.lock:
             if self.closing:
                 return
@@ -863,15 +828,22 @@ class ServerCore:
             connections = list(self.connections)
         if not accepting:
             self.listener.close()
-        elif self._accept_thread != threading.get_ident():
-            self._accept_done.wait()
         for connection in connections:
             connection.stop()
         self.watchdog.stop()
-        if threading.current_thread().name != "unixipc-rpc":
-            until = time.monotonic() + _CLOSE_WAIT
-            for connection in connections:
-                connection.done.wait(max(0.0, until - time.monotonic()))
+
+    def wait(self, timeout: float = _CLOSE_WAIT) -> None:
+        """Wait until the listener is closed, and for the connections to end (at most
+        ``timeout`` seconds); not in a thread the server runs a call in."""
+        if threading.current_thread().name.startswith("unixipc-rpc"):
+            return
+        if self.accepting and self._accept_thread != threading.get_ident():
+            self._accept_done.wait()
+        until = time.monotonic() + timeout
+        with self.lock:
+            connections = list(self.connections)
+        for connection in connections:
+            connection.done.wait(max(0.0, until - time.monotonic()))
 
 
 class _LoopThread:
@@ -989,7 +961,8 @@ class Server(Registry):
         running ``async def`` calls, and end every connection (clients get
         :class:`EndOfChannel`) once its running calls in threads returned, waiting
         for them a few seconds at most. Idempotent."""
-        self._core.close()
+        self._core.shutdown()
+        self._core.wait()
         self._loop.stop()
 
     def __enter__(self) -> Server:
