@@ -51,4 +51,4 @@ __all__ = (
 )
 
 # unixipc.aio.rpc (the asyncio flavour) is reachable once unixipc is imported.
-from ..aio import rpc as _aio_rpc  # noqa: E402
+from ..aio import rpc as _aio_rpc  # noqa: F401
