@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "signal",
     "channel",
     "ring",
+    "rpc",
 )
 
 

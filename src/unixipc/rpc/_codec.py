@@ -56,6 +56,10 @@ class Codec:
         raise NotImplementedError
 
 
+class BadValue(ValueError):
+    """A well-formed message holding a value we refuse (an array that lies, ...)."""
+
+
 def _is_numpy(value: object) -> bool:
     return type(value).__module__ == "numpy"
 
@@ -81,28 +85,28 @@ def _decode_array(data: bytes) -> Any:
     try:
         import numpy
     except ImportError:
-        raise ValueError("a NumPy array arrived, but NumPy is not installed here") from None
+        raise BadValue("a NumPy array arrived, but NumPy is not installed here") from None
     if len(data) < _ARRAY_HEAD.size:
-        raise ValueError("truncated array header")
+        raise BadValue("truncated array header")
     name_length, ndim = _ARRAY_HEAD.unpack_from(data)
     if name_length > _MAX_DTYPE or ndim > _MAX_DIMENSIONS:
-        raise ValueError("malformed array header")
+        raise BadValue("malformed array header")
     offset = _ARRAY_HEAD.size + name_length
     shape_end = offset + 8 * ndim
     if len(data) < shape_end:
-        raise ValueError("truncated array header")
+        raise BadValue("truncated array header")
     try:
         dtype = numpy.dtype(data[_ARRAY_HEAD.size : offset].decode("ascii"))
     except (TypeError, ValueError, UnicodeDecodeError):
-        raise ValueError("an array with an unknown dtype") from None
+        raise BadValue("an array with an unknown dtype") from None
     if dtype.hasobject or dtype.fields is not None:
-        raise ValueError(f"refused an array of dtype {dtype}")
+        raise BadValue(f"refused an array of dtype {dtype}")
     shape = struct.unpack_from(f"<{ndim}Q", data, offset)
     count = 1
     for extent in shape:
         count *= extent
     if count * dtype.itemsize != len(data) - shape_end:
-        raise ValueError("an array whose data does not match its dtype and shape")
+        raise BadValue("an array whose data does not match its dtype and shape")
     return numpy.frombuffer(data, dtype, count, shape_end).reshape(shape)
 
 
@@ -120,7 +124,7 @@ def _msgpack_default(value: Any) -> Any:
 def _msgpack_ext(code: int, data: bytes) -> Any:
     if code == EXT_NDARRAY:
         return _decode_array(data)
-    raise ValueError(f"unknown MessagePack extension type {code}")
+    raise BadValue(f"unknown MessagePack extension type {code}")
 
 
 class MsgpackCodec(Codec):
@@ -145,10 +149,10 @@ class MsgpackCodec(Codec):
     def decode(self, data: Any) -> Any:
         try:
             return self.unpack(data)
-        except ValueError:
+        except BadValue:
             raise
         except Exception as error:  # msgpack raises several kinds on garbage
-            raise ValueError(f"malformed MessagePack: {error}") from None
+            raise ValueError(f"malformed MessagePack ({type(error).__name__})") from None
 
 
 class JsonCodec(Codec):
@@ -172,7 +176,7 @@ class JsonCodec(Codec):
         try:
             return self.unpack(data)
         except (ValueError, RecursionError) as error:
-            raise ValueError(f"malformed JSON: {error}") from None
+            raise ValueError(f"malformed JSON ({type(error).__name__})") from None
 
 
 class PickleCodec(Codec):
@@ -197,7 +201,7 @@ class PickleCodec(Codec):
         try:
             return self.unpack(data)
         except Exception as error:
-            raise ValueError(f"malformed pickle: {error}") from None
+            raise ValueError(f"malformed pickle ({type(error).__name__})") from None
 
 
 _CODECS = {codec.name: codec for codec in (MsgpackCodec, JsonCodec, PickleCodec)}

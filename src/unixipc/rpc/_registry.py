@@ -30,12 +30,15 @@ def _mode(function: Callable[..., Any]) -> int:
 class Method:
     """One registered function."""
 
-    __slots__ = ("function", "mode", "name")
+    __slots__ = ("function", "mode", "name", "slow")
 
     def __init__(self, name: str, function: Callable[..., Any]) -> None:
         self.name = name
         self.function = function
         self.mode = _mode(function)
+        # Seen running for a watchdog tick or more: its calls get a thread of their
+        # own at once (until one of them turns out quick again).
+        self.slow = False
 
     def info(self) -> MethodInfo:
         try:

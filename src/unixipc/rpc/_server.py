@@ -159,6 +159,7 @@ class Connection:
         # between two ticks to find a call that has run for a whole tick.
         self.inline = False
         self.inline_seq = 0
+        self.inline_method: Method | None = None
         self.watch_seq = -1
         self.stopping = False
         self.outbox = Outbox(channel, self.send_lock, lambda: self.stopping)
@@ -261,11 +262,13 @@ class Connection:
                 if (
                     method is not None
                     and method.mode == SYNC
+                    and not method.slow
                     and call_id not in tasks
                     and len(tasks) < limit
                     and 0 < message[6] <= MAX_WINDOW
                 ):
                     tasks[call_id] = _INLINE  # only the reader adds: no lock needed
+                    self.inline_method = method
                     self.inline_seq += 1
                     self.inline = True
                     if watchdog.sleeping:
@@ -350,6 +353,8 @@ class Connection:
                 return
             if generation is not None and generation != self.generation:
                 return
+            if seq is not None and self.inline_method is not None:
+                self.inline_method.slow = True
             self.generation += 1
             self.inline = False
             generation = self.generation
@@ -436,13 +441,19 @@ class Connection:
         if not self._admit(call_id, None):
             return True
         reply: list[Any] | None
+        started = None
         if deadline is not None and deadline <= time.monotonic():
             reply = [ERROR, call_id, DEADLINE_PASSED, "the call's deadline passed", ""]
         else:
-            self.inline_seq += 1
-            self.inline = True
-            if self.core.watchdog.sleeping:
-                self.core.watchdog.wake()
+            if method.slow:  # do not wait for the watchdog: another thread reads now
+                self.handoff(generation=generation)
+                started = time.monotonic()
+            else:
+                self.inline_method = method
+                self.inline_seq += 1
+                self.inline = True
+                if self.core.watchdog.sleeping:
+                    self.core.watchdog.wake()
             token = None if deadline is None else _deadline.set(deadline)
             try:
                 function = method.function
@@ -460,6 +471,8 @@ class Connection:
             finally:
                 if token is not None:
                     _deadline.reset(token)
+            if started is not None and time.monotonic() - started < _TICK:
+                method.slow = False
         with self.lock:
             if reply is not None:
                 self.tasks.pop(call_id, None)  # before the reply: see _end
