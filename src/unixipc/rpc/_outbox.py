@@ -33,6 +33,10 @@ class Outbox:
         self._queue: deque[bytes] = deque()
         self._draining = False
 
+    def queued(self) -> int:
+        """How many messages wait for room."""
+        return len(self._queue)
+
     def send(self, data: bytes) -> bool:
         """Send ``data`` now or queue it; False if the connection is gone."""
         if self._stopping():

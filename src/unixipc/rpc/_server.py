@@ -69,6 +69,8 @@ _TICK = 0.001
 _IDLE_TICKS = 200
 # How long close() waits for connections to finish their running calls.
 _CLOSE_WAIT = 5.0
+# A stream on the event loop waits while more items than this wait for room.
+_QUEUED_ITEMS = 4
 # The largest max_concurrency.
 MAX_CONCURRENCY = 4096
 
@@ -664,6 +666,8 @@ class Connection:
                 task.credit -= 1
                 if self._send_from_loop([ITEM, task.id, item]) != SENT:
                     return None
+                while self.outbox.queued() > _QUEUED_ITEMS:  # the client reads slowly
+                    await asyncio.sleep(_TICK)
         finally:
             await items.aclose()
 
