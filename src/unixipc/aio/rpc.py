@@ -38,26 +38,21 @@ from typing import Any
 from .._deadline import Deadline, check_timeout
 from ..channel import Channel
 from ..errors import ClosedResourceError, IPCError, MessageTooLarge, TimeoutExpired, WouldBlock
-from ..rpc._client import WINDOW, check_reply, parse_methods
+from ..rpc._client import WINDOW, ClientBase, StreamBase, StreamFinished, check_reply, parse_methods
 from ..rpc._codec import Codec, check_codec_allowed, make_codec
 from ..rpc._outbox import Outbox
 from ..rpc._protocol import (
     CALL,
     CANCEL,
     CREDIT,
-    END,
-    ERROR,
     FINAL,
-    ITEM,
     LIST,
-    NOT_FOUND,
     RESULT,
     STREAM,
     MethodInfo,
     check_name,
     hello,
     parse_welcome,
-    remote_error,
 )
 from ..rpc._registry import Registry
 from ..rpc._server import ServerCore
@@ -90,7 +85,7 @@ def _wake(future: asyncio.Future[None] | None, error: BaseException | None = Non
             future.set_exception(error)
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """A connection to an RPC server for asyncio; made by :func:`connect`.
 
     Any number of tasks may call at the same time. At most the server's
@@ -110,31 +105,9 @@ class AsyncClient:
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._free = limit
         self._next_id = 1
-        self._broken: tuple[type[IPCError], str] | None = None
-        self._closed = False
         self._receiver_done: asyncio.Future[None] = loop.create_future()
-        #: The largest number of calls in flight the server accepts (its max_concurrency).
         self.max_concurrency = limit
         threading.Thread(target=self._receive, name="unixipc-rpc-aio", daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        """The server's URL."""
-        return self._channel.url
-
-    @property
-    def closed(self) -> bool:
-        """True once close() has been called."""
-        return self._closed
-
-    @property
-    def api(self) -> Any:
-        """Call methods as attributes: ``await client.api.add(1, 2)``."""
-        return _Proxy(self, "")
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<unixipc.aio.rpc.AsyncClient {self.url!r} {state}>"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -350,37 +323,13 @@ class AsyncClient:
         while self._slot_waiters:
             _wake(self._slot_waiters.popleft(), self._error())
 
-    def _broke(self, what: str) -> None:
-        self._break(
-            IPCError(f"the RPC server at {self.url!r} sent {what}; the connection is closed")
-        )
-        self._closed = True
 
-    def _error(self) -> IPCError:
-        assert self._broken is not None
-        error_type, text = self._broken
-        return error_type(text)
-
-    def _failure(self, message: list[Any]) -> IPCError:
-        if message[0] in (ERROR, NOT_FOUND):
-            return remote_error(message)
-        self._broke(f"an unexpected reply of kind {message[0]!r}")
-        return self._error()
-
-
-class AsyncStream(AsyncIterator[Any]):
+class AsyncStream(StreamBase, AsyncIterator[Any]):
     """The items a streaming method yields, for ``async for``.
 
     ``await stream.aclose()`` (or leaving ``async with``, or dropping it) stops
     the generator on the server.
     """
-
-    def __init__(self, client: AsyncClient, call: _Call, deadline: Deadline | None) -> None:
-        self._client = client
-        self._call = call
-        self._deadline = deadline
-        self._consumed = 0
-        self._done = False
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -396,22 +345,18 @@ class AsyncStream(AsyncIterator[Any]):
         """
         if self._done:
             raise StopAsyncIteration
-        client = self._client
         try:
-            message = await client._next(self._call, self._deadline)
+            message = await self._client._next(self._call, self._deadline)
         except BaseException:
             self._done = True
             raise
-        if message[0] == ITEM:
-            self._consumed += 1
-            if self._consumed >= WINDOW // 2:
-                self._consumed, consumed = 0, self._consumed
-                client._send([CREDIT, self._call.id, consumed])
-            return message[2]
-        self._done = True
-        if message[0] == END:
-            raise StopAsyncIteration
-        raise client._failure(message)
+        try:
+            item, credit = self._take(message)
+        except StreamFinished:
+            raise StopAsyncIteration from None
+        if credit:
+            self._client._send([CREDIT, self._call.id, credit])
+        return item
 
     async def aclose(self) -> None:
         """Stop the stream: the server closes the generator. Idempotent."""
@@ -429,25 +374,6 @@ class AsyncStream(AsyncIterator[Any]):
         if not getattr(self, "_done", True):
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 self._client._loop.call_soon_threadsafe(self._client._abandon, self._call)
-
-
-class _Proxy:
-    __slots__ = ("_client", "_name")
-
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self._client = client
-        self._name = name
-
-    def __getattr__(self, name: str) -> _Proxy:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return _Proxy(self._client, f"{self._name}.{name}" if self._name else name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._client.call(self._name, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<RPC method {self._name!r} of {self._client.url!r}>"
 
 
 async def connect(

@@ -75,7 +75,58 @@ class _Call:
         self.wake: Any = None  # a lock held while the thread sleeps on it
 
 
-class Client:
+class ClientBase:
+    """What the threaded and the asyncio client share."""
+
+    _channel: Channel
+    _broken: tuple[type[IPCError], str] | None = None  # every later call raises this
+    _closed = False
+    #: The largest number of calls in flight the server accepts (its max_concurrency).
+    max_concurrency: int
+
+    @property
+    def url(self) -> str:
+        """The server's URL."""
+        return self._channel.url
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has been called."""
+        return self._closed
+
+    @property
+    def api(self) -> Any:
+        """Call methods as attributes: ``client.api.add(1, 2)`` is
+        ``client.call("add", 1, 2)``; ``client.api.math.sqrt(2)`` calls "math.sqrt"."""
+        return Proxy(self, "")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__module__}.{type(self).__name__} {self.url!r} {state}>"
+
+    def _break(self, error: IPCError) -> None:
+        raise NotImplementedError
+
+    def _broke(self, what: str) -> IPCError:
+        """The server broke the protocol: the connection is unusable from now on."""
+        error = IPCError(f"the RPC server at {self.url!r} sent {what}; the connection is closed")
+        self._break(error)
+        self._closed = True
+        return error
+
+    def _error(self) -> IPCError:
+        assert self._broken is not None
+        error_type, text = self._broken
+        return error_type(text)
+
+    def _failure(self, message: list[Any]) -> IPCError:
+        """The exception for a reply that is not the expected one."""
+        if message[0] in (ERROR, NOT_FOUND):
+            return remote_error(message)
+        return self._broke(f"an unexpected reply of kind {message[0]!r}")
+
+
+class Client(ClientBase):
     """A connection to an RPC server; made by :func:`unixipc.rpc.connect`.
 
     Any number of threads may call at the same time: each call has an id, and
@@ -97,37 +148,14 @@ class Client:
         self._next_id = 1
         self._reading = False
         self._sleepers: dict[int, _Call] = {}
-        self._broken: tuple[type[IPCError], str] | None = None
-        self._closed = False
         self._cancel_later: list[int] = []  # ids of calls given up without sending CANCEL
-        #: The largest number of calls in flight the server accepts (its max_concurrency).
         self.max_concurrency = limit
-
-    @property
-    def url(self) -> str:
-        """The server's URL."""
-        return self._channel.url
-
-    @property
-    def closed(self) -> bool:
-        """True once close() has been called."""
-        return self._closed
-
-    @property
-    def api(self) -> Any:
-        """Call methods as attributes: ``client.api.add(1, 2)`` is
-        ``client.call("add", 1, 2)``; ``client.api.math.sqrt(2)`` calls "math.sqrt"."""
-        return _Proxy(self, "")
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<unixipc.rpc.Client {self.url!r} {state}>"
 
     def call(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Call the server's method ``name`` with ``args`` and ``kwargs``; return its result.
@@ -528,23 +556,6 @@ class Client:
             for call in list(self._sleepers.values()):
                 self._wake_locked(call)
 
-    def _broke(self, what: str) -> IPCError:
-        error = IPCError(f"the RPC server at {self.url!r} sent {what}; the connection is closed")
-        self._break(error)
-        with self._lock:
-            self._closed = True
-        return error
-
-    def _error(self) -> IPCError:
-        assert self._broken is not None
-        error_type, text = self._broken
-        return error_type(text)
-
-    def _failure(self, message: list[Any]) -> IPCError:
-        if message[0] in (ERROR, NOT_FOUND):
-            return remote_error(message)
-        return self._broke(f"an unexpected reply of kind {message[0]!r}")
-
     def _close_channel(self) -> None:
         with self._send_lock:
             self._channel.close()
@@ -581,20 +592,44 @@ def parse_methods(listing: Any, url: str) -> list[MethodInfo]:
     raise IPCError(f"the RPC server at {url!r} sent a malformed method list")
 
 
-class Stream(Iterator[Any]):
+class StreamFinished(Exception):
+    """A stream's END arrived."""
+
+
+class StreamBase:
+    """What the iterator and the async iterator over a stream share."""
+
+    def __init__(self, client: Any, call: Any, deadline: Deadline | None) -> None:
+        self._client = client
+        self._call = call
+        self._deadline = deadline
+        self._consumed = 0
+        self._done = False
+
+    def _take(self, message: list[Any]) -> tuple[Any, int]:
+        """The item ``message`` carries, and the credit to give back now (0: none yet).
+
+        Raises StreamFinished at the end of the stream, or what the generator raised.
+        """
+        if message[0] == ITEM:
+            self._consumed += 1
+            credit = 0
+            if self._consumed >= WINDOW // 2:
+                self._consumed, credit = 0, self._consumed
+            return message[2], credit
+        self._done = True
+        if message[0] == END:
+            raise StreamFinished
+        raise self._client._failure(message)
+
+
+class Stream(StreamBase, Iterator[Any]):
     """The items a streaming method yields, as they come (an iterator).
 
     The server sends a window of items ahead and more as they are consumed.
     ``close()`` (or leaving a ``with`` block, or dropping the stream) stops the
     generator on the server.
     """
-
-    def __init__(self, client: Client, call: _Call, deadline: Deadline | None) -> None:
-        self._client = client
-        self._call = call
-        self._deadline = deadline
-        self._consumed = 0
-        self._done = False
 
     def __iter__(self) -> Stream:
         return self
@@ -611,22 +646,18 @@ class Stream(Iterator[Any]):
         """
         if self._done:
             raise StopIteration
-        client = self._client
         try:
-            message = client._next(self._call, self._deadline)
+            message = self._client._next(self._call, self._deadline)
         except BaseException:
             self._done = True
             raise
-        if message[0] == ITEM:
-            self._consumed += 1
-            if self._consumed >= WINDOW // 2:
-                self._consumed, consumed = 0, self._consumed
-                client._credit(self._call, consumed, self._deadline)
-            return message[2]
-        self._done = True
-        if message[0] == END:
-            raise StopIteration
-        raise client._failure(message)
+        try:
+            item, credit = self._take(message)
+        except StreamFinished:
+            raise StopIteration from None
+        if credit:
+            self._client._credit(self._call, credit, self._deadline)
+        return item
 
     def close(self) -> None:
         """Stop the stream: the server closes the generator. Idempotent."""
@@ -647,19 +678,19 @@ class Stream(Iterator[Any]):
             self._client._cancel_later.append(self._call.id)
 
 
-class _Proxy:
+class Proxy:
     """``client.api.name(...)``: attribute access builds the method name."""
 
     __slots__ = ("_client", "_name")
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Any, name: str) -> None:
         self._client = client
         self._name = name
 
-    def __getattr__(self, name: str) -> _Proxy:
+    def __getattr__(self, name: str) -> Proxy:
         if name.startswith("_"):
             raise AttributeError(name)
-        return _Proxy(self._client, f"{self._name}.{name}" if self._name else name)
+        return Proxy(self._client, f"{self._name}.{name}" if self._name else name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._client.call(self._name, *args, **kwargs)
