@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import unixipc
+from tests.channel_support import url_for
 from tests.conftest import Names
 from tests.helpers import Child
 from unixipc import rpc
@@ -35,22 +36,6 @@ CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     "mq": {"max_message_size": 100_000, "queue_length": 4, "queue_message_size": 1024},
     "shm": {"max_message_size": 100_000, "capacity": 65536},
 }
-
-
-def url_for(scheme: str, names: Names) -> str:
-    if scheme == "unix":
-        return f"unix://{names.path('rpc')}"
-    if scheme == "unix-abstract":
-        return f"unix-abstract://{names.posix('rpc')[1:]}"
-    if scheme == "tcp":
-        return "tcp://127.0.0.1:0"
-    if scheme == "fifo":
-        return f"fifo://{names.path('rpc')}"
-    if scheme in ("mq", "shm"):
-        return f"{scheme}://{names.posix('rpc')[1:]}"
-    if scheme == "sysvmq":
-        return f"sysvmq://{names.key():#x}"
-    raise AssertionError(scheme)
 
 
 class Service:

@@ -54,8 +54,7 @@ from ..rpc._protocol import (
     hello,
     parse_welcome,
 )
-from ..rpc._registry import Registry
-from ..rpc._server import ServerCore
+from ..rpc._server import ServerBase, ServerCore
 from . import connect as channel_connect
 
 __all__ = ("AsyncClient", "AsyncStream", "Server", "connect")
@@ -399,7 +398,7 @@ async def connect(
     return AsyncClient(connection.channel, the_codec, limit, asyncio.get_running_loop())
 
 
-class Server(Registry):
+class Server(ServerBase):
     """An RPC server for asyncio: ``await server.serve_forever()``.
 
     The same as :class:`unixipc.rpc.Server` (same arguments, same
@@ -430,16 +429,6 @@ class Server(Registry):
         if self._loop is None:
             raise ClosedResourceError("the RPC server is not serving")
         return self._loop
-
-    @property
-    def url(self) -> str:
-        """The URL clients connect to (for ``tcp://host:0``, the port actually bound)."""
-        return self._core.url
-
-    @property
-    def closed(self) -> bool:
-        """True once close() has been called."""
-        return self._core.closing
 
     async def serve_forever(self) -> None:
         """Serve clients until :meth:`close` is called or this task is cancelled
@@ -485,7 +474,3 @@ class Server(Registry):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.wait_closed()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<unixipc.aio.rpc.Server {self.url!r} {state}, {len(self._methods)} methods>"

@@ -907,7 +907,28 @@ class _LoopThread:
             loop.close()
 
 
-class Server(Registry):
+class ServerBase(Registry):
+    """What the threaded and the asyncio server share."""
+
+    _core: ServerCore
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect to (for ``tcp://host:0``, the port actually bound)."""
+        return self._core.url
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has been called."""
+        return self._core.closing
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        kind = f"{type(self).__module__}.{type(self).__name__}".replace("._server", "")
+        return f"<{kind} {self.url!r} {state}, {len(self._methods)} methods>"
+
+
+class Server(ServerBase):
     """An RPC server: clients call the functions it offers, over any channel URL.
 
     ::
@@ -954,16 +975,6 @@ class Server(Registry):
         self._loop = _LoopThread()
         self._core = ServerCore(self, url, codec, max_concurrency, channel_options, self._loop.get)
 
-    @property
-    def url(self) -> str:
-        """The URL clients connect to (for ``tcp://host:0``, the port actually bound)."""
-        return self._core.url
-
-    @property
-    def closed(self) -> bool:
-        """True once close() has been called."""
-        return self._core.closing
-
     def serve_forever(self) -> None:
         """Accept clients and serve them until :meth:`close` is called.
 
@@ -987,7 +998,3 @@ class Server(Registry):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<unixipc.rpc.Server {self.url!r} {state}, {len(self._methods)} methods>"
