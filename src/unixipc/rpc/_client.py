@@ -176,8 +176,9 @@ class Client(ClientBase):
             EndOfChannel, PeerDied: the server closed the connection or died.
             ClosedResourceError: the client is closed.
         """
-        if timeout is None and not kwargs and name.__class__ is str and name in _KNOWN_NAMES:
+        if not kwargs and name.__class__ is str and name in _KNOWN_NAMES:
             # The fast path: no other call in flight, so this thread reads at once.
+            deadline = None if timeout is None else Deadline(timeout)
             lock = self._lock
             lock.acquire()
             if (
@@ -194,7 +195,9 @@ class Client(ClientBase):
                 self._free -= 1
                 self._reading = True
                 lock.release()
-                return self._solo(call_id, [CALL, call_id, name, args, None, None, WINDOW])
+                left = None if deadline is None else deadline.remaining()
+                request = [CALL, call_id, name, args, None, left, WINDOW]
+                return self._solo(call_id, request, deadline)
         _check_method(name)
         deadline = None if timeout is None else Deadline(timeout)
         call = self._begin(deadline)
@@ -211,16 +214,19 @@ class Client(ClientBase):
             return Stream(self, call, deadline)
         raise self._failure(message)
 
-    def _solo(self, call_id: int, request: list[Any]) -> Any:
+    def _solo(self, call_id: int, request: list[Any], deadline: Deadline | None) -> Any:
         """A call while no other is in flight: this thread already holds a slot and
         the reading role, and most often the next message is its result."""
+        wait = _SLICE if deadline is None else min(_SLICE, deadline.remaining() or 0.0)
         try:
             with self._send_lock:
-                self._channel.send(self._pack(request), timeout=_SLICE)
+                self._channel.send(self._pack(request), timeout=wait)
         except BaseException as error:
-            self._solo_send_failed(request, error)
+            self._solo_send_failed(request, error, deadline)
+        if deadline is not None:
+            wait = min(_SLICE, deadline.remaining() or 0.0)
         try:
-            message = self._unpack(self._channel.receive(timeout=_SLICE))
+            message = self._unpack(self._channel.receive(timeout=wait))
         except BaseException as error:
             message = self._solo_receive_failed(call_id, error)
         if (
@@ -248,22 +254,20 @@ class Client(ClientBase):
         with self._lock:
             self._pending[call_id] = call
         try:
-            ready = message is not None and self._route_message(message, call, False)
-        except BaseException:
+            if message is not None:
+                self._route_message(message, call, False)
+        finally:
             self._stop_reading()
-            raise
-        if ready:
-            self._stop_reading()
-        else:
-            self._read_until(call, None, False)
-        return self._outcome(call, self._next(call, None), None)
+        return self._outcome(call, self._next(call, deadline), deadline)
 
-    def _solo_send_failed(self, request: list[Any], error: BaseException) -> None:
+    def _solo_send_failed(
+        self, request: list[Any], error: BaseException, deadline: Deadline | None
+    ) -> None:
         """The fast path's send failed: finish sending if nothing went out for lack
         of room; else give the slot and the reading role back and raise."""
         try:
             if isinstance(error, (TimeoutExpired, WouldBlock)):
-                self._send(request, None)
+                self._send(request, deadline)
                 return
             if not isinstance(error, IPCError):
                 self._codec.encode(request)  # a value the codec cannot carry: say which
