@@ -55,12 +55,11 @@ from ..rpc._protocol import (
     parse_welcome,
 )
 from ..rpc._server import ServerBase, ServerCore
+from ..rpc._slices import SLICE, receive_slice
 from . import connect as channel_connect
 
 __all__ = ("AsyncClient", "AsyncStream", "Server", "connect")
 
-# How long the receiving thread blocks at a time before looking at close().
-_SLICE = 0.1
 # The most replies the receiving thread hands to the loop in one go.
 _BATCH = 64
 
@@ -150,7 +149,7 @@ class AsyncClient(ClientBase):
             return message[2]
         if kind == STREAM:
             return AsyncStream(self, call, deadline)
-        raise self._failure(message)
+        raise self._failure(message, deadline)
 
     async def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
         """The server's methods (see :meth:`unixipc.rpc.Client.methods`).
@@ -270,7 +269,7 @@ class AsyncClient(ClientBase):
         try:
             while not self._closed:
                 try:
-                    batch = [receive(timeout=_SLICE)]
+                    batch = [receive_slice(receive, SLICE)]
                 except (TimeoutExpired, WouldBlock):
                     continue
                 except IPCError as error:

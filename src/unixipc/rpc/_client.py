@@ -22,6 +22,7 @@ from ._protocol import (
     CALL,
     CANCEL,
     CREDIT,
+    DEADLINE_PASSED,
     END,
     ERROR,
     FINAL,
@@ -36,9 +37,9 @@ from ._protocol import (
     parse_welcome,
     remote_error,
 )
+from ._slices import SLICE as _SLICE
+from ._slices import receive_slice, send_slice
 
-# How long a blocked thread waits before looking whether the client was closed.
-_SLICE = 0.1
 #: Stream items the server may send before the client asks for more.
 WINDOW = 64
 # Fields of each kind of reply.
@@ -119,8 +120,11 @@ class ClientBase:
         error_type, text = self._broken
         return error_type(text)
 
-    def _failure(self, message: list[Any]) -> IPCError:
+    def _failure(self, message: list[Any], deadline: Deadline | None = None) -> IPCError:
         """The exception for a reply that is not the expected one."""
+        if message[0] == ERROR and message[2] == DEADLINE_PASSED and deadline is not None:
+            # The server's deadline is this one counted from later: ours has passed too.
+            return deadline.error(f"waiting for {self.url!r}")
         if message[0] in (ERROR, NOT_FOUND):
             return remote_error(message)
         return self._broke(f"an unexpected reply of kind {message[0]!r}")
@@ -212,7 +216,7 @@ class Client(ClientBase):
             return message[2]
         if kind == STREAM:
             return Stream(self, call, deadline)
-        raise self._failure(message)
+        raise self._failure(message, deadline)
 
     def _solo(self, call_id: int, request: list[Any], deadline: Deadline | None) -> Any:
         """A call while no other is in flight: this thread already holds a slot and
@@ -388,7 +392,7 @@ class Client(ClientBase):
         while True:
             left = _left(deadline)
             try:
-                send(data, timeout=_SLICE if left is None else min(_SLICE, left))
+                send_slice(send, data, _SLICE if left is None else min(_SLICE, left))
                 return
             except (TimeoutExpired, WouldBlock):  # nothing was sent
                 if self._broken is not None:
@@ -489,7 +493,7 @@ class Client(ClientBase):
                     raise self._error()
                 left = _left(deadline)
                 try:
-                    data = receive(timeout=_SLICE if left is None else min(_SLICE, left))
+                    data = receive_slice(receive, _SLICE if left is None else min(_SLICE, left))
                 except (TimeoutExpired, WouldBlock):
                     if deadline is not None and deadline.expired():
                         raise deadline.error(f"waiting for {self.url!r}") from None
@@ -624,7 +628,7 @@ class StreamBase:
         self._done = True
         if message[0] == END:
             raise StreamFinished
-        raise self._client._failure(message)
+        raise self._client._failure(message, self._deadline)
 
 
 class Stream(StreamBase, Iterator[Any]):

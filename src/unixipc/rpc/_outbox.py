@@ -14,10 +14,8 @@ from collections import deque
 from collections.abc import Callable
 
 from ..channel import Channel
-from ..errors import IPCError, TimeoutExpired, WouldBlock
-
-# How long the helper thread blocks at a time before looking at `stopping`.
-_SLICE = 0.1
+from ..errors import IPCError, WouldBlock
+from ._slices import SLICE, send_slice
 
 
 class Outbox:
@@ -77,9 +75,9 @@ class Outbox:
         with self._send_lock:
             while not self._stopping():
                 try:
-                    self._channel.send(data, timeout=_SLICE)
+                    send_slice(self._channel.send, data, SLICE)
                     return True
-                except TimeoutExpired:
+                except WouldBlock:
                     continue  # nothing was sent
                 except IPCError:
                     return False

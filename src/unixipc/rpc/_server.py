@@ -57,11 +57,11 @@ from ._protocol import (
     welcome,
 )
 from ._registry import ASYNC, ASYNC_STREAM, SYNC, Method, Registry
+from ._slices import SLICE as _SLICE
+from ._slices import receive_slice, send_slice
 
 logger = logging.getLogger("unixipc.rpc")
 
-# How long a blocked thread waits before looking whether the server is closing.
-_SLICE = 0.1
 # A client has this long to introduce itself after connecting.
 _HANDSHAKE_TIMEOUT = 10.0
 # The watchdog's period, and how many idle periods before it sleeps.
@@ -69,6 +69,8 @@ _TICK = 0.001
 _IDLE_TICKS = 200
 # How long close() waits for connections to finish their running calls.
 _CLOSE_WAIT = 5.0
+# Timeouts from this far on are refused as nonsense.
+_FAR = 1e9
 # A stream on the event loop waits while more items than this wait for room.
 _QUEUED_ITEMS = 4
 # The largest max_concurrency.
@@ -162,6 +164,7 @@ class Connection:
         self.inline = False
         self.inline_seq = 0
         self.inline_method: Method | None = None
+        self.inline_id = 0
         self.watch_seq = -1
         self.stopping = False
         self.outbox = Outbox(channel, self.send_lock, lambda: self.stopping)
@@ -192,8 +195,8 @@ class Connection:
             if self.stopping or left <= 0:
                 return False
             try:
-                data = self.channel.receive(timeout=min(_SLICE, left))
-            except TimeoutExpired:
+                data = receive_slice(self.channel.receive, min(_SLICE, left))
+            except WouldBlock:
                 continue
             except IPCError:
                 return False
@@ -226,8 +229,9 @@ class Connection:
         self._finish()
 
     def _read_loop(self, generation: int) -> None:
-        # The hot path of the server: a plain function called without keywords or
-        # timeout is run and answered here, with as little as possible in between.
+        # The hot path of the server: a plain function's call is run and answered
+        # here, with as little as possible in between. It is not entered in `tasks`
+        # unless it is handed over (see handoff).
         receive = self.channel.receive
         send = self.channel.send
         unpack = self.codec.unpack
@@ -239,11 +243,15 @@ class Connection:
         lock = self.lock
         send_lock = self.send_lock
         watchdog = self.core.watchdog
+        monotonic = time.monotonic
         while not self.stopping:
             try:
                 data = receive(timeout=_SLICE)
             except TimeoutExpired:
-                continue
+                try:
+                    data = receive(timeout=0)  # this look also checks the client lives
+                except WouldBlock:
+                    continue
             try:
                 message = unpack(data)
             except Exception:
@@ -253,7 +261,6 @@ class Connection:
                 and len(message) == 7
                 and message[0] == CALL
                 and message[4] is None
-                and message[5] is None
                 and message[1].__class__ is int
                 and message[2].__class__ is str
                 and message[3].__class__ is list
@@ -261,6 +268,7 @@ class Connection:
             ):
                 method = methods.get(message[2])
                 call_id = message[1]
+                timeout = message[5]
                 if (
                     method is not None
                     and method.mode == SYNC
@@ -268,13 +276,15 @@ class Connection:
                     and call_id not in tasks
                     and len(tasks) < limit
                     and 0 < message[6] <= MAX_WINDOW
+                    and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
                 ):
-                    tasks[call_id] = _INLINE  # only the reader adds: no lock needed
+                    self.inline_id = call_id
                     self.inline_method = method
                     self.inline_seq += 1
                     self.inline = True
                     if watchdog.sleeping:
                         watchdog.wake()
+                    token = None if timeout is None else _deadline.set(monotonic() + timeout)
                     reply: list[Any] | None
                     try:
                         result = method.function(*message[3])
@@ -283,16 +293,18 @@ class Connection:
                     else:
                         reply = [RESULT, call_id, result]
                         if result.__class__ is types.GeneratorType:
-                            task = _Task(call_id, None, message[6])
+                            task = _Task(call_id, _deadline.get(), message[6])
                             tasks[call_id] = task
                             self._stream(task, result, generation)  # sends its final message
                             reply = None
-                    if reply is not None:
-                        del tasks[call_id]  # before the reply: see _end
+                    if token is not None:
+                        _deadline.reset(token)
                     lock.acquire()
                     mine = self.generation == generation
                     if mine:
                         self.inline = False
+                    elif reply is not None and tasks.get(call_id) is _INLINE:
+                        del tasks[call_id]  # handed over: it counted until now (see _end)
                     lock.release()
                     if reply is not None:
                         packed: bytes | None
@@ -303,13 +315,15 @@ class Connection:
                         if packed is None or len(packed) > largest:
                             self._send(reply)
                         else:
-                            with send_lock:
-                                try:
-                                    send(packed, timeout=_SLICE)
-                                except TimeoutExpired:
-                                    self._send_locked(packed, None)
-                                except IPCError:
-                                    pass  # the client is gone: the next receive says so
+                            send_lock.acquire()
+                            try:
+                                send(packed, timeout=_SLICE)
+                            except TimeoutExpired:
+                                self._send_locked(packed, None)
+                            except IPCError:
+                                pass  # the client is gone: the next receive says so
+                            finally:
+                                send_lock.release()
                     if not mine:
                         return
                     continue
@@ -357,6 +371,8 @@ class Connection:
                 return
             if seq is not None and self.inline_method is not None:
                 self.inline_method.slow = True
+            if self.inline and self.inline_id not in self.tasks:
+                self.tasks[self.inline_id] = _INLINE  # counts in flight until it ends
             self.generation += 1
             self.inline = False
             generation = self.generation
@@ -451,6 +467,7 @@ class Connection:
                 self.handoff(generation=generation)
                 started = time.monotonic()
             else:
+                self.inline_id = call_id
                 self.inline_method = method
                 self.inline_seq += 1
                 self.inline = True
@@ -617,9 +634,9 @@ class Connection:
         send = self.channel.send
         while True:
             try:
-                send(data, timeout=_SLICE)
+                send_slice(send, data, _SLICE)
                 return True
-            except TimeoutExpired:  # nothing was sent: try again unless closing
+            except WouldBlock:  # nothing was sent: try again unless closing
                 if self.stopping or (deadline is not None and time.monotonic() > deadline):
                     return False
             except IPCError:  # the client is gone, or the channel closed
