@@ -42,6 +42,7 @@ from ..rpc._client import WINDOW, ClientBase, StreamBase, StreamFinished, check_
 from ..rpc._codec import Codec, check_codec_allowed, make_codec
 from ..rpc._outbox import Outbox
 from ..rpc._protocol import (
+    BYE,
     CALL,
     CANCEL,
     CREDIT,
@@ -55,7 +56,7 @@ from ..rpc._protocol import (
     parse_welcome,
 )
 from ..rpc._server import ServerBase, ServerCore
-from ..rpc._slices import SLICE, receive_slice
+from ..rpc._slices import SLICE, receive_slice, socket_waker
 from . import connect as channel_connect
 
 __all__ = ("AsyncClient", "AsyncStream", "Server", "connect")
@@ -104,6 +105,7 @@ class AsyncClient(ClientBase):
         self._free = limit
         self._next_id = 1
         self._receiver_done: asyncio.Future[None] = loop.create_future()
+        self._wake = socket_waker(channel)  # a socket: block, and close() wakes
         self.max_concurrency = limit
         threading.Thread(target=self._receive, name="unixipc-rpc-aio", daemon=True).start()
 
@@ -121,6 +123,10 @@ class AsyncClient(ClientBase):
             return
         self._closed = True
         self._break(ClosedResourceError(f"the RPC client of {self.url!r} is closed"))
+        if self._wake is not None:
+            with self._send_lock:
+                if not self._channel.closed:
+                    self._wake()
 
     async def aclose(self) -> None:
         """Close the client and wait until its channel is closed."""
@@ -269,7 +275,7 @@ class AsyncClient(ClientBase):
         try:
             while not self._closed:
                 try:
-                    batch = [receive_slice(receive, SLICE)]
+                    batch = [receive() if self._wake else receive_slice(receive, SLICE)]
                 except (TimeoutExpired, WouldBlock):
                     continue
                 except IPCError as error:
@@ -299,6 +305,9 @@ class AsyncClient(ClientBase):
                 message = check_reply(self._codec.decode(data))
             except ValueError as error:
                 self._broke(str(error))
+                return
+            if message[0] == BYE:
+                self._said_bye()
                 return
             target = self._pending.get(message[1])
             if target is None:

@@ -16,9 +16,17 @@ from typing import Any
 from .._deadline import Deadline, check_timeout
 from ..channel import Channel
 from ..channel import connect as channel_connect
-from ..errors import ClosedResourceError, IPCError, MessageTooLarge, TimeoutExpired, WouldBlock
+from ..errors import (
+    ClosedResourceError,
+    EndOfChannel,
+    IPCError,
+    MessageTooLarge,
+    TimeoutExpired,
+    WouldBlock,
+)
 from ._codec import Codec, check_codec_allowed, make_codec
 from ._protocol import (
+    BYE,
     CALL,
     CANCEL,
     CREDIT,
@@ -38,12 +46,12 @@ from ._protocol import (
     remote_error,
 )
 from ._slices import SLICE as _SLICE
-from ._slices import receive_slice, send_slice
+from ._slices import receive_slice, send_slice, socket_waker
 
 #: Stream items the server may send before the client asks for more.
 WINDOW = 64
 # Fields of each kind of reply.
-_LENGTHS = {RESULT: 3, ERROR: 5, NOT_FOUND: 3, STREAM: 2, ITEM: 3, END: 2}
+_LENGTHS = {RESULT: 3, ERROR: 5, NOT_FOUND: 3, STREAM: 2, ITEM: 3, END: 2, BYE: 2}
 # Method names already checked (bounded: names come from the program).
 _KNOWN_NAMES: set[str] = set()
 
@@ -115,6 +123,11 @@ class ClientBase:
         self._closed = True
         return error
 
+    def _said_bye(self) -> IPCError:
+        """The server is closing: every call from now on raises EndOfChannel."""
+        self._break(EndOfChannel(f"the RPC server at {self.url!r} closed the connection"))
+        return self._error()
+
     def _error(self) -> IPCError:
         assert self._broken is not None
         error_type, text = self._broken
@@ -153,6 +166,8 @@ class Client(ClientBase):
         self._reading = False
         self._sleepers: dict[int, _Call] = {}
         self._cancel_later: list[int] = []  # ids of calls given up without sending CANCEL
+        # On a socket the reader blocks without a timeout and close() wakes it.
+        self._wake = socket_waker(channel)
         self.max_concurrency = limit
 
     def __enter__(self) -> Client:
@@ -221,7 +236,9 @@ class Client(ClientBase):
     def _solo(self, call_id: int, request: list[Any], deadline: Deadline | None) -> Any:
         """A call while no other is in flight: this thread already holds a slot and
         the reading role, and most often the next message is its result."""
-        wait = _SLICE if deadline is None else min(_SLICE, deadline.remaining() or 0.0)
+        wait: float | None = _SLICE
+        if deadline is not None:
+            wait = min(_SLICE, deadline.remaining() or 0.0)
         try:
             with self._send_lock:
                 self._channel.send(self._pack(request), timeout=wait)
@@ -229,6 +246,8 @@ class Client(ClientBase):
             self._solo_send_failed(request, error, deadline)
         if deadline is not None:
             wait = min(_SLICE, deadline.remaining() or 0.0)
+        elif self._wake is not None:
+            wait = None
         try:
             message = self._unpack(self._channel.receive(timeout=wait))
         except BaseException as error:
@@ -276,7 +295,7 @@ class Client(ClientBase):
             if not isinstance(error, IPCError):
                 self._codec.encode(request)  # a value the codec cannot carry: say which
             elif not isinstance(error, MessageTooLarge):
-                self._break(error)
+                raise self._gone(error, True) from None
             raise error
         except BaseException:
             with self._lock:
@@ -331,6 +350,10 @@ class Client(ClientBase):
                 self._wake_locked(call)
         if not reading:
             self._close_channel()
+        elif self._wake is not None:
+            with self._send_lock:
+                if not self._channel.closed:
+                    self._wake()  # the reading thread closes the channel then
 
     # Slots and ids.
 
@@ -402,8 +425,7 @@ class Client(ClientBase):
             except MessageTooLarge:
                 raise
             except IPCError as error:
-                self._break(error)
-                raise
+                raise self._gone(error, False) from None
 
     def _flush_cancels(self, deadline: Deadline | None) -> None:
         while self._cancel_later:
@@ -493,14 +515,17 @@ class Client(ClientBase):
                     raise self._error()
                 left = _left(deadline)
                 try:
-                    data = receive_slice(receive, _SLICE if left is None else min(_SLICE, left))
+                    if left is None and self._wake is not None:
+                        data = receive()
+                    else:
+                        data = receive_slice(receive, _SLICE if left is None else min(_SLICE, left))
                 except (TimeoutExpired, WouldBlock):
                     if deadline is not None and deadline.expired():
                         raise deadline.error(f"waiting for {self.url!r}") from None
                     continue
                 except IPCError as error:
                     self._break(error)
-                    raise
+                    raise self._error() from None
                 try:
                     message = self._codec.decode(data)
                 except ValueError as error:
@@ -509,6 +534,32 @@ class Client(ClientBase):
                     return
         finally:
             self._stop_reading()
+
+    def _gone(self, error: IPCError, reading: bool) -> IPCError:
+        """A send failed because the server is gone; if it said BYE before it went
+        (unread yet), it closed on purpose: EndOfChannel. ``reading``: this thread
+        holds the reading role (else it takes it if free, to look)."""
+        if not reading:
+            with self._lock:
+                free = not self._reading
+                if free:
+                    self._reading = True
+            if not free:
+                self._break(error)
+                return self._error()  # the reading thread finds the BYE, if any
+            try:
+                return self._gone(error, True)
+            finally:
+                self._stop_reading()
+        try:
+            while True:
+                message = self._codec.decode(self._channel.receive(timeout=0))
+                if type(message) is list and message and message[0] == BYE:
+                    return self._said_bye()
+        except (IPCError, ValueError):
+            pass  # nothing more to read: no BYE
+        self._break(error)
+        return self._error()
 
     def _stop_reading(self) -> None:
         """Give up the reading role: wake a sleeping caller to take it."""
@@ -529,6 +580,8 @@ class Client(ClientBase):
         except ValueError as error:
             raise self._broke(str(error)) from None
         kind = message[0]
+        if kind == BYE:
+            raise self._said_bye()
         with self._lock:
             target = self._pending.get(message[1])
             if target is not None and kind in FINAL:

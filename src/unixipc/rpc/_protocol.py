@@ -16,13 +16,16 @@ channel, in any order:
     [CANCEL, id]                              [NOT_FOUND, id, name]
     [CREDIT, id, items]                       [STREAM, id] [ITEM, id, value]... [END, id]
     [LIST, id]                                (LIST is answered by a RESULT)
+                                              [BYE, 0]: the server is closing
 
 Every call gets exactly one final message (RESULT, ERROR, NOT_FOUND or END),
 even a cancelled one: the client counts its calls in flight against the
 server's ``max_concurrency`` until then, so the server never has more than that
 many calls of one connection and can refuse a client that sends more. A
 stream sends at most ``window`` items ahead; the client returns credit as it
-consumes them, so neither side buffers more than a window.
+consumes them, so neither side buffers more than a window. A closing server
+says BYE (its calls in flight will not be answered): the client's calls raise
+:class:`EndOfChannel`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ MAGIC = b"unixipc-rpc/1"
 _MAX_HANDSHAKE = 1024
 
 CALL, CANCEL, CREDIT, LIST = 0, 1, 2, 3
-RESULT, ERROR, NOT_FOUND, STREAM, ITEM, END = 16, 17, 18, 19, 20, 21
+RESULT, ERROR, NOT_FOUND, STREAM, ITEM, END, BYE = 16, 17, 18, 19, 20, 21, 22
 FINAL = frozenset((RESULT, ERROR, NOT_FOUND, END))
 
 #: The most items a stream may send ahead of the client's credit.

@@ -16,6 +16,7 @@ Every waiting thread wakes at least every ``_SLICE`` seconds to notice
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from ._codec import Codec, check_codec_allowed, make_codec
 from ._outbox import Outbox
 from ._protocol import (
     BAD_REQUEST,
+    BYE,
     CALL,
     CANCEL,
     CANCELLED,
@@ -58,7 +60,7 @@ from ._protocol import (
 )
 from ._registry import ASYNC, ASYNC_STREAM, SYNC, Method, Registry
 from ._slices import SLICE as _SLICE
-from ._slices import receive_slice, send_slice
+from ._slices import receive_slice, send_slice, socket_waker
 
 logger = logging.getLogger("unixipc.rpc")
 
@@ -169,6 +171,9 @@ class Connection:
         self.stopping = False
         self.outbox = Outbox(channel, self.send_lock, lambda: self.stopping)
         self.done = threading.Event()
+        self.greeted = False  # the handshake is done: BYE may be sent
+        # On a socket the reader blocks without a timeout and stop() wakes it.
+        self.wake = socket_waker(channel)
 
     def start(self) -> None:
         self._thread(self._first)
@@ -212,7 +217,8 @@ class Connection:
                 check_codec_allowed(self.codec, self.channel)
             except ValueError as error:
                 answer = refusal(str(error))
-        return self._send_bytes(answer, deadline) and answer.startswith(welcome(1)[:-1])
+        self.greeted = answer.startswith(welcome(1)[:-1])
+        return self._send_bytes(answer, deadline) and self.greeted
 
     def _read(self, generation: int) -> None:
         """Receive and handle requests while this thread is the reader."""
@@ -244,9 +250,10 @@ class Connection:
         send_lock = self.send_lock
         watchdog = self.core.watchdog
         monotonic = time.monotonic
+        wait = None if self.wake is not None else _SLICE
         while not self.stopping:
             try:
-                data = receive(timeout=_SLICE)
+                data = receive(timeout=wait)
             except TimeoutExpired:
                 try:
                     data = receive(timeout=0)  # this look also checks the client lives
@@ -351,12 +358,21 @@ class Connection:
         self.done.set()
 
     def stop(self) -> None:
-        """Stop reading (the reader closes the channel within a slice)."""
+        """Say BYE, stop reading (the reader closes the channel at once on a socket,
+        else within a slice)."""
         with self.lock:
             self.stopping = True
             tasks = list(self.tasks.values())
         for task in tasks:
             self._cancel(task)
+        with self.send_lock:
+            if self.channel.closed:
+                return
+            if self.greeted:
+                with contextlib.suppress(IPCError):  # no room, or the client is gone
+                    self.channel.send(self.codec.encode([BYE, 0]), timeout=0)
+            if self.wake is not None:
+                self.wake()
 
     def handoff(self, generation: int | None = None, seq: int | None = None) -> None:
         """Make a new thread the reader: the current one is busy with a call.
