@@ -168,6 +168,7 @@ class Client(ClientBase):
         self._cancel_later: list[int] = []  # ids of calls given up without sending CANCEL
         # On a socket the reader blocks without a timeout and close() wakes it.
         self._wake = socket_waker(channel)
+        self._solo_wait = None if self._wake is not None else _SLICE  # a lone call receives
         self.max_concurrency = limit
 
     def __enter__(self) -> Client:
@@ -214,9 +215,40 @@ class Client(ClientBase):
                 self._free -= 1
                 self._reading = True
                 lock.release()
-                left = None if deadline is None else deadline.remaining()
-                request = [CALL, call_id, name, args, None, left, WINDOW]
-                return self._solo(call_id, request, deadline)
+                if deadline is not None:
+                    request = [CALL, call_id, name, args, None, deadline.remaining(), WINDOW]
+                    return self._solo(call_id, request, deadline)
+                # The same as _solo without a deadline, written out: the hottest path.
+                request = [CALL, call_id, name, args, None, None, WINDOW]
+                send_lock = self._send_lock
+                send_lock.acquire()
+                try:
+                    self._channel.send(self._pack(request), timeout=_SLICE)
+                except BaseException as error:
+                    send_lock.release()
+                    self._solo_send_failed(request, error, None)
+                else:
+                    send_lock.release()
+                try:
+                    message = self._unpack(self._channel.receive(timeout=self._solo_wait))
+                except BaseException as error:
+                    message = self._solo_receive_failed(call_id, error)
+                if (
+                    message.__class__ is list
+                    and len(message) == 3
+                    and message[0] == RESULT
+                    and message[1] == call_id
+                ):
+                    lock.acquire()
+                    if self._queue or self._sleepers or self._closed:
+                        lock.release()
+                        self._solo_done()
+                    else:
+                        self._free += 1
+                        self._reading = False
+                        lock.release()
+                    return message[2]
+                return self._solo_other(call_id, message, None)
         _check_method(name)
         deadline = None if timeout is None else Deadline(timeout)
         call = self._begin(deadline)
@@ -246,8 +278,6 @@ class Client(ClientBase):
             self._solo_send_failed(request, error, deadline)
         if deadline is not None:
             wait = min(_SLICE, deadline.remaining() or 0.0)
-        elif self._wake is not None:
-            wait = None
         try:
             message = self._unpack(self._channel.receive(timeout=wait))
         except BaseException as error:
@@ -258,19 +288,19 @@ class Client(ClientBase):
             and message[0] == RESULT
             and message[1] == call_id
         ):
-            lock = self._lock
-            lock.acquire()
-            if self._queue or self._sleepers or self._closed:
-                lock.release()
-                with self._lock:
-                    self._slot_freed_locked()
-                self._stop_reading()
-            else:
-                self._free += 1
-                self._reading = False
-                lock.release()
+            self._solo_done()
             return message[2]
-        # Anything else: this call becomes an ordinary one.
+        return self._solo_other(call_id, message, deadline)
+
+    def _solo_done(self) -> None:
+        """A lone call has its result: give back its slot and the reading role."""
+        with self._lock:
+            self._slot_freed_locked()
+        self._stop_reading()
+
+    def _solo_other(self, call_id: int, message: Any, deadline: Deadline | None) -> Any:
+        """A lone call's first message was not its result (or none came yet): it
+        becomes an ordinary call."""
         call = _Call()
         call.id = call_id
         call.granted = True

@@ -30,7 +30,7 @@ def _mode(function: Callable[..., Any]) -> int:
 class Method:
     """One registered function."""
 
-    __slots__ = ("function", "mode", "name", "slow")
+    __slots__ = ("function", "inline", "mode", "name", "slow")
 
     def __init__(self, name: str, function: Callable[..., Any]) -> None:
         self.name = name
@@ -39,6 +39,12 @@ class Method:
         # Seen running for a watchdog tick or more: its calls get a thread of their
         # own at once (until one of them turns out quick again).
         self.slow = False
+        # Its calls may run in the thread that read them (the server's fast path).
+        self.inline = self.mode == SYNC
+
+    def set_slow(self, slow: bool) -> None:
+        self.slow = slow
+        self.inline = self.mode == SYNC and not slow
 
     def info(self) -> MethodInfo:
         try:

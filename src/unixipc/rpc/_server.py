@@ -28,8 +28,10 @@ from typing import Any
 from ..channel import Channel, Listener, listen
 from ..errors import (
     ClosedResourceError,
+    EndOfChannel,
     IPCError,
     MessageTooLarge,
+    PeerDied,
     TimeoutExpired,
     WouldBlock,
 )
@@ -58,7 +60,7 @@ from ._protocol import (
     refusal,
     welcome,
 )
-from ._registry import ASYNC, ASYNC_STREAM, SYNC, Method, Registry
+from ._registry import ASYNC, ASYNC_STREAM, Method, Registry
 from ._slices import SLICE as _SLICE
 from ._slices import receive_slice, send_slice, socket_waker
 
@@ -263,26 +265,20 @@ class Connection:
                 message = unpack(data)
             except Exception:
                 message = _UNDECODABLE
-            if (
-                message.__class__ is list
-                and len(message) == 7
-                and message[0] == CALL
-                and message[4] is None
-                and message[1].__class__ is int
-                and message[2].__class__ is str
-                and message[3].__class__ is list
-                and message[6].__class__ is int
-            ):
-                method = methods.get(message[2])
-                call_id = message[1]
-                timeout = message[5]
+            if message.__class__ is list and len(message) == 7:
+                kind, call_id, name, args, keywords, timeout, window = message
+                method = methods.get(name) if name.__class__ is str else None
                 if (
-                    method is not None
-                    and method.mode == SYNC
-                    and not method.slow
+                    kind == CALL
+                    and method is not None
+                    and method.inline
+                    and keywords is None
+                    and call_id.__class__ is int
+                    and args.__class__ is list
+                    and window.__class__ is int
+                    and 0 < window <= MAX_WINDOW
                     and call_id not in tasks
                     and len(tasks) < limit
-                    and 0 < message[6] <= MAX_WINDOW
                     and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
                 ):
                     self.inline_id = call_id
@@ -294,13 +290,13 @@ class Connection:
                     token = None if timeout is None else _deadline.set(monotonic() + timeout)
                     reply: list[Any] | None
                     try:
-                        result = method.function(*message[3])
+                        result = method.function(*args)
                     except Exception as error:
                         reply = error_message(call_id, error)
                     else:
                         reply = [RESULT, call_id, result]
                         if result.__class__ is types.GeneratorType:
-                            task = _Task(call_id, _deadline.get(), message[6])
+                            task = _Task(call_id, _deadline.get(), window)
                             tasks[call_id] = task
                             self._stream(task, result, generation)  # sends its final message
                             reply = None
@@ -386,7 +382,7 @@ class Connection:
             if generation is not None and generation != self.generation:
                 return
             if seq is not None and self.inline_method is not None:
-                self.inline_method.slow = True
+                self.inline_method.set_slow(True)
             if self.inline and self.inline_id not in self.tasks:
                 self.tasks[self.inline_id] = _INLINE  # counts in flight until it ends
             self.generation += 1
@@ -507,7 +503,7 @@ class Connection:
                 if token is not None:
                     _deadline.reset(token)
             if started is not None and time.monotonic() - started < _TICK:
-                method.slow = False
+                method.set_slow(False)
         with self.lock:
             if reply is not None:
                 self.tasks.pop(call_id, None)  # before the reply: see _end
@@ -850,7 +846,9 @@ class ServerCore:
                     channel = self.listener.accept(timeout=_SLICE)
                 except (TimeoutExpired, WouldBlock):
                     continue
-                except ClosedResourceError:
+                except (ClosedResourceError, EndOfChannel, PeerDied) as error:
+                    if not self.closing:  # the listener itself is unusable
+                        logger.error("RPC server %s stops: %s", self.url, error)
                     break
                 except IPCError as error:  # one client's failed connection, or no resources
                     logger.warning("RPC server %s: accept failed: %s", self.url, error)
