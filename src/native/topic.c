@@ -1355,9 +1355,8 @@ static const char *check_layout(struct topic_header *header, Py_ssize_t length)
     if (length < DATA_OFFSET) {
         return "it is too small to hold a topic";
     }
-    uint64_t magic = LOAD(&header->magic);
-    if (magic != TOPIC_MAGIC) {
-        return magic == 0 ? "it was never initialized" : "it does not start with a topic's magic";
+    if (LOAD(&header->magic) != TOPIC_MAGIC) {
+        return "it does not start with a topic's magic number";
     }
     if (header->version != TOPIC_VERSION) {
         return "its layout version is not the one this unixipc reads";
@@ -1733,6 +1732,114 @@ static PyType_Spec Subscriber_spec = {
     .slots = Subscriber_slots,
 };
 
+/* ------------------------------------------------------------------ leases */
+
+/* A piece of the mapping lent to the user (a loan or a view). It holds its own
+ * export of the mapping, so the memory cannot be unmapped while any view of it
+ * lives, and counts the exports it gives: after the user's view is released,
+ * revoke() tells whether a derived view (a slice, a NumPy array) outlived it. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer mapping;
+    int has_mapping;
+    char *start;
+    Py_ssize_t length;
+    int readonly;
+    int revoked;
+    Py_ssize_t exports;
+} LeaseObject;
+
+static PyObject *Lease_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *buffer_object;
+    Py_ssize_t offset, length;
+    int readonly;
+    static char *keywords[] = {"buffer", "offset", "length", "readonly", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Onnp:BufferLease", keywords, &buffer_object,
+                                     &offset, &length, &readonly)) {
+        return NULL;
+    }
+    LeaseObject *self = (LeaseObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(buffer_object, &self->mapping, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->has_mapping = 1;
+    if (offset < 0 || length < 0 || offset > self->mapping.len - length) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_ValueError, "the lease does not fit in the mapping");
+        return NULL;
+    }
+    self->start = (char *)self->mapping.buf + offset;
+    self->length = length;
+    self->readonly = readonly;
+    return (PyObject *)self;
+}
+
+static int Lease_getbuffer(LeaseObject *self, Py_buffer *view, int flags)
+{
+    if (self->revoked) {
+        PyErr_SetString(PyExc_BufferError, "this loan or view has ended");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->start, self->length, self->readonly,
+                          flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void Lease_releasebuffer(LeaseObject *self, Py_buffer *Py_UNUSED(view))
+{
+    self->exports--;
+}
+
+/* revoke() -> bool: lend no more; True if no view of the lease is alive. */
+static PyObject *Lease_revoke(LeaseObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->revoked = 1;
+    return PyBool_FromLong(self->exports == 0);
+}
+
+static void Lease_dealloc(LeaseObject *self)
+{
+    if (self->has_mapping) {
+        PyBuffer_Release(&self->mapping);
+    }
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef Lease_methods[] = {
+    {"revoke", (PyCFunction)Lease_revoke, METH_NOARGS,
+     "revoke() -> bool: lend no more views; True if none is alive."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Lease_slots[] = {
+    {Py_tp_doc, "BufferLease(buffer, offset, length, readonly): a piece of a mapping lent out "
+                "(private)."},
+    {Py_tp_new, Lease_new},
+    {Py_tp_dealloc, Lease_dealloc},
+    {Py_tp_methods, Lease_methods},
+    {Py_bf_getbuffer, Lease_getbuffer},
+    {Py_bf_releasebuffer, Lease_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec Lease_spec = {
+    .name = "unixipc._native.BufferLease",
+    .basicsize = sizeof(LeaseObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = Lease_slots,
+};
+
 /* ------------------------------------------------------------------ module functions */
 
 static uint64_t stride_for(uint64_t max_message)
@@ -1865,9 +1972,9 @@ static PyMethodDef topic_functions[] = {
 
 int unixipc_init_topic(PyObject *module)
 {
-    PyType_Spec *specs[] = {&Publisher_spec, &Subscriber_spec};
-    const char *names[] = {"TopicPublisherCore", "TopicSubscriberCore"};
-    for (int i = 0; i < 2; i++) {
+    PyType_Spec *specs[] = {&Publisher_spec, &Subscriber_spec, &Lease_spec};
+    const char *names[] = {"TopicPublisherCore", "TopicSubscriberCore", "BufferLease"};
+    for (int i = 0; i < 3; i++) {
         PyObject *type = PyType_FromModuleAndSpec(module, specs[i], NULL);
         if (type == NULL || PyModule_AddObject(module, names[i], type) < 0) {
             Py_XDECREF(type);

@@ -134,8 +134,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Topic(Resource):
     """A handle on a topic: makes publishers and subscribers, reports ``info()``.
 
-    ``close()`` closes the publishers and subscribers made from this handle.
-    Pickling a Topic (as multiprocessing's spawn does) reopens it by name.
+    ``close()`` closes the publishers and subscribers made from this handle
+    (they live until then unless closed themselves). Pickling a Topic (as
+    multiprocessing's spawn does) reopens it by name.
     """
 
     kind = KIND
@@ -144,7 +145,9 @@ class Topic(Resource):
         """Use :meth:`create` or :meth:`open`."""
         self.name = memory.name
         self._memory = memory
-        self._ends: weakref.WeakSet[_End] = weakref.WeakSet()
+        # Kept until closed: a subscriber stays subscribed while its topic handle is
+        # open, even if the program dropped it (then close() of the topic ends it).
+        self._ends: set[_End] = set()
         capacity, max_message, history, _, _, _ = _native.topic_snapshot(
             memory.buf, memory.fileno()
         )
@@ -301,8 +304,8 @@ class Topic(Resource):
     def info(self) -> TopicInfo:
         """Capacity, limits, messages published so far, live publishers and subscribers."""
         self._check_open()
-        capacity, max_message, history, published, publishers, subscribers = (
-            _native.topic_snapshot(self._memory.buf, self._memory.fileno())
+        capacity, max_message, history, published, publishers, subscribers = _native.topic_snapshot(
+            self._memory.buf, self._memory.fileno()
         )
         return TopicInfo(
             self.name, capacity, max_message, history, published, publishers, subscribers
@@ -454,10 +457,11 @@ class Publisher(_End, _native.TopicPublisherCore):
         """Lend ``size`` bytes of the topic to fill in place; publish them on exit.
 
         Nothing is copied: the block writes straight into the message slot that
-        subscribers read. An exception inside the block publishes nothing (the
-        slot is given back). Keep no views derived from the buffer (NumPy arrays)
-        beyond the block. Subscribers wait for this message until the block ends,
-        so keep loans short.
+        subscribers read (it holds old bytes: write all of it). An exception
+        inside the block publishes nothing (the slot is given back). Keep no
+        views derived from the buffer (NumPy arrays) beyond the block.
+        Subscribers wait for this message until the block ends, so keep loans
+        short.
 
         Raises:
             MessageTooLarge: ``size`` is larger than ``max_message_size``.
@@ -467,19 +471,20 @@ class Publisher(_End, _native.TopicPublisherCore):
         """
         size = check_int(size, "size", minimum=0)
         offset = self._loan_take(size, timeout=timeout)
-        piece = self._topic._memory.buf[offset : offset + size]
-        self._loaned = piece
-        publish = False
-        outlived = False
         try:
-            yield piece
+            lease = _native.BufferLease(self._topic._memory.buf, offset, size, False)
+            self._loaned = memoryview(lease)
+        except BaseException:
+            self._loan_finish(False)
+            raise
+        publish = False
+        try:
+            yield self._loaned
             publish = True
         finally:
+            self._loaned.release()
             self._loaned = None
-            try:
-                piece.release()
-            except BufferError:
-                outlived = True
+            outlived = not lease.revoke()
             self._loan_finish(publish and not outlived)
         if outlived:
             raise IPCError(
@@ -533,29 +538,24 @@ class Subscriber(_End, _native.TopicSubscriberCore):
         """
         offset, length = self._view_take(timeout=timeout)
         try:
-            piece = self._topic._memory.buf[offset : offset + length]
-            self._view = piece.toreadonly()
-            piece.release()
+            lease = _native.BufferLease(self._topic._memory.buf, offset, length, True)
+            self._view = memoryview(lease)
         except BaseException:
             self._view_release()
             raise
-        outlived = False
         try:
             yield self._view
         finally:
-            try:
-                self._view.release()
-            except BufferError:
-                outlived = True
+            self._view.release()
             self._view = None
+            outlived = not lease.revoke()
             self._view_release()
         if outlived:
             raise IPCError(
                 f"{self.describe()}: a view derived from receive_view() outlived its with "
-                "block; the message may be overwritten"
+                "block; the message may be overwritten under it"
             )
 
     def _check_closable(self) -> None:
         if self._view is not None:
             raise IPCError(f"cannot close {self.describe()}: a receive_view() is still open")
-
