@@ -473,7 +473,7 @@ class Publisher(_End, _native.TopicPublisherCore):
         offset = self._loan_take(size, timeout=timeout)
         try:
             lease = _native.BufferLease(self._topic._memory.buf, offset, size, False)
-            self._loaned = memoryview(lease)
+            self._loaned = memoryview(lease)  # type: ignore[arg-type]  # exports a buffer
         except BaseException:
             self._loan_finish(False)
             raise
@@ -539,7 +539,7 @@ class Subscriber(_End, _native.TopicSubscriberCore):
         offset, length = self._view_take(timeout=timeout)
         try:
             lease = _native.BufferLease(self._topic._memory.buf, offset, length, True)
-            self._view = memoryview(lease)
+            self._view = memoryview(lease)  # type: ignore[arg-type]  # exports a buffer
         except BaseException:
             self._view_release()
             raise
