@@ -6,13 +6,15 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, peers
+from .adapters import c, channels, facilities, peers, topics
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
     # unixipc, each facility through its own API
     facilities.RingTransport(),
     facilities.RingBatchTransport(),
+    topics.TopicTransport(),
+    topics.TopicBatchTransport(),
     facilities.PipeTransport(),
     facilities.FifoTransport(),
     facilities.UnixSocketTransport(),
