@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import topic as topics
-from ...topic import Topic
+from ...topic import Subscriber, Topic
 from ..transport import Link, Plan, Role, Transport, messages_in_flight
 from ._common import SplitLink, quietly
 
@@ -46,6 +46,7 @@ class TopicTransport(Transport):
         return link
 
     def open(self, plan: Plan, role: Role, address: str) -> Link:
+        subscriber: Subscriber | None
         if role == "driver":
             sending = self._topics.get("forth")
             subscriber = self._driver_subscriber
