@@ -504,3 +504,38 @@ def test_a_subscriber_killed_mid_receive_never_blocks_publishers(
     for number in range(20):  # far more than the capacity
         publisher.publish(b"%d" % number, timeout=30)
     assert made.info().subscribers == 0
+
+
+def _signal_me(times: int, pause: float, then: Callable[[], object] = lambda: None) -> None:
+    for _ in range(times):
+        time.sleep(pause)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    then()
+
+
+def test_signal_handlers_run_and_the_wait_goes_on(names: Names, cleanup: Cleanup) -> None:
+    made = _make(names, cleanup)
+    subscriber = made.subscribe()
+    publisher = made.publisher()
+    handled: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: handled.append(number))
+    cleanup(signal.signal, signal.SIGUSR1, previous)
+    signals = threading.Thread(
+        target=_signal_me, args=(5, 0.05, lambda: publisher.publish(b"after the signals"))
+    )
+    signals.start()
+    assert subscriber.receive(timeout=30) == b"after the signals"
+    signals.join()
+    assert len(handled) == 5  # each ran while receive() slept, and receive() went on
+
+    def interrupt(number: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGUSR1, interrupt)
+    signals = threading.Thread(target=_signal_me, args=(1, 0.05))
+    signals.start()
+    with pytest.raises(KeyboardInterrupt):
+        subscriber.receive(timeout=30)
+    signals.join()
+    publisher.publish(b"still works")
+    assert subscriber.receive(timeout=5) == b"still works"
