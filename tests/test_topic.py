@@ -539,3 +539,21 @@ def test_signal_handlers_run_and_the_wait_goes_on(names: Names, cleanup: Cleanup
     signals.join()
     publisher.publish(b"still works")
     assert subscriber.receive(timeout=5) == b"still works"
+
+
+def test_the_inspector_recognises_a_topic_and_its_live_ends(names: Names, cleanup: Cleanup) -> None:
+    from unixipc import inspect
+
+    made = _make(names, cleanup, capacity=4, history=1)
+    publisher = made.publisher()
+    made.subscribe()
+    publisher.publish(b"one")
+    (item,) = inspect.find(["posix-shm"], prefix=made.name)
+    assert item.unixipc == "topic"
+    assert item.state == "live"
+    assert item.details["publishers"] == [os.getpid()]
+    assert item.details["subscribers"] == [os.getpid()]
+    assert (item.details["capacity"], item.details["published"]) == (4, 1)
+    made.close()
+    (item,) = inspect.find(["posix-shm"], prefix=made.name)
+    assert (item.unixipc, item.state, item.details["subscribers"]) == ("topic", "idle", [])

@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
+import struct
 import time
 import weakref
 from collections.abc import Iterator
@@ -116,6 +118,66 @@ def unlink(name: str) -> None:
         _unlink_shm(name)
     except IPCOSError as error:
         raise from_os_error(error, KIND, name) from None
+
+
+# --- For the inspector (unixipc.inspect): a topic read through a descriptor, never
+# attached. These mirror struct topic_header and struct topic_handle in topic.c.
+_LAYOUT = struct.Struct("<8sIIQQQQQII")  # magic, version, header bytes, capacity, stride,
+# max message, history, data offset, handle count, handle bytes
+_TAIL_AT = 64
+_HANDLES_USED_AT = 320
+_HANDLE = struct.Struct("<III")  # state, role, pid
+_HANDLE_ATTACHED = 1
+_HANDLE_BYTES = 64
+_F_OFD_GETLK = 36
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def _inspect(fd: int) -> dict[str, object] | None:
+    """What a topic open on ``fd`` (read-only is enough) holds, or None if it is no topic.
+
+    Reads with pread and asks the kernel (F_OFD_GETLK) which handles live; takes
+    no lock and writes nothing. A topic with no live handle is idle, never stale:
+    it is meant to outlive its publishers and subscribers.
+    """
+    header = os.pread(fd, _LAYOUT.size, 0)
+    if len(header) < _LAYOUT.size or header[:8] != _MAGIC:
+        return None
+    _, version, header_bytes, capacity, _, max_message, history, _, count, size = _LAYOUT.unpack(
+        header
+    )
+    if version != 1 or size != _HANDLE_BYTES or not 0 < count <= 1024 or capacity < 2:
+        return {"layout": "unknown", "version": version}
+    (tail,) = struct.unpack("<Q", os.pread(fd, 8, _TAIL_AT))
+    (used,) = struct.unpack("<I", os.pread(fd, 4, _HANDLES_USED_AT))
+    table = os.pread(fd, min(used, count) * size, header_bytes)
+    publishers: list[int] = []
+    subscribers: list[int] = []
+    dead = 0
+    for index in range(len(table) // size):
+        state, role, pid = _HANDLE.unpack_from(table, index * size)
+        if state != _HANDLE_ATTACHED:
+            continue
+        request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, index, 1, 0)
+        try:
+            alive = _FLOCK.unpack(fcntl.fcntl(fd, _F_OFD_GETLK, request))[0] != fcntl.F_UNLCK
+        except OSError:
+            alive = True
+        if not alive:
+            dead += 1
+        elif role & _native.TOPIC_ROLE_PUBLISHER:
+            publishers.append(pid)
+        else:
+            subscribers.append(pid)
+    return {
+        "capacity": capacity,
+        "max_message_size": max_message,
+        "history": history,
+        "published": max(0, tail - capacity),
+        "publishers": publishers,
+        "subscribers": subscribers,
+        "dead_ends": dead,
+    }
 
 
 def _stop_at(point: str | None) -> None:
