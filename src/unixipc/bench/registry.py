@@ -44,6 +44,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     peers.PosixIpcTransport(),
     peers.SysvIpcTransport(),
     peers.IceoryxTransport(),
+    topics.ZmqPubSubTransport(),
     # the physical limit
     c.CSpinTransport(),
     c.CHybridTransport(),

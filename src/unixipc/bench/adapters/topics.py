@@ -1,4 +1,5 @@
-"""unixipc topics (publish/subscribe over shared memory) as a two-process transport.
+"""unixipc topics (publish/subscribe over shared memory) as a two-process transport,
+and pyzmq's publish/subscribe as the peer to compare the round trip with.
 
 Latency: the driver publishes on topic "forth", the peer's subscriber takes it
 and publishes the reply on topic "back". Throughput: the peer publishes on
@@ -9,13 +10,14 @@ in ``setup``, before the fork).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from ... import topic as topics
 from ...topic import Subscriber, Topic
 from ..transport import Link, Plan, Role, Transport, messages_in_flight
-from ._common import SplitLink, quietly
+from ._common import SplitLink, quietly, remove_paths
 
 
 def _directions(plan: Plan) -> tuple[str, ...]:
@@ -108,3 +110,50 @@ class TopicBatchTransport(TopicTransport):
         self, publisher: Any, subscriber: Any, buffer: bytearray, closers: tuple[Any, ...]
     ) -> Link:
         return _TopicBatchLink(publisher, subscriber, closers)
+
+
+class ZmqPubSubTransport(Transport):
+    """The round trip over pyzmq publish-subscribe: what a pub/sub user picks instead.
+
+    XPUB reports each subscription, so each side starts publishing only once the
+    other's SUB is subscribed (PUB/SUB drops what is sent before: the slow joiner).
+    Latency only: PUB/SUB drops what a slow subscriber cannot take, so a stream's
+    count would not be exact.
+    """
+
+    name = "zmq-pubsub"
+    family = "peer"
+    summary = "pyzmq XPUB/SUB over ipc://, one topic each way"
+    requires = ("zmq",)
+    tests = ("latency",)
+
+    def _sockets(self, plan: Plan, role: Role) -> tuple[Any, Any, Any]:
+        zmq: Any = importlib.import_module("zmq")
+        context = zmq.Context()
+        publishing = context.socket(zmq.XPUB)
+        publishing.bind(f"ipc://{plan.path('forth' if role == 'driver' else 'back')}")
+        subscribing = context.socket(zmq.SUB)
+        subscribing.setsockopt(zmq.SUBSCRIBE, b"")
+        subscribing.connect(f"ipc://{plan.path('back' if role == 'driver' else 'forth')}")
+        return context, publishing, subscribing
+
+    def _link(self, context: Any, publishing: Any, subscribing: Any) -> Link:
+        publishing.recv()  # the other side's subscription: from now on nothing is dropped
+
+        def close() -> None:
+            publishing.close(linger=0)
+            subscribing.close(linger=0)
+            context.term()
+
+        return SplitLink(publishing.send, subscribing.recv, (close,))
+
+    def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
+        sockets = self._sockets(plan, "peer")
+        announce("")
+        return self._link(*sockets)
+
+    def connect(self, plan: Plan, address: str) -> Link:
+        return self._link(*self._sockets(plan, "driver"))
+
+    def cleanup(self, plan: Plan) -> None:
+        remove_paths(plan)
