@@ -557,3 +557,18 @@ def test_the_inspector_recognises_a_topic_and_its_live_ends(names: Names, cleanu
     made.close()
     (item,) = inspect.find(["posix-shm"], prefix=made.name)
     assert (item.unixipc, item.state, item.details["subscribers"]) == ("topic", "idle", [])
+
+
+def test_a_topic_pickles_by_name_and_its_ends_refuse_to(names: Names, cleanup: Cleanup) -> None:
+    import pickle
+
+    made = _make(names, cleanup)
+    again = pickle.loads(pickle.dumps(made))
+    cleanup(again.close)
+    assert again.name == made.name
+    assert again is not made
+    subscriber = again.subscribe()
+    made.publisher().publish(b"through the other handle")
+    assert subscriber.receive(timeout=5) == b"through the other handle"
+    with pytest.raises(TypeError, match="cannot be sent"):
+        pickle.dumps(subscriber)

@@ -205,3 +205,21 @@ def test_async_wait_and_bad_objects(names: Names, cleanup: Cleanup) -> None:
     assert asyncio.run(main()) == [subscribers[1]]
     assert subscribers[1].receive(timeout=0) == b"one"
     assert not subscribers[1].ready()
+
+
+def test_a_wait_set_keeps_its_objects_in_order(names: Names, cleanup: Cleanup) -> None:
+    topics = _topics(names, cleanup, 2)
+    first, second = (handle.subscribe(history=False) for handle in topics)
+    waiting = WaitSet([second])
+    waiting.add(first)
+    waiting.add(second)  # once only
+    assert len(waiting) == 2
+    assert first in waiting
+    topics[0].publisher().publish(b"a")
+    topics[1].publisher().publish(b"b")
+    assert waiting.wait(timeout=5) == [second, first]
+    waiting.remove(second)
+    assert second not in waiting
+    with pytest.raises(KeyError):
+        waiting.remove(second)
+    assert waiting.wait(timeout=0) == [first]
