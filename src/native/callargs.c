@@ -90,6 +90,22 @@ int unixipc_parse_call(const char *function, PyObject *const *args, Py_ssize_t n
     return 0;
 }
 
+int unixipc_get_bytes_like(PyObject *data, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) == 0) {
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(PyExc_BufferError) && PyObject_CheckBuffer(data)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "data must be C-contiguous");
+    } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "data must be a bytes-like object, not %s",
+                     Py_TYPE(data)->tp_name);
+    }
+    return -1;
+}
+
 PyObject *unixipc_raise_error(const char *class_name, const char *attribute, Py_ssize_t value,
                               const char *format, ...)
 {

@@ -23,6 +23,10 @@ int unixipc_parse_call(const char *function, PyObject *const *args, Py_ssize_t n
                        PyObject *kwnames, Py_ssize_t expected, const char *const *names,
                        PyObject **out, PyObject **timeout);
 
+/* A message argument: any C-contiguous bytes-like object, as a simple buffer.
+ * Returns 0, or -1 with TypeError/ValueError set (naming `data`). */
+int unixipc_get_bytes_like(PyObject *data, Py_buffer *view);
+
 /* Raise unixipc.errors.<class_name>(message). With `attribute` not NULL, the
  * exception also gets that attribute set to `value` (e.g. MessagesMissed.count).
  * Always returns NULL. */

@@ -720,22 +720,6 @@ static void commit(TopicEnd *end, uint64_t seq, uint64_t length, uint64_t state)
     ring_bells(end, end->header->data_armed);
 }
 
-static int get_message(PyObject *data, Py_buffer *view)
-{
-    if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) == 0) {
-        return 0;
-    }
-    if (PyErr_ExceptionMatches(PyExc_BufferError) && PyObject_CheckBuffer(data)) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "data must be C-contiguous");
-    } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "data must be a bytes-like object, not %s",
-                     Py_TYPE(data)->tp_name);
-    }
-    return -1;
-}
-
 static PyObject *raise_too_large(TopicEnd *end, Py_ssize_t length)
 {
     return unixipc_raise_error("MessageTooLarge", NULL, 0,
@@ -776,7 +760,7 @@ static PyObject *Publisher_publish(PublisherObject *self, PyObject *const *args,
         return NULL;
     }
     Py_buffer view;
-    if (get_message(data, &view) < 0) {
+    if (unixipc_get_bytes_like(data, &view) < 0) {
         return NULL;
     }
     if (publisher_enter(self) < 0) {
