@@ -29,6 +29,7 @@
 #include "doorbell.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <limits.h>
 #include <signal.h>
 #include <stddef.h>
@@ -127,7 +128,7 @@ _Static_assert(sizeof(struct topic_handle) == HANDLE_BYTES, "handle slot is one 
 struct topic_slot {
     uint64_t stamp;
     uint32_t length;
-    uint32_t unused;
+    uint32_t cpu; /* 1 + the CPU it was published from (0: unknown): a hint for waiters */
 };
 _Static_assert(sizeof(struct topic_slot) == SLOT_HEADER, "slot header size");
 
@@ -148,6 +149,7 @@ typedef struct {
     int forked;   /* a copy inherited by fork: it belongs to the parent */
     int64_t spin_ns;
     int sleep_first;
+    int quick_wakes; /* waits in a row that slept and were woken at once */
     int64_t last_check_ns;
     PyObject *description;
 } TopicEnd;
@@ -381,12 +383,15 @@ enum { WAIT_READY, WAIT_TIMEOUT, WAIT_CLOSED, WAIT_ERROR };
 
 typedef int (*ready_fn)(TopicEnd *end, uint64_t argument);
 typedef void (*check_fn)(TopicEnd *end, uint64_t argument);
+/* 1 if the peer we wait for last ran on our CPU, 0 if elsewhere, -1 if unknown. */
+typedef int (*peer_cpu_fn)(TopicEnd *end, uint64_t argument);
 
 struct wait_plan {
     ready_fn ready;
     check_fn check;      /* every slice while asleep: repair what dead peers left */
     uint64_t argument;
     int data, space;     /* which doorbell masks to arm */
+    peer_cpu_fn peer_on_our_cpu; /* NULL: unknown */
 };
 
 static void arm(TopicEnd *end, const struct wait_plan *plan)
@@ -435,15 +440,20 @@ static int end_wait(TopicEnd *end, const struct wait_plan *plan, int64_t deadlin
         return try_once(end, plan) ? WAIT_READY : WAIT_TIMEOUT;
     }
     int result = WAIT_READY;
-    int spinning = end->sleep_first == 0;
-    if (!spinning) {
+    /* Spinning while the peer needs our CPU to answer only delays the answer.
+     * When the peer's CPU is known (messages say where they were published), it
+     * decides; otherwise a guess from how the last waits ended. */
+    int known = plan->peer_on_our_cpu == NULL ? -1 : plan->peer_on_our_cpu(end, plan->argument);
+    int spinning = known == -1 ? end->sleep_first == 0 : !known;
+    if (known == -1 && !spinning) {
         end->sleep_first--;
-    } else {
+    } else if (spinning) {
         /* Releasing the GIL costs more than a ping-pong's answer often takes. */
         int64_t until = unixipc_monotonic_ns() + GIL_SPIN_NS;
         do {
             for (int i = 0; i < 16; i++) {
                 if (plan->ready(end, plan->argument)) {
+                    end->quick_wakes = 0;
                     return WAIT_READY;
                 }
                 cpu_relax();
@@ -460,6 +470,7 @@ static int end_wait(TopicEnd *end, const struct wait_plan *plan, int64_t deadlin
     for (;;) {
         for (int i = 0; i < 32; i++) {
             if (plan->ready(end, plan->argument)) {
+                end->quick_wakes = 0;
                 goto done;
             }
             cpu_relax();
@@ -508,10 +519,17 @@ static int end_wait(TopicEnd *end, const struct wait_plan *plan, int64_t deadlin
         }
     }
     disarm(end, plan);
-    if (spinning) {
+    if (spinning && known == -1) {
         int64_t now = unixipc_monotonic_ns();
-        if (result == WAIT_READY && now - sleep_start < SAME_CPU_NS) {
-            end->sleep_first = SLEEP_FIRST_WAITS; /* the peer likely needed our CPU */
+        int quick = result == WAIT_READY && now - sleep_start < SAME_CPU_NS;
+        end->quick_wakes = quick ? end->quick_wakes + 1 : 0;
+        if (quick && end->quick_wakes >= 2) {
+            /* Twice in a row the answer came as soon as we stopped spinning: the
+             * peer most likely needs our CPU (once is often chance, cross-core). */
+            end->sleep_first = SLEEP_FIRST_WAITS;
+            end->quick_wakes = 0;
+        } else if (quick) {
+            spin *= 2; /* it came just after we gave up: spin a little longer */
         } else if (result == WAIT_READY && now - start < SPIN_MAX_NS) {
             spin *= 2;
         } else {
@@ -662,7 +680,7 @@ static int claim(PublisherObject *self, const char *what, int64_t deadline, doub
 {
     TopicEnd *end = &self->end;
     struct topic_handle *handle = &end->handles[end->slot];
-    struct wait_plan room = {room_ready, room_check, 0, 1, 1};
+    struct wait_plan room = {room_ready, room_check, 0, 1, 1, NULL};
     uint64_t seq;
     for (;;) {
         if (!room_ready(end, 0)) {
@@ -690,7 +708,7 @@ static int claim(PublisherObject *self, const char *what, int64_t deadline, doub
     }
     maybe_stop(STOP_PUBLISHER_CLAIMED);
     struct topic_slot *slot = slot_of(end, seq);
-    struct wait_plan free_slot = {slot_ready, slot_check, seq, 1, 1};
+    struct wait_plan free_slot = {slot_ready, slot_check, seq, 1, 1, NULL};
     for (;;) {
         uint64_t stamp = LOAD(&slot->stamp);
         if ((stamp == make_stamp(seq - end->capacity, STATE_COMMITTED) ||
@@ -714,6 +732,8 @@ static int claim(PublisherObject *self, const char *what, int64_t deadline, doub
 static void commit(TopicEnd *end, uint64_t seq, uint64_t length, uint64_t state)
 {
     struct topic_slot *slot = slot_of(end, seq);
+    int cpu = sched_getcpu(); /* cheap: rseq or the vDSO */
+    STORE_RELAXED(&slot->cpu, cpu < 0 ? 0U : (uint32_t)cpu + 1);
     STORE_RELAXED(&slot->length, (uint32_t)length);
     /* The exchange is also the barrier before reading the doorbell masks. */
     __atomic_exchange_n(&slot->stamp, make_stamp(seq, state), __ATOMIC_SEQ_CST);
@@ -840,7 +860,7 @@ static PyObject *Publisher_ready(PublisherObject *self, PyObject *Py_UNUSED(igno
     if (end_enter(&self->end) < 0) {
         return NULL;
     }
-    struct wait_plan room = {room_ready, room_check, 0, 1, 1};
+    struct wait_plan room = {room_ready, room_check, 0, 1, 1, NULL};
     int ready = try_once(&self->end, &room);
     end_leave(&self->end);
     return PyBool_FromLong(ready);
@@ -938,6 +958,19 @@ static int message_ready(TopicEnd *end, uint64_t unused)
     return look(end, self->position, &stamp) != SEEN_EMPTY;
 }
 
+/* Was the message before ours published from the CPU we run on? */
+static int publisher_on_our_cpu(TopicEnd *end, uint64_t unused)
+{
+    (void)unused;
+    SubscriberObject *self = (SubscriberObject *)end;
+    uint32_t theirs = LOAD_RELAXED(&slot_of(end, self->position - 1)->cpu);
+    int ours = sched_getcpu();
+    if (theirs == 0 || ours < 0) {
+        return -1;
+    }
+    return theirs == (uint32_t)ours + 1;
+}
+
 static void message_check(TopicEnd *end, uint64_t unused)
 {
     (void)unused;
@@ -1026,7 +1059,7 @@ static inline int still_there(struct topic_slot *slot, uint64_t stamp)
 static int wait_for_message(SubscriberObject *self, const char *what, int64_t deadline,
                             double seconds)
 {
-    struct wait_plan plan = {message_ready, message_check, 0, 1, 0};
+    struct wait_plan plan = {message_ready, message_check, 0, 1, 0, publisher_on_our_cpu};
     int outcome = end_wait(&self->end, &plan, deadline);
     if (outcome != WAIT_READY) {
         raise_wait(&self->end, outcome, what, seconds);
@@ -1320,7 +1353,7 @@ static PyObject *Subscriber_ready(SubscriberObject *self, PyObject *Py_UNUSED(ig
     }
     int ready = self->pending != 0;
     if (!ready) {
-        struct wait_plan plan = {message_ready, message_check, 0, 1, 0};
+        struct wait_plan plan = {message_ready, message_check, 0, 1, 0, NULL};
         ready = try_once(&self->end, &plan);
     }
     end_leave(&self->end);
