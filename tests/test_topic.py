@@ -6,6 +6,8 @@ import os
 import signal
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -572,3 +574,33 @@ def test_a_topic_pickles_by_name_and_its_ends_refuse_to(names: Names, cleanup: C
     assert subscriber.receive(timeout=5) == b"through the other handle"
     with pytest.raises(TypeError, match="cannot be sent"):
         pickle.dumps(subscriber)
+
+
+_FULL_DEV_SHM = """
+import os, sys
+from unixipc import ResourceLimitError, Topic
+try:
+    Topic.create("/big", capacity=64, max_message_size=65536)
+except ResourceLimitError as error:
+    print("limit:", error)
+print("left:", sorted(os.listdir("/dev/shm")))
+"""
+
+
+def test_a_create_that_finds_no_room_leaves_nothing() -> None:
+    # A private mount namespace with a 1 MiB /dev/shm: the 4 MiB topic cannot fit.
+    command = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" -c "$1"',
+        sys.executable,
+        _FULL_DEV_SHM,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert "limit:" in result.stdout
+    assert "no room" in result.stdout
+    assert "left: []" in result.stdout
