@@ -15,10 +15,6 @@
 #include <stdalign.h>
 #include <sys/stat.h>
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-#define HAVE_SEM_CLOCKWAIT 1
-#endif
-
 typedef struct {
     PyObject_HEAD
     sem_t *sem;       /* NULL once closed */
@@ -171,18 +167,11 @@ static PyObject *handle_acquire(PosixSemaphoreHandle *self, PyObject *arg)
             Py_END_ALLOW_THREADS
         } else {
             struct timespec at;
-#ifdef HAVE_SEM_CLOCKWAIT
             at.tv_sec = (time_t)(deadline / 1000000000);
             at.tv_nsec = (long)(deadline % 1000000000);
             Py_BEGIN_ALLOW_THREADS
             rc = sem_clockwait(self->sem, CLOCK_MONOTONIC, &at);
             Py_END_ALLOW_THREADS
-#else
-            unixipc_abstime(deadline, CLOCK_REALTIME, &at);
-            Py_BEGIN_ALLOW_THREADS
-            rc = sem_timedwait(self->sem, &at);
-            Py_END_ALLOW_THREADS
-#endif
         }
         if (rc == 0) {
             self->waiting--;
