@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import mmap
 import os
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, overload
 
 from ._names import check_int
-from ._resource import Resource
+from ._resource import Resource, on_failure
 from .errors import (
     IPCError,
     PermissionDeniedError,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
     _Scalar = TypeVar("_Scalar", bound=numpy.generic)
 
-_T = TypeVar("_T")
 _F = TypeVar("_F", bound="FileMemory")
 
 
@@ -129,26 +129,24 @@ def create_file(
     kind: str,
     name: str,
     filesystem: str,
+    make: Callable[[int], _F],
     initialize: Callable[[memoryview], None] | None = None,
-    make: Callable[[int, mmap.mmap | None], _T],
-    keep: bool = True,
-) -> _T:
-    """Create ``directory/filename`` whole, or not at all; return ``make(fd, mapping)``.
+) -> _F:
+    """Create ``directory/filename`` whole, or not at all; return it mapped, as ``make(fd)``.
 
-    The file is made as an ``O_TMPFILE`` (no name, mode 0), given its group and
-    then its exact ``permissions`` (no umask), sized, its pages reserved
+    The file is made as an ``O_TMPFILE`` (no name, mode 0), handed at once to
+    the object ``make(fd)`` builds (which owns it from then on), given its group
+    and then its exact ``permissions`` (no umask), sized, its pages reserved
     (:func:`reserve`), mapped and passed to ``initialize``, and only then linked
     under ``filename``: nobody can open it before it is complete, and it is never
     more open than ``permissions``. Where O_TMPFILE is not supported it is
     created with O_EXCL at mode 0 instead (the name then exists, unreadable,
-    while it is prepared).
+    while it is prepared). The final symbolic link is never followed.
 
-    ``make`` builds the object; with ``keep`` it owns ``fd`` and the mapping from
-    then on, otherwise they are closed first and it gets ``(-1, None)``. If
-    anything fails, including a signal handler raising (KeyboardInterrupt), the
-    name is removed (if it is ours) and everything closed before the error
-    propagates; a failure to link because the name is taken raises
-    ResourceExistsError. The final symbolic link is never followed.
+    Call it inside an :func:`~unixipc._resource.all_or_nothing` creation: if
+    anything fails then, a signal handler raising included, the object is closed
+    and the name removed (if it is still ours) before the error propagates. A
+    name taken meanwhile raises ResourceExistsError.
     """
     try:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -159,16 +157,69 @@ def create_file(
             ) from None
         raise from_os_error(error, kind, name) from None
     try:
-        return _create_in(
-            dir_fd, filename, size, permissions, group, kind, name, filesystem, initialize, make,
-            keep,
-        )  # fmt: skip
+        path = os.path.join(directory, filename)
+        made = make(_open_unnamed(dir_fd, path, filename, kind, name))
+        _complete(made, dir_fd, path, filename, size, permissions, group, kind, name, filesystem,
+                  initialize)  # fmt: skip
+        return made
     finally:
         os.close(dir_fd)
 
 
-def _create_in(
+def _open_unnamed(dir_fd: int, path: str, filename: str, kind: str, name: str) -> int:
+    """An O_TMPFILE in the directory; or, where not supported, ``filename`` made at mode 0."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    try:
+        if _tmpfile_works():
+            try:
+                return os.open(".", flags | os.O_TMPFILE, 0, dir_fd=dir_fd)
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+        # This filesystem cannot: the name exists at once (mode 0, so unreadable).
+        fd = os.open(filename, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dir_fd)
+        status = os.fstat(fd)
+        on_failure(functools.partial(_remove_if_ours, path, (status.st_dev, status.st_ino)))
+        return fd
+    except OSError as error:
+        raise from_os_error(error, kind, name) from None
+
+
+def _remove_if_ours(path: str, identity: tuple[int, int], dir_fd: int | None = None) -> None:
+    """Unlink ``path`` if it is still the file ``identity`` (device, inode) names."""
+    with contextlib.suppress(OSError):
+        found = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        if (found.st_dev, found.st_ino) == identity:
+            os.unlink(path, dir_fd=dir_fd)
+
+
+def _reopen_by_name(
+    made: FileMemory, dir_fd: int, filename: str, identity: tuple[int, int], size: int
+) -> None:
+    """Hold and map the file through its name now that it has one.
+
+    A descriptor or mapping made from the O_TMPFILE keeps its first, nameless
+    path ("/dev/shm/#1234 (deleted)" in /proc, lsof and the inspector), which
+    would make a live object look removed.
+    """
+    fd = os.open(filename, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        status = os.fstat(fd)
+        if (status.st_dev, status.st_ino) != identity:
+            raise IPCError(f"{made.describe()} was replaced by another file as it was created")
+    except BaseException:
+        os.close(fd)
+        raise
+    old, made._fd = made._fd, fd
+    os.close(old)
+    made._drop_mapping("create")
+    made._set_mapping(map_descriptor(fd, size, read_only=False))
+
+
+def _complete(
+    made: FileMemory,
     dir_fd: int,
+    path: str,
     filename: str,
     size: int,
     permissions: int,
@@ -177,72 +228,29 @@ def _create_in(
     name: str,
     filesystem: str,
     initialize: Callable[[memoryview], None] | None,
-    make: Callable[[int, mmap.mmap | None], _T],
-    keep: bool,
-) -> _T:
-    linked = not _tmpfile_works()
-    flags = os.O_RDWR | os.O_CLOEXEC
+) -> None:
+    fd = made._fd
+    status = os.fstat(fd)
+    identity = (status.st_dev, status.st_ino)
     try:
-        if linked:
-            fd = os.open(filename, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dir_fd)
-        else:
-            try:
-                fd = os.open(".", flags | os.O_TMPFILE, 0, dir_fd=dir_fd)
-            except OSError as error:
-                if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    raise
-                linked = True  # this filesystem cannot: make the name at once
-                fd = os.open(
-                    filename, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dir_fd
-                )
-    except OSError as error:
-        raise from_os_error(error, kind, name) from None
-    mapping: mmap.mmap | None = None
-    made: Any = None
-    closing = fd  # still ours to close
-    identity = None
-    try:
-        status = os.fstat(fd)
-        identity = (status.st_dev, status.st_ino)
         if group is not None:
             os.fchown(fd, -1, group)
         os.fchmod(fd, permissions)  # exactly these bits: no umask applied
         os.ftruncate(fd, size)
         reserve(fd, size, kind=kind, name=name, filesystem=filesystem)
-        mapping = map_descriptor(fd, size, read_only=False)
-        if initialize is not None and mapping is not None:
-            view = memoryview(mapping)
-            try:
-                initialize(view)
-            finally:
-                view.release()
-        if not linked:
+        made._set_mapping(map_descriptor(fd, size, read_only=False))
+        if initialize is not None:
+            initialize(made._buf)
+        if status.st_nlink == 0:  # an O_TMPFILE: now it gets its name
             os.link(f"/proc/self/fd/{fd}", filename, dst_dir_fd=dir_fd, follow_symlinks=True)
-            linked = True
-        if keep:
-            made = make(fd, mapping)
-            closing, mapping = -1, None  # the object owns them now
-            return cast("_T", made)
-        if mapping is not None:
-            unmapping, mapping = mapping, None
-            unmapping.close()
-        closing = -1
-        os.close(fd)
-        return make(-1, None)
+            _reopen_by_name(made, dir_fd, filename, identity, size)
+        # From here on, a failure of the whole creation (of an outer call too)
+        # removes the name.
+        on_failure(functools.partial(_remove_if_ours, path, identity))
     except BaseException as error:
-        if linked and identity is not None:
-            with contextlib.suppress(OSError):
-                found = os.stat(filename, dir_fd=dir_fd, follow_symlinks=False)
-                if (found.st_dev, found.st_ino) == identity:
-                    os.unlink(filename, dir_fd=dir_fd)
-        if made is not None:
-            with contextlib.suppress(Exception):
-                made.close()
-        if mapping is not None:
-            with contextlib.suppress(Exception):
-                mapping.close()
-        if closing >= 0:
-            os.close(closing)
+        # Maybe linked: an interrupt may come as link() returns, before on_failure.
+        _remove_if_ours(filename, identity, dir_fd)
+        made._discard()
         if isinstance(error, OSError) and not isinstance(error, IPCError):
             raise from_os_error(error, kind, name) from None
         raise
@@ -303,14 +311,23 @@ class MemoryBase(Resource):
         self._drop_mapping("close")
         super().close()
 
-    def _close_failed(self, problem: Exception) -> str:
-        # The with block ends by an exception while views still point into the
-        # memory: leave the mapping to them (it is unmapped when the last one
-        # goes, by reference counting) and release everything else.
+    def _abandon(self) -> None:
+        """Close, leaving the mapping to the views still alive (it is unmapped when
+        the last of them goes, by reference counting)."""
         if not self._closed:
             self._map = None
             self._buf = memoryview(b"")
             Resource.close(self)
+
+    def _discard(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            self._abandon()
+
+    def _close_failed(self, problem: Exception) -> str:
+        # The with block ends by an exception while views still point into the memory.
+        self._abandon()
         return (
             f"unixipc: {self.describe()} was still viewed (memoryviews or arrays) when the "
             "with block ended; it stays mapped until those views are released"

@@ -14,6 +14,14 @@ Two rules live here and nowhere else:
   on 3.10 it is kept in ``__notes__``), and ``_close_failed`` lets the object
   give up cleanly what it could not close (memory stays mapped until its last
   view goes, rather than being unmapped under it).
+- **Creation is all or nothing.** A creating class method decorated with
+  :func:`all_or_nothing` keeps a journal while it runs: every object opened meanwhile
+  (``_opened``) and every undo action registered with :func:`on_failure` (such
+  as removing a name that just appeared). If the call raises, whatever the
+  reason (a signal handler raising KeyboardInterrupt between any two bytecodes
+  included), the journal is undone, newest first, before the error propagates.
+  Nested creations (a mutex creating its shared memory) share the outermost
+  journal.
 - **Objects made by class methods refuse direct construction.** A class that
   lists its ``_factories`` ("create", "open", ...) raises a TypeError naming
   them when called directly, as posix_ipc users will try
@@ -23,16 +31,64 @@ Two rules live here and nowhere else:
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 from .errors import ClosedResourceError, ResourceExistsError
 
 _R = TypeVar("_R", bound="Resource")
 _L = TypeVar("_L", bound="Lockable")
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+class _Creating(threading.local):
+    #: The undo journal of the creation running in this thread, if any.
+    journal: list[object] | None = None
+
+
+_creating = _Creating()
+
+
+def on_failure(action: Callable[[], None]) -> None:
+    """Run ``action`` if the creation in progress in this thread fails (else nothing)."""
+    journal = _creating.journal
+    if journal is not None:
+        journal.append(action)
+
+
+def _undo(journal: list[object]) -> None:
+    for entry in reversed(journal):
+        if isinstance(entry, Resource):
+            entry._discard()
+        else:
+            with contextlib.suppress(Exception):
+                cast("Callable[[], None]", entry)()
+
+
+def all_or_nothing(function: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Make a creating call all or nothing (see the module's notes)."""
+
+    @functools.wraps(function)
+    def journaled(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if _creating.journal is not None:  # an outer creation answers for this one
+            return function(*args, **kwargs)
+        journal: list[object] = []
+        try:
+            _creating.journal = journal
+            made = function(*args, **kwargs)
+            _creating.journal = None
+            return made
+        except BaseException:
+            _creating.journal = None
+            _undo(journal)
+            raise
+
+    return journaled
 
 
 def add_note(error: BaseException, note: str) -> None:
@@ -91,6 +147,14 @@ class Resource:
         """Call once the handle is held: from now on close() must release it."""
         self._name = name
         self._closed = False
+        journal = _creating.journal  # no call before the append: nothing can interrupt
+        if journal is not None:
+            journal.append(self)
+
+    def _discard(self) -> None:
+        """Close without raising: what an undone creation does with what it opened."""
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _release(self) -> None:
         """Release the handle. Called exactly once."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 from collections.abc import Callable
 from typing import TypeVar
 
 from . import _native
 from ._names import check_int, check_path, check_sysv_key
+from ._resource import on_failure
 from .errors import IPCError, from_os_error
 
 __all__ = (
@@ -156,6 +158,10 @@ class SysVKind:
         except OSError as error:
             raise self.error(error, what) from None
 
+    def _remove_quietly(self, object_id: int) -> None:
+        with contextlib.suppress(OSError):
+            self._remove(object_id)
+
     def create(
         self,
         key: int,
@@ -181,13 +187,15 @@ class SysVKind:
             except OSError as error:
                 limit = creation_limits.get(error.errno or 0)
                 raise from_os_error(error, self.kind, self.describe(key), limit=limit) from None
+            # From here on, a failure of the whole creation (of an outer call too)
+            # removes the object.
+            on_failure(functools.partial(self._remove_quietly, created[0]))
             if gid is not None:
                 self._set_owner(created[0], gid, permissions)
             return then(created[0])
         except BaseException as error:
             if created:
-                with contextlib.suppress(OSError):
-                    self._remove(created[0])
+                self._remove_quietly(created[0])
             if isinstance(error, OSError) and not isinstance(error, IPCError):
                 raise self.error(error, self.describe(key)) from None
             raise

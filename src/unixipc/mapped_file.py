@@ -29,7 +29,7 @@ from typing import NoReturn
 
 from ._memory import FileMemory, MemoryBase, create_file, is_regular_file, mount_point
 from ._names import check_group, check_int, check_path, check_permissions
-from ._resource import open_or_create
+from ._resource import all_or_nothing, open_or_create
 from .errors import IPCOSError, from_os_error
 
 __all__ = ("AnonymousSharedMemory", "MappedFile", "MappedFileInfo", "unlink")
@@ -84,6 +84,7 @@ class MappedFile(FileMemory):
         return self._where
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         path: str | os.PathLike[str],
@@ -121,10 +122,11 @@ class MappedFile(FileMemory):
             kind=KIND,
             name=path,
             filesystem=mount_point(directory),
-            make=lambda fd, mapping: cls._make(path, fd, mapping, False),
+            make=lambda fd: cls._make(path, fd, None, False),
         )
 
     @classmethod
+    @all_or_nothing
     def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> MappedFile:
         """Map the existing file ``path``, all of it (read-only if asked).
 
@@ -159,6 +161,7 @@ class MappedFile(FileMemory):
         return cls._adopt(path, fd, read_only)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         path: str | os.PathLike[str],
@@ -268,6 +271,7 @@ class AnonymousSharedMemory(MemoryBase):
         self._opened(f"{len(mapping)} bytes")
 
     @classmethod
+    @all_or_nothing
     def create(cls, size: int) -> AnonymousSharedMemory:
         """Map ``size`` zero bytes, shared with children forked after this call.
 

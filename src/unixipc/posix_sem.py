@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from . import _native
 from ._deadline import Deadline
-from ._memory import create_file
+from ._memory import FileMemory, create_file
 from ._names import (
     SEMAPHORE_FILE_PREFIX,
     check_group,
@@ -44,7 +44,7 @@ from ._names import (
     check_semaphore_name,
     is_valid,
 )
-from ._resource import Lockable, Resource, open_or_create
+from ._resource import Lockable, Resource, all_or_nothing, open_or_create
 from .errors import IPCError, from_os_error
 
 __all__ = (
@@ -133,6 +133,12 @@ def unlink(name: str) -> None:
         raise from_os_error(error, KIND, name) from None
 
 
+class _SemaphoreFile(FileMemory):
+    """The file of a named semaphore while ``create`` prepares it."""
+
+    kind = KIND
+
+
 class PosixSemaphore(Lockable):
     """A POSIX semaphore, named or placed in shared memory; ``with sem:`` holds it.
 
@@ -155,6 +161,7 @@ class PosixSemaphore(Lockable):
     # -- opening -----------------------------------------------------------
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         name: str,
@@ -186,7 +193,7 @@ class PosixSemaphore(Lockable):
         def initialize(memory: memoryview) -> None:
             _native.posix_sem_init(memory, 0, value).close()
 
-        return create_file(
+        prepared = create_file(
             _DEV_SHM,
             _filename(name),
             cls.SIZE,
@@ -196,11 +203,15 @@ class PosixSemaphore(Lockable):
             name=name,
             filesystem=_DEV_SHM,
             initialize=initialize,
-            make=lambda _fd, _mapping: cls._make(cls._sem_open(name), name, name),
-            keep=False,
+            make=lambda fd: _SemaphoreFile._make(name, fd, None, False),
         )
+        try:
+            return cls._make(cls._sem_open(name), name, name)
+        finally:
+            prepared.close()
 
     @classmethod
+    @all_or_nothing
     def open(cls, name: str) -> PosixSemaphore:
         """Open the existing named semaphore ``name``.
 
@@ -212,6 +223,7 @@ class PosixSemaphore(Lockable):
         return cls._make(cls._sem_open(name), name, name)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         name: str,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from . import _native
 from ._memory import FileMemory, create_file
 from ._names import check_group, check_int, check_permissions, check_posix_name, is_valid
-from ._resource import open_or_create
+from ._resource import all_or_nothing, open_or_create
 from .errors import from_os_error
 
 __all__ = (
@@ -114,6 +114,7 @@ class PosixSharedMemory(FileMemory):
         return self._where
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         name: str,
@@ -156,10 +157,11 @@ class PosixSharedMemory(FileMemory):
             name=name,
             filesystem=DEV_SHM,
             initialize=initialize,
-            make=lambda fd, mapping: cls._make(name, fd, mapping, False),
+            make=lambda fd: cls._make(name, fd, None, False),
         )
 
     @classmethod
+    @all_or_nothing
     def open(cls, name: str, *, read_only: bool = False) -> PosixSharedMemory:
         """Map the existing object ``name``, all of it (read-only if asked).
 
@@ -177,6 +179,7 @@ class PosixSharedMemory(FileMemory):
         return cls._adopt(name, fd, read_only)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         name: str,

@@ -68,7 +68,7 @@ from typing import ClassVar, TypeVar
 from . import _native, posix_shm
 from ._deadline import Deadline
 from ._names import check_bytes_like, check_group, check_int, check_permissions, check_posix_name
-from ._resource import Lockable, Resource, open_or_create
+from ._resource import Lockable, Resource, all_or_nothing, open_or_create
 from .errors import (
     DeadlockError,
     IPCError,
@@ -167,6 +167,7 @@ class _SharedSyncObject(Resource):
     # -- creation and opening --------------------------------------------------------
 
     @classmethod
+    @all_or_nothing
     def open(cls: type[_T], name: str) -> _T:
         """Open the existing object ``name``, waiting briefly for a creator still initializing it.
 
@@ -189,26 +190,20 @@ class _SharedSyncObject(Resource):
         name = check_posix_name(name)
         permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
         gid = check_group(group)
-        memory = None
         try:
-            # Initialized before its name appears: no opener ever waits for it.
+            # Initialized before its name appears: no opener ever waits for it. If
+            # anything fails later, the creation's journal removes it (all_or_nothing).
             memory = PosixSharedMemory.create(
                 name,
                 cls.SIZE,
                 permissions=permissions,
                 group=gid,
+                allow_world_writable=allow_world_writable,
                 initialize=lambda whole: cls._initialize(whole[: cls.SIZE], setup, repr(name)),
             )
-            return cls._make(memory.buf[: cls.SIZE], memory, name, 0)
-        except BaseException as error:
-            if memory is not None:
-                with contextlib.suppress(Exception):
-                    memory.close()
-                with contextlib.suppress(OSError):
-                    posix_shm.unlink(name)
-            if isinstance(error, OSError):
-                raise from_os_error(error, cls.kind, name) from None
-            raise
+        except OSError as error:
+            raise from_os_error(error, cls.kind, name) from None
+        return cls._make(memory.buf[: cls.SIZE], memory, name, 0)
 
     @classmethod
     def _open_named(cls: type[_T], name: str) -> _T:
@@ -475,6 +470,7 @@ class _Plain(_SharedSyncObject):
         """Initialize the kind's own fields (the counters start at zero)."""
 
     @classmethod
+    @all_or_nothing
     def create(
         cls: type[_PL],
         name: str,
@@ -494,6 +490,7 @@ class _Plain(_SharedSyncObject):
         return cls._create_named(name, permissions, group, allow_world_writable, cls._setup)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls: type[_PL],
         name: str,
@@ -975,6 +972,7 @@ class SharedBarrier(_SharedSyncObject):
         return value
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         name: str,
@@ -995,6 +993,7 @@ class SharedBarrier(_SharedSyncObject):
         )
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         name: str,

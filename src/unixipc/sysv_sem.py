@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from . import _native
 from ._deadline import Deadline, check_timeout
 from ._names import check_group, check_int, check_permissions, check_sysv_key
-from ._resource import Resource, open_or_create
+from ._resource import Resource, all_or_nothing, open_or_create
 from ._sysv import SysVKind, check_id, check_open_key, read_table
 
 __all__ = (
@@ -172,6 +172,7 @@ class SysVSemaphoreSet(Resource):
     # -- opening -----------------------------------------------------------
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         key: int,
@@ -223,6 +224,7 @@ class SysVSemaphoreSet(Resource):
         )
 
     @classmethod
+    @all_or_nothing
     def open(cls, key: int, *, wait_for_initialization: bool | float = True) -> SysVSemaphoreSet:
         """Open the existing set with ``key``, once its creator has set its values.
 
@@ -246,6 +248,7 @@ class SysVSemaphoreSet(Resource):
         )
 
     @classmethod
+    @all_or_nothing
     def open_id(
         cls, sem_id: int, *, wait_for_initialization: bool | float = True
     ) -> SysVSemaphoreSet:
@@ -263,6 +266,7 @@ class SysVSemaphoreSet(Resource):
         return cls._make(sem_id, info.key, info.count)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         key: int,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from . import _native
 from ._memory import MemoryBase
 from ._names import check_group, check_int, check_permissions, check_sysv_key
-from ._resource import open_or_create
+from ._resource import all_or_nothing, open_or_create
 from ._sysv import SysVKind, check_id, check_open_key, read_table
 
 __all__ = (
@@ -156,6 +156,7 @@ class SysVSharedMemory(MemoryBase):
         return cls._make(shm_id, key, attachment)
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         key: int,
@@ -195,6 +196,7 @@ class SysVSharedMemory(MemoryBase):
         )
 
     @classmethod
+    @all_or_nothing
     def open(cls, key: int, *, read_only: bool = False) -> SysVSharedMemory:
         """Attach the existing segment with ``key`` (read-only if asked).
 
@@ -208,6 +210,7 @@ class SysVSharedMemory(MemoryBase):
         return cls._attach(_SEGMENTS.find(key), key, read_only)
 
     @classmethod
+    @all_or_nothing
     def open_id(cls, shm_id: int, *, read_only: bool = False) -> SysVSharedMemory:
         """Attach the segment whose id is ``shm_id`` (how IPC_PRIVATE segments are shared).
 
@@ -224,6 +227,7 @@ class SysVSharedMemory(MemoryBase):
         return cls._attach(shm_id, key, read_only)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         key: int,
