@@ -52,6 +52,7 @@ import fcntl
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import _native
@@ -125,7 +126,48 @@ def _path_error(error: OSError, kind: str, path: str) -> IPCError:
     return from_os_error(error, kind, path)
 
 
-class FileLock(Lockable):
+class _OneHolder(Lockable):
+    """What FileLock and RecordLock share: one object is one holder (one acquire at
+    a time), and a forked child never takes over, or lets go of, its parent's hold."""
+
+    def _start_holding(self) -> None:
+        self._state = threading.Lock()
+        self._busy = False
+
+    def _is_held(self) -> bool:
+        raise NotImplementedError
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: the hold is the parent's; forget it without unlocking."""
+        raise NotImplementedError
+
+    @property
+    def locked(self) -> bool:
+        """True while this object holds its lock."""
+        self._forget_inherited()
+        return self._is_held()
+
+    @contextlib.contextmanager
+    def _acquiring(self) -> Iterator[None]:
+        """Around one acquire: refuse a second hold, or another thread's acquire meanwhile."""
+        self._check_open()
+        self._forget_inherited()
+        with self._state:
+            if self._is_held() or self._busy:
+                raise IPCError(
+                    f"{self.describe()} is already held by this {type(self).__name__} object"
+                )
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
+    def _not_held(self) -> IPCError:
+        return IPCError(f"{self.describe()} is not held by this {type(self).__name__} object")
+
+
+class FileLock(_OneHolder):
     """An flock(2) lock on a whole file: shared or exclusive, released when the holder dies.
 
     ``with FileLock(path):`` holds an exclusive lock for the block. One FileLock
@@ -155,24 +197,19 @@ class FileLock(Lockable):
         self._fd: int | None = None
         self._pid = 0  # the process that took the lock
         self._shared = False
-        self._state = threading.Lock()
-        self._busy = False
+        self._start_holding()
         self._opened(self.path)
 
+    def _is_held(self) -> bool:
+        return self._fd is not None
+
     def _forget_inherited(self) -> None:
-        """In a forked child: the lock belongs to the parent; drop only our copy of the fd."""
         with self._state:
             fd = self._fd
             if fd is None or self._pid == os.getpid():
                 return
             self._fd = None
         os.close(fd)  # never LOCK_UN: that would release the parent's lock
-
-    @property
-    def locked(self) -> bool:
-        """True while this object holds the lock."""
-        self._forget_inherited()
-        return self._fd is not None
 
     @property
     def shared(self) -> bool:
@@ -190,16 +227,10 @@ class FileLock(Lockable):
             ResourceNotFoundError: the directory does not exist.
             IPCOSError: the path is a symbolic link (never followed).
         """
-        self._check_open()
         if not isinstance(shared, bool):
             raise TypeError("shared must be a bool")
         deadline = Deadline(timeout)
-        self._forget_inherited()
-        with self._state:
-            if self._fd is not None or self._busy:
-                raise IPCError(f"{self.describe()} is already held by this FileLock object")
-            self._busy = True
-        try:
+        with self._acquiring():
             fd = _open_lock_file(self.path, os.O_RDONLY, self.permissions, self.group, self.kind)
             try:
                 operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
@@ -219,8 +250,6 @@ class FileLock(Lockable):
                 self._fd = fd
                 self._pid = os.getpid()
                 self._shared = shared
-        finally:
-            self._busy = False
 
     def release(self) -> None:
         """Unlock and close the file.
@@ -233,7 +262,7 @@ class FileLock(Lockable):
         with self._state:
             fd = self._fd
             if fd is None:
-                raise IPCError(f"{self.describe()} is not held by this FileLock object")
+                raise self._not_held()
             self._fd = None
         try:
             # Unlock explicitly: a child that inherited the descriptor would otherwise
@@ -284,7 +313,7 @@ class LockHolder:
     length: int
 
 
-class RecordLock(Lockable):
+class RecordLock(_OneHolder):
     """An fcntl(2) lock on bytes ``start`` .. ``start + length`` of a file (length 0: to the end).
 
     ``per_open_file=False`` (POSIX record locks): owned by the process, with
@@ -329,8 +358,7 @@ class RecordLock(Lockable):
         self.per_open_file = per_open_file
         self._held: bool | None = None  # None: not held; else True for exclusive
         self._held_by = 0  # the process that took the lock
-        self._state = threading.Lock()
-        self._busy = False
+        self._start_holding()
         if isinstance(path_or_fd, int) and not isinstance(path_or_fd, bool):
             fd = check_int(path_or_fd, "path_or_fd", minimum=0)
             try:
@@ -359,10 +387,7 @@ class RecordLock(Lockable):
             if self._held is not None and self._held_by != os.getpid():
                 self._held = None
 
-    @property
-    def locked(self) -> bool:
-        """True while this object holds its range locked."""
-        self._forget_inherited()
+    def _is_held(self) -> bool:
         return self._held is not None
 
     def fileno(self) -> int:
@@ -381,16 +406,10 @@ class RecordLock(Lockable):
             IPCError: this object already holds the range (release it first).
             UnsupportedFeature: the kernel lacks OFD locks.
         """
-        self._check_open()
         if not isinstance(exclusive, bool):
             raise TypeError("exclusive must be a bool")
         deadline = Deadline(timeout)
-        self._forget_inherited()
-        with self._state:
-            if self._held is not None or self._busy:
-                raise IPCError(f"{self.describe()} is already held by this RecordLock object")
-            self._busy = True
-        try:
+        with self._acquiring():
             lock_type = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
             try:
                 if deadline.timeout == 0:
@@ -408,8 +427,6 @@ class RecordLock(Lockable):
             with self._state:
                 self._held = exclusive
                 self._held_by = os.getpid()
-        finally:
-            self._busy = False
 
     def _error(self, error: OSError, deadline: Deadline, exclusive: bool) -> IPCError:
         code = error.errno
@@ -442,7 +459,7 @@ class RecordLock(Lockable):
         self._forget_inherited()
         with self._state:
             if self._held is None:
-                raise IPCError(f"{self.describe()} is not held by this RecordLock object")
+                raise self._not_held()
             self._held = None
         try:
             _native.record_lock(
