@@ -413,3 +413,21 @@ def test_world_writable_needs_saying_so(
         os.umask(old)
     assert facility.owner(place)[0] == 0o666
     made.close()
+
+
+def test_an_initializer_that_fails_leaves_nothing(
+    names: Names, cleanup: Callable[..., None]
+) -> None:
+    name = names.posix("shm")
+    cleanup(posix_shm.unlink, name)
+    seen: list[bytes] = []
+
+    def initialize(memory: memoryview) -> None:
+        seen.append(bytes(memory[:4]))
+        assert not posix_shm.exists(name)  # nobody can open it yet
+        raise ArithmeticError("bad table")
+
+    with pytest.raises(ArithmeticError, match="bad table"):
+        PosixSharedMemory.create(name, 4096, initialize=initialize)
+    assert seen == [bytes(4)]
+    assert not posix_shm.exists(name)

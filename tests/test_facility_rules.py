@@ -326,8 +326,10 @@ def test_as_array_is_typed_by_its_dtype(tmp_path: Path) -> None:
 # ---- timeouts that never run out --------------------------------------------------
 
 
-def _hold_for_a_while(acquire: Callable[[], None], release: Callable[[], None]) -> threading.Event:
-    """Hold a lock in another thread for 0.3 s; the event is set once it is held."""
+def _hold_for_a_while(
+    acquire: Callable[[], None], release: Callable[[], None], holders: list[threading.Thread]
+) -> None:
+    """Hold a lock in another thread for 0.3 s; return once it is held."""
     held = threading.Event()
 
     def hold() -> None:
@@ -336,9 +338,10 @@ def _hold_for_a_while(acquire: Callable[[], None], release: Callable[[], None]) 
         time.sleep(0.3)
         release()
 
-    threading.Thread(target=hold, daemon=True).start()
+    holder = threading.Thread(target=hold, daemon=True)
+    holders.append(holder)
+    holder.start()
     assert held.wait(60)
-    return held
 
 
 @pytest.mark.parametrize("timeout", [math.inf, 1e12, 2.0**63])
@@ -352,24 +355,30 @@ def test_endless_timeouts_block_until_released(
     mutex_name = names.posix("mutex")
     cleanup(posix_shm.unlink, mutex_name)
     path = names.path("lock")
+    holders: list[threading.Thread] = []
     # (with on a semaphore or mutex holds it: closing() only closes)
     with (
         closing(PosixSemaphore.create(name, value=1)) as semaphore,
         SysVSemaphoreSet.create(key, 1, values=[1]) as semaphores,
         closing(SharedMutex.create(mutex_name)) as mutex,
+        closing(FileLock(path)) as other,
     ):
-        _hold_for_a_while(semaphore.acquire, semaphore.release)
-        semaphore.acquire(timeout=timeout)
-        _hold_for_a_while(lambda: semaphores.op([(0, -1)]), lambda: semaphores.op([(0, 1)]))
-        semaphores.op([(0, -1)], timeout=timeout)
-        _hold_for_a_while(mutex.acquire, mutex.release)
-        mutex.acquire(timeout=timeout)
-        mutex.release()
-        other = FileLock(path)
-        _hold_for_a_while(other.acquire, other.release)
-        with FileLock(path) as lock:
-            lock.release()
-            lock.acquire(timeout=timeout)
-        other.close()
-        with pytest.raises(TimeoutExpired):  # a finite timeout still runs out
-            semaphore.acquire(timeout=0.05)
+        try:
+            _hold_for_a_while(semaphore.acquire, semaphore.release, holders)
+            semaphore.acquire(timeout=timeout)
+            _hold_for_a_while(
+                lambda: semaphores.op([(0, -1)]), lambda: semaphores.op([(0, 1)]), holders
+            )
+            semaphores.op([(0, -1)], timeout=timeout)
+            _hold_for_a_while(mutex.acquire, mutex.release, holders)
+            mutex.acquire(timeout=timeout)
+            mutex.release()
+            _hold_for_a_while(other.acquire, other.release, holders)
+            with closing(FileLock(path)) as lock:
+                lock.acquire(timeout=timeout)
+                lock.release()
+            with pytest.raises(TimeoutExpired):  # a finite timeout still runs out
+                semaphore.acquire(timeout=0.05)
+        finally:
+            for holder in holders:
+                holder.join(60)

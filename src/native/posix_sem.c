@@ -1,7 +1,7 @@
 /* POSIX semaphores, named and memory-based. System calls (library functions):
  * sem_open, sem_close, sem_unlink, sem_init (pshared), sem_wait, sem_trywait,
- * sem_clockwait (CLOCK_MONOTONIC; sem_timedwait on CLOCK_REALTIME where the C
- * library lacks it), sem_post, sem_getvalue.
+ * sem_clockwait (CLOCK_MONOTONIC, glibc >= 2.30: a step of the wall clock changes
+ * no timeout), sem_post, sem_getvalue.
  *
  * PosixSemaphoreHandle holds the sem_t pointer. A memory-based one also holds
  * a buffer export of the memory it lives in, so that memory cannot be unmapped

@@ -159,8 +159,31 @@ def create_file(
     try:
         path = os.path.join(directory, filename)
         made = make(_open_unnamed(dir_fd, path, filename, kind, name))
-        _complete(made, dir_fd, path, filename, size, permissions, group, kind, name, filesystem,
-                  initialize)  # fmt: skip
+        fd = made._fd
+        status = os.fstat(fd)
+        identity = (status.st_dev, status.st_ino)
+        try:
+            if group is not None:
+                os.fchown(fd, -1, group)
+            os.fchmod(fd, permissions)  # exactly these bits: no umask applied
+            os.ftruncate(fd, size)
+            reserve(fd, size, kind=kind, name=name, filesystem=filesystem)
+            made._set_mapping(map_descriptor(fd, size, read_only=False))
+            if initialize is not None:
+                initialize(made._buf)
+            if status.st_nlink == 0:  # an O_TMPFILE: now it gets its name
+                os.link(f"/proc/self/fd/{fd}", filename, dst_dir_fd=dir_fd, follow_symlinks=True)
+                _reopen_by_name(made, dir_fd, filename, identity, size)
+            # From here on, a failure of the whole creation (of an outer call too)
+            # removes the name.
+            on_failure(functools.partial(_remove_if_ours, path, identity))
+        except BaseException as error:
+            # Maybe linked: an interrupt may come as link() returns, before on_failure.
+            _remove_if_ours(filename, identity, dir_fd)
+            made._discard()
+            if isinstance(error, OSError) and not isinstance(error, IPCError):
+                raise from_os_error(error, kind, name) from None
+            raise
         return made
     finally:
         os.close(dir_fd)
@@ -214,46 +237,6 @@ def _reopen_by_name(
     os.close(old)
     made._drop_mapping("create")
     made._set_mapping(map_descriptor(fd, size, read_only=False))
-
-
-def _complete(
-    made: FileMemory,
-    dir_fd: int,
-    path: str,
-    filename: str,
-    size: int,
-    permissions: int,
-    group: int | None,
-    kind: str,
-    name: str,
-    filesystem: str,
-    initialize: Callable[[memoryview], None] | None,
-) -> None:
-    fd = made._fd
-    status = os.fstat(fd)
-    identity = (status.st_dev, status.st_ino)
-    try:
-        if group is not None:
-            os.fchown(fd, -1, group)
-        os.fchmod(fd, permissions)  # exactly these bits: no umask applied
-        os.ftruncate(fd, size)
-        reserve(fd, size, kind=kind, name=name, filesystem=filesystem)
-        made._set_mapping(map_descriptor(fd, size, read_only=False))
-        if initialize is not None:
-            initialize(made._buf)
-        if status.st_nlink == 0:  # an O_TMPFILE: now it gets its name
-            os.link(f"/proc/self/fd/{fd}", filename, dst_dir_fd=dir_fd, follow_symlinks=True)
-            _reopen_by_name(made, dir_fd, filename, identity, size)
-        # From here on, a failure of the whole creation (of an outer call too)
-        # removes the name.
-        on_failure(functools.partial(_remove_if_ours, path, identity))
-    except BaseException as error:
-        # Maybe linked: an interrupt may come as link() returns, before on_failure.
-        _remove_if_ours(filename, identity, dir_fd)
-        made._discard()
-        if isinstance(error, OSError) and not isinstance(error, IPCError):
-            raise from_os_error(error, kind, name) from None
-        raise
 
 
 def check_shape(shape: object) -> tuple[int, ...]:
