@@ -177,13 +177,14 @@ class SysVKind:
         that whatever fails afterwards (``then``, setting the group, a signal
         handler raising), the object is removed before the error propagates.
         System V ignores the umask, so the mode is exact from the start; with a
-        group to set, the object starts without the group's bits, so that the
-        creator's own group never has access meanwhile.
+        group to set, the object starts with the owner's bits only, so that the
+        creator's own group never has access meanwhile, and gets its group and
+        mode in one IPC_SET.
         """
         created: list[int] = []
         try:
             try:
-                make(permissions if gid is None else permissions & ~0o070, created)
+                make(permissions if gid is None else permissions & 0o700, created)
             except OSError as error:
                 limit = creation_limits.get(error.errno or 0)
                 raise from_os_error(error, self.kind, self.describe(key), limit=limit) from None
