@@ -6,7 +6,7 @@ garbage-collected while still open emits a ResourceWarning (then releases).
 :class:`Lockable` objects (semaphores, mutexes, locks) acquire and release in
 ``with`` instead.
 
-Two rules live here and nowhere else:
+Three rules live here and nowhere else:
 
 - **A ``with`` block never loses the user's exception.** When the block raises
   and the closing (or releasing) at its end fails too, the user's exception
@@ -18,7 +18,7 @@ Two rules live here and nowhere else:
   :func:`all_or_nothing` keeps a journal while it runs: every object opened meanwhile
   (``_opened``) and every undo action registered with :func:`on_failure` (such
   as removing a name that just appeared). If the call raises, whatever the
-  reason (a signal handler raising KeyboardInterrupt between any two bytecodes
+  reason (a signal handler raising KeyboardInterrupt wherever one can run
   included), the journal is undone, newest first, before the error propagates.
   Nested creations (a mutex creating its shared memory) share the outermost
   journal.
