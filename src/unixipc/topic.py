@@ -41,7 +41,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import struct
 import time
 import weakref
@@ -51,10 +50,9 @@ from typing import Literal
 
 from . import _native
 from ._doorbell import Doorbell
-from ._memory import reserve
 from ._names import check_int, check_permissions, check_posix_name
 from ._resource import Resource
-from .errors import IPCError, IPCOSError, from_os_error
+from .errors import IPCError, IPCOSError, ResourceLimitError, from_os_error
 from .posix_shm import DEV_SHM, PosixSharedMemory
 from .posix_shm import unlink as _unlink_shm
 
@@ -257,34 +255,24 @@ class Topic(Resource):
             raise ValueError(f"history must be less than capacity ({capacity}), got {history}")
         permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
         size = _native.topic_size(capacity, max_message_size)
-        # Made and initialized under a temporary name, then linked to its own:
-        # nobody can open a half-made topic, and a creator that dies leaves no
-        # name taken. The temporary name carries 128 random bits.
-        temporary = f"{name[:200]}.{secrets.token_hex(16)}.new"
+        # PosixSharedMemory.create prepares the object without a name (exact
+        # permissions, pages reserved), lets us lay the topic out, and only then
+        # gives it its name: nobody opens a half-made topic, and a failure (or a
+        # creator killed on the way) leaves nothing.
         try:
-            fd = _native.shm_open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, permissions)
-        except OSError as error:
+            memory = PosixSharedMemory.create(
+                name,
+                size,
+                permissions=permissions,
+                allow_world_writable=allow_world_writable,
+                initialize=lambda buffer: _native.topic_initialize(
+                    buffer, capacity, max_message_size, history
+                ),
+            )
+        except IPCOSError as error:
+            if isinstance(error, ResourceLimitError):
+                raise
             raise from_os_error(error, KIND, name) from None
-        memory = None
-        try:
-            os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
-            os.ftruncate(fd, size)
-            reserve(fd, size, kind=KIND, name=name, filesystem=DEV_SHM)
-            memory = PosixSharedMemory(name, fd, read_only=False)
-            _native.topic_initialize(memory.buf, capacity, max_message_size, history)
-            os.link(f"{DEV_SHM}/{temporary[1:]}", f"{DEV_SHM}/{name[1:]}")
-        except BaseException as error:
-            if memory is not None:
-                memory.close()
-            else:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                _native.shm_unlink(temporary)
-            if isinstance(error, OSError) and not isinstance(error, IPCError):
-                raise from_os_error(error, KIND, name) from None
-            raise
-        with contextlib.suppress(OSError):
-            _native.shm_unlink(temporary)
         try:
             return cls(memory)
         except BaseException:
