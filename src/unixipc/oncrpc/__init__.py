@@ -25,11 +25,13 @@ Portability: Linux (any POSIX system with rpcbind should do).
 
 from __future__ import annotations
 
+from . import aio as aio
 from . import rpcbind as rpcbind
 from . import xdr as xdr
 from ._client import CLIENT_TIMEOUT as CLIENT_TIMEOUT
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._client import Client as Client
+from ._codegen import load as load
 from ._errors import AuthError as AuthError
 from ._errors import AuthStat as AuthStat
 from ._errors import GarbageArguments as GarbageArguments
@@ -47,6 +49,7 @@ from ._message import OpaqueAuth as OpaqueAuth
 from ._server import Procedure as Procedure
 from ._server import Server as Server
 from ._server import Service as Service
+from ._xfile import XFileError as XFileError
 from .xdr import XdrError as XdrError
 
 __all__ = (
@@ -70,7 +73,10 @@ __all__ = (
     "RpcMismatch",
     "Server",
     "Service",
+    "XFileError",
     "XdrError",
+    "aio",
+    "load",
     "rpcbind",
     "xdr",
 )

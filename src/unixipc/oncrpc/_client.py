@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 import select
@@ -63,7 +64,8 @@ def connect_stream(family: int, address: Any, deadline: Deadline, name: str) -> 
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         code = sock.connect_ex(address)
         if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
             wait_fd(sock.fileno(), select.POLLOUT, deadline, f"connecting to {name}")
@@ -82,6 +84,8 @@ class Client(Resource):
     ``Client(host, program, version, protocol="tcp")`` asks the host's rpcbind
     for the port (PMAP ``GETPORT``; RPCBIND ``GETADDR`` for IPv6) unless
     ``port`` is given, then connects (TCP) or sends datagrams to it (UDP).
+    A ``host`` starting with ``/`` is the path of a UNIX stream socket (as
+    rpcbind's ``/run/rpcbind.sock``, where it knows the caller's uid).
     Classes generated from a ``.x`` file set ``program`` and ``version`` and
     add one method per procedure; here, :meth:`call` takes and returns raw XDR.
 
@@ -130,19 +134,27 @@ class Client(Resource):
         self.auth = check_auth(auth)
         self._credentials = self.auth.to_xdr() + AUTH_NONE.to_xdr()
         deadline = Deadline(self.timeout)
-        if port is None:
-            port = lookup_port(self.host, self.program, self.version, self.protocol, deadline)
+        if self.host.startswith("/"):  # a UNIX stream socket, such as rpcbind's own
+            if self.protocol != "tcp":
+                raise ValueError("a UNIX socket path takes protocol='tcp' (a stream)")
+            port = 0
+            self._label = f"Sun RPC server {self.host}"
+            self._family: int = socket.AF_UNIX
+            self._address: Any = self.host
+        else:
+            if port is None:
+                port = lookup_port(self.host, self.program, self.version, self.protocol, deadline)
+            self._label = describe(self.host, port, self.protocol)
+            self._family, self._address = resolve(self.host, port, self.protocol)
         self.port: int = port
-        self._name = describe(self.host, port, self.protocol)
-        self._family, self._address = resolve(self.host, port, self.protocol)
         self._lock = threading.Lock()
         self._xid = random.getrandbits(32)
         self._stream: RecordStream | None = None
         self._datagram: socket.socket | None = None
         if self.protocol == "tcp":
             self._stream = RecordStream(
-                connect_stream(self._family, self._address, deadline, self._name),
-                self._name,
+                connect_stream(self._family, self._address, deadline, self._label),
+                self._label,
                 self.max_message_size,
             )
         else:
@@ -152,12 +164,12 @@ class Client(Resource):
                 sock.connect(self._address)
             except OSError as error:
                 sock.close()
-                raise from_os_error(error, "Sun RPC server", self._name) from None
+                raise from_os_error(error, "Sun RPC server", self._label) from None
             self._datagram = sock
-        self._opened(self._name)
+        self._opened(f"{self.host}:{port}")
 
     def describe(self) -> str:
-        return f"client of program {self.program} version {self.version} at {self._name}"
+        return f"client of program {self.program} version {self.version} at {self._label}"
 
     # Calls
 
@@ -197,7 +209,7 @@ class Client(Resource):
     ) -> Any:
         """Encode ``arguments``, call, decode the result (the generated methods' body)."""
         out = bytearray()
-        for argument_type, argument in zip(argument_types, arguments):
+        for argument_type, argument in zip(argument_types, arguments, strict=True):
             out += argument_type.encode(argument)
         reply, offset = self._invoke(procedure, out, CLIENT_TIMEOUT)
         value, end = result_type.decode_from(reply, offset)
@@ -227,14 +239,16 @@ class Client(Resource):
                 reply = self._exchange_stream(xid, message, deadline)
             else:
                 reply = self._exchange_datagram(xid, message, deadline)
-        what = f"program {self.program} version {self.version} procedure {procedure} at {self._name}"
+        what = (
+            f"program {self.program} version {self.version} procedure {procedure} at {self._label}"
+        )
         return reply, parse_reply(reply, what)
 
     def _exchange_stream(self, xid: int, message: bytes, deadline: Deadline) -> bytes:
         stream = self._stream
         if stream is None:  # the last connection broke: make a new one
-            sock = connect_stream(self._family, self._address, deadline, self._name)
-            stream = self._stream = RecordStream(sock, self._name, self.max_message_size)
+            sock = connect_stream(self._family, self._address, deadline, self._label)
+            stream = self._stream = RecordStream(sock, self._label, self.max_message_size)
         try:
             stream.send(message, deadline)
             while True:
@@ -270,7 +284,7 @@ class Client(Resource):
                         return reply
                     continue
                 if deadline.expired() or deadline.timeout == 0:
-                    raise deadline.error(f"calling {self._name}")
+                    raise deadline.error(f"calling {self._label}")
                 if time.monotonic() >= resend_at:
                     break
             interval = min(interval * 2, _MAX_RETRANSMIT)
@@ -281,11 +295,11 @@ class Client(Resource):
                 sock.send(message)
                 return
             except (BlockingIOError, InterruptedError):
-                wait_fd(sock.fileno(), select.POLLOUT, deadline, f"sending to {self._name}")
+                wait_fd(sock.fileno(), select.POLLOUT, deadline, f"sending to {self._label}")
             except OSError as error:
                 if self._closed:
                     raise ClosedResourceError(f"{self.describe()} is closed") from None
-                raise from_os_error(error, "Sun RPC server", self._name) from None
+                raise from_os_error(error, "Sun RPC server", self._label) from None
 
     def _receive_datagram(self, sock: socket.socket) -> bytes | None:
         try:
@@ -295,7 +309,7 @@ class Client(Resource):
         except OSError as error:
             if self._closed:
                 raise ClosedResourceError(f"{self.describe()} is closed") from None
-            raise from_os_error(error, "Sun RPC server", self._name) from None
+            raise from_os_error(error, "Sun RPC server", self._label) from None
         if self._closed:
             raise ClosedResourceError(f"{self.describe()} was closed during the call")
         return data
@@ -312,10 +326,8 @@ class Client(Resource):
         # Wake a call waiting in another thread, then close once it has let go.
         sock = self._datagram if self._stream is None else self._stream.sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         with self._lock:
             if self._stream is not None:
                 self._stream.sock.close()

@@ -18,6 +18,7 @@ Garbage from a peer (a reply or call that is not valid XDR) is
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 from ..errors import IPCError
@@ -94,10 +95,8 @@ class AuthError(RpcError):
     """
 
     def __init__(self, status: AuthStat | int, message: str | None = None) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             status = AuthStat(status)
-        except ValueError:
-            pass
         name = status.name if isinstance(status, AuthStat) else str(status)
         super().__init__(message or f"authentication refused: {name}")
         self.status = status

@@ -132,7 +132,9 @@ class AuthSys:
                 _TWO.pack(self.stamp, len(name)),
                 name,
                 _PAD[len(name) & 3],
-                struct.pack(f">III{len(self.gids)}I", self.uid, self.gid, len(self.gids), *self.gids),
+                struct.pack(
+                    f">III{len(self.gids)}I", self.uid, self.gid, len(self.gids), *self.gids
+                ),
             )
         )
 

@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import select
 import socket
@@ -63,25 +64,16 @@ class Procedure:
     result: Any = xdr.VOID
 
 
-class Service:
-    """One version of one program, served by a :class:`Server`.
-
-    Subclass the class generated from a ``.x`` file (it sets ``program``,
-    ``version`` and ``procedures`` and declares one method per procedure), and
-    override the methods. A method gets the decoded arguments and then a
-    :class:`CallInfo` (the caller's credentials and address), and returns the
-    result. Raising :class:`AuthError` refuses the caller (MSG_DENIED),
-    ``NotImplementedError`` or :class:`ProcedureUnavailable` answers
-    PROC_UNAVAIL, :class:`GarbageArguments` answers GARBAGE_ARGS, and any other
-    exception answers SYSTEM_ERR (and is logged on ``unixipc.oncrpc``).
-    Procedure 0 (NULL) is answered with nothing unless ``procedures`` has it.
-    """
+class ServiceBase:
+    """What synchronous and asynchronous services share: procedures and replies."""
 
     program: ClassVar[int]
     version: ClassVar[int]
     procedures: ClassVar[Mapping[int, Procedure]] = {}
 
-    def _procedure(self, number: int) -> tuple[Callable[..., Any], list[xdr.Type[Any]], xdr.Type[Any]] | None:
+    def _procedure(
+        self, number: int
+    ) -> tuple[Callable[..., Any], list[xdr.Type[Any]], xdr.Type[Any]] | None:
         cache: dict[int, Any] = self.__dict__.setdefault("_resolved", {})
         found = cache.get(number)
         if found is None:
@@ -93,7 +85,7 @@ class Service:
                 [xdr.as_type(t) for t in spec.arguments],
                 xdr.as_type(spec.result),
             )
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _prepare(
         self, call: CallInfo, data: bytes, offset: int
@@ -123,8 +115,12 @@ class Service:
         try:
             return accepted_reply(call.xid, SUCCESS, result_type.encode(result))
         except (TypeError, ValueError) as error:
-            log.error("procedure %d returned a value that is not a %s: %s",
-                      call.procedure, result_type.name, error)
+            log.error(
+                "procedure %d returned a value that is not a %s: %s",
+                call.procedure,
+                result_type.name,
+                error,
+            )
             return accepted_reply(call.xid, SYSTEM_ERR)
 
     @staticmethod
@@ -137,9 +133,31 @@ class Service:
             return accepted_reply(call.xid, GARBAGE_ARGS)
         log.error(
             "program %d version %d procedure %d failed",
-            call.program, call.version, call.procedure, exc_info=error,
+            call.program,
+            call.version,
+            call.procedure,
+            exc_info=error,
         )
         return accepted_reply(call.xid, SYSTEM_ERR)
+
+    def _dispatch(self, call: CallInfo, data: bytes, offset: int) -> Any:
+        """The reply to a call routed here (bytes, or an awaitable of them)."""
+        raise NotImplementedError
+
+
+class Service(ServiceBase):
+    """One version of one program, served by a :class:`Server`.
+
+    Subclass the class generated from a ``.x`` file (it sets ``program``,
+    ``version`` and ``procedures`` and declares one method per procedure), and
+    override the methods. A method gets the decoded arguments and then a
+    :class:`CallInfo` (the caller's credentials and address), and returns the
+    result. Raising :class:`AuthError` refuses the caller (MSG_DENIED),
+    ``NotImplementedError`` or :class:`ProcedureUnavailable` answers
+    PROC_UNAVAIL, :class:`GarbageArguments` answers GARBAGE_ARGS, and any other
+    exception answers SYSTEM_ERR (and is logged on ``unixipc.oncrpc``).
+    Procedure 0 (NULL) is answered with nothing unless ``procedures`` has it.
+    """
 
     def _dispatch(self, call: CallInfo, data: bytes, offset: int) -> bytes:
         prepared = self._prepare(call, data, offset)
@@ -156,8 +174,8 @@ class Service:
 class Programs:
     """Which service answers which (program, version); the replies for the others."""
 
-    def __init__(self, services: Sequence[Service], base: type) -> None:
-        self.services: dict[tuple[int, int], Service] = {}
+    def __init__(self, services: Sequence[ServiceBase], base: type) -> None:
+        self.services: dict[tuple[int, int], ServiceBase] = {}
         for service in services:
             if not isinstance(service, base):
                 raise TypeError(f"services must be {base.__name__} instances, not {service!r}")
@@ -175,7 +193,9 @@ class Programs:
             low, high = self.versions.get(program, (version, version))
             self.versions[program] = (min(low, version), max(high, version))
 
-    def route(self, data: bytes, protocol: str, peer: Any) -> tuple[Service, CallInfo, int] | bytes | None:
+    def route(
+        self, data: bytes, protocol: str, peer: Any
+    ) -> tuple[ServiceBase, CallInfo, int] | bytes | None:
         """The service and decoded call; else the reply to send, or None for garbage."""
         try:
             call, offset = parse_call(data, protocol, peer)
@@ -313,7 +333,7 @@ class Server(Resource):
                 raise
 
     @property
-    def services(self) -> list[Service]:
+    def services(self) -> list[ServiceBase]:
         """The services this server runs."""
         return list(self._programs.services.values())
 
@@ -364,9 +384,8 @@ class Server(Resource):
         poller = select.poll()
         handlers: dict[int, Callable[[], None]] = {self._wake_reader.fileno(): self._drain_wake}
         for protocol, sock in self._sockets.items():
-            handlers[sock.fileno()] = (
-                (lambda s=sock: self._accept(s)) if protocol == "tcp" else (lambda s=sock: self._receive(s))
-            )
+            serve = self._accept if protocol == "tcp" else self._receive
+            handlers[sock.fileno()] = functools.partial(serve, sock)
         for fd in handlers:
             poller.register(fd, select.POLLIN)
         while not self._stopping:
@@ -390,11 +409,15 @@ class Server(Resource):
                 return
             with self._connections_lock:
                 if self._stopping or len(self._connections) >= self.max_connections:
-                    log.warning("refused a connection from %s: %d open", peer, len(self._connections))
+                    log.warning(
+                        "refused a connection from %s: %d open", peer, len(self._connections)
+                    )
                     sock.close()
                     continue
                 thread = threading.Thread(
-                    target=self._serve_connection, args=(sock, peer), name="oncrpc-connection",
+                    target=self._serve_connection,
+                    args=(sock, peer),
+                    name="oncrpc-connection",
                     daemon=True,
                 )
                 self._connections[sock] = thread
@@ -461,7 +484,8 @@ class Server(Resource):
         if routed is None or isinstance(routed, bytes):
             return routed
         service, call, offset = routed
-        return service._dispatch(call, data, offset)
+        reply: bytes = service._dispatch(call, data, offset)
+        return reply
 
     # Closing
 

@@ -79,9 +79,7 @@ def resolve(host: str, port: int, protocol: str) -> tuple[int, Any]:
     try:
         found = socket.getaddrinfo(host, port, type=kind)
     except socket.gaierror as error:
-        raise from_os_error(
-            OSError(error.errno, error.strerror), "host", host
-        ) from error
+        raise from_os_error(OSError(error.errno, error.strerror), "host", host) from error
     found.sort(key=lambda entry: entry[0] != socket.AF_INET)
     family, _, _, _, address = found[0]
     return family, address

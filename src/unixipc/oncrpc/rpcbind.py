@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import socket
 from typing import ClassVar
 
@@ -76,7 +77,13 @@ class _Mapping(xdr.Struct):
 
 
 xdr.define_struct(
-    _Mapping, [("prog", xdr.UNSIGNED), ("vers", xdr.UNSIGNED), ("prot", xdr.UNSIGNED), ("port", xdr.UNSIGNED)]
+    _Mapping,
+    [
+        ("prog", xdr.UNSIGNED),
+        ("vers", xdr.UNSIGNED),
+        ("prot", xdr.UNSIGNED),
+        ("port", xdr.UNSIGNED),
+    ],
 )
 
 
@@ -148,9 +155,10 @@ class Binding:
 class RpcbindClient(Resource):
     """Talks to rpcbind on ``host`` (port 111 unless ``port`` says otherwise).
 
-    Methods named ``pmap_*`` use PMAP version 2; the others RPCBIND version 4
-    (``version=3`` for an rpcbind that lacks 4). Every call waits at most
-    ``timeout`` seconds.
+    Methods named ``pmap_*`` and :meth:`getport` use PMAP version 2; the others
+    RPCBIND version 4 (``version=3`` for an rpcbind that lacks 4). ``host`` may
+    be the path of rpcbind's UNIX socket (``/run/rpcbind.sock``: versions 3 and
+    4 only). Every call waits at most ``timeout`` seconds.
     """
 
     kind: ClassVar[str] = "rpcbind client"
@@ -202,9 +210,14 @@ class RpcbindClient(Resource):
     def getport(self, program: int, version: int, protocol: str = "tcp") -> int:
         """The port of ``program`` ``version`` over ``protocol``, or 0 if not registered."""
         query = _Mapping(
-            check_u32(program, "program"), check_u32(version, "version"), _IPPROTO[check_protocol(protocol)], 0
+            check_u32(program, "program"),
+            check_u32(version, "version"),
+            _IPPROTO[check_protocol(protocol)],
+            0,
         )
-        port: int = self._client(PMAP_VERSION)._call_typed(_Proc.GETPORT, (_Mapping.xdr_type,), (query,), xdr.UNSIGNED)
+        port: int = self._client(PMAP_VERSION)._call_typed(
+            _Proc.GETPORT, (_Mapping.xdr_type,), (query,), xdr.UNSIGNED
+        )
         return port
 
     def pmap_set(self, program: int, version: int, protocol: str, port: int) -> bool:
@@ -215,13 +228,17 @@ class RpcbindClient(Resource):
             _IPPROTO[check_protocol(protocol)],
             check_port(port),
         )
-        done: bool = self._client(PMAP_VERSION)._call_typed(_Proc.SET, (_Mapping.xdr_type,), (mapping,), xdr.BOOL)
+        done: bool = self._client(PMAP_VERSION)._call_typed(
+            _Proc.SET, (_Mapping.xdr_type,), (mapping,), xdr.BOOL
+        )
         return done
 
     def pmap_unset(self, program: int, version: int) -> bool:
         """Remove every PMAP registration of ``program`` ``version`` (PMAP UNSET)."""
         mapping = _Mapping(check_u32(program, "program"), check_u32(version, "version"), 0, 0)
-        done: bool = self._client(PMAP_VERSION)._call_typed(_Proc.UNSET, (_Mapping.xdr_type,), (mapping,), xdr.BOOL)
+        done: bool = self._client(PMAP_VERSION)._call_typed(
+            _Proc.UNSET, (_Mapping.xdr_type,), (mapping,), xdr.BOOL
+        )
         return done
 
     def pmap_dump(self) -> list[Mapping]:
@@ -240,8 +257,16 @@ class RpcbindClient(Resource):
 
     def getaddr(self, program: int, version: int, netid: str = "tcp") -> str:
         """The universal address of ``program`` ``version`` on ``netid``; "" if none."""
-        query = _Rpcb(check_u32(program, "program"), check_u32(version, "version"), _text(netid, "netid"), "", "")
-        address: str = self._client(self.version)._call_typed(_Proc.GETPORT, (_Rpcb.xdr_type,), (query,), xdr.String())
+        query = _Rpcb(
+            check_u32(program, "program"),
+            check_u32(version, "version"),
+            _text(netid, "netid"),
+            "",
+            "",
+        )
+        address: str = self._client(self.version)._call_typed(
+            _Proc.GETPORT, (_Rpcb.xdr_type,), (query,), xdr.String()
+        )
         return address
 
     def set(self, program: int, version: int, netid: str, address: str, owner: str = "") -> bool:
@@ -256,13 +281,23 @@ class RpcbindClient(Resource):
             _text(address, "address"),
             _text(owner, "owner"),
         )
-        done: bool = self._client(self.version)._call_typed(_Proc.SET, (_Rpcb.xdr_type,), (entry,), xdr.BOOL)
+        done: bool = self._client(self.version)._call_typed(
+            _Proc.SET, (_Rpcb.xdr_type,), (entry,), xdr.BOOL
+        )
         return done
 
     def unset(self, program: int, version: int, netid: str = "") -> bool:
         """Remove the registration on ``netid`` (all of them for ``""``) (RPCBIND UNSET)."""
-        entry = _Rpcb(check_u32(program, "program"), check_u32(version, "version"), _text(netid, "netid"), "", "")
-        done: bool = self._client(self.version)._call_typed(_Proc.UNSET, (_Rpcb.xdr_type,), (entry,), xdr.BOOL)
+        entry = _Rpcb(
+            check_u32(program, "program"),
+            check_u32(version, "version"),
+            _text(netid, "netid"),
+            "",
+            "",
+        )
+        done: bool = self._client(self.version)._call_typed(
+            _Proc.UNSET, (_Rpcb.xdr_type,), (entry,), xdr.BOOL
+        )
         return done
 
     def dump(self) -> list[Binding]:
@@ -285,7 +320,9 @@ def _text(value: object, argument: str) -> str:
 class Registration:
     """One (program, version, netid) that :func:`register` set; :meth:`unregister` undoes it."""
 
-    def __init__(self, program: int, version: int, netid: str, address: str, rpcbind_host: str) -> None:
+    def __init__(
+        self, program: int, version: int, netid: str, address: str, rpcbind_host: str
+    ) -> None:
         self.program = program
         self.version = version
         self.netid = netid
@@ -299,10 +336,12 @@ class Registration:
             return
         self.active = False
         port = parse_universal_address(self.address)[1]
-        with RpcbindClient(self.rpcbind_host, timeout=5.0) as portmapper:
+        with RpcbindClient(_local(self.rpcbind_host), timeout=5.0) as portmapper:
             for binding in portmapper.dump():
                 if (binding.program, binding.version, binding.netid) == (
-                    self.program, self.version, self.netid
+                    self.program,
+                    self.version,
+                    self.netid,
                 ):
                     if parse_universal_address(binding.address)[1] == port:
                         portmapper.unset(self.program, self.version, self.netid)
@@ -311,6 +350,21 @@ class Registration:
     def __repr__(self) -> str:
         state = "registered" if self.active else "unregistered"
         return f"<Registration {self.program} v{self.version} {self.netid} {self.address} {state}>"
+
+
+#: Where rpcbind listens for local callers, whose uid it then knows (it records
+#: registrations made there as owned by that uid, and lets only it remove them).
+LOCAL_SOCKETS = ("/run/rpcbind.sock", "/var/run/rpcbind.sock")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _local(rpcbind_host: str) -> str:
+    """rpcbind's UNIX socket when ``rpcbind_host`` is this machine and it has one."""
+    if rpcbind_host in _LOOPBACK:
+        for path in LOCAL_SOCKETS:
+            if os.path.exists(path):
+                return path
+    return rpcbind_host
 
 
 def register(
@@ -337,7 +391,7 @@ def register(
     family, address = resolve(host, port, protocol)
     netid = protocol + ("6" if family == socket.AF_INET6 else "")
     universal = universal_address(address[0], port)
-    with RpcbindClient(rpcbind_host, timeout=timeout) as portmapper:
+    with RpcbindClient(_local(rpcbind_host), timeout=timeout) as portmapper:
         if not portmapper.set(program, version, netid, universal):
             existing = portmapper.getaddr(program, version, netid)
             if existing and _answers(existing, rpcbind_host, program, version, protocol):

@@ -181,7 +181,9 @@ def _as_bytes(data: Any) -> bytes:
     try:
         return memoryview(data).tobytes()
     except TypeError:
-        raise TypeError(f"XDR data must be a bytes-like object, not {type(data).__name__}") from None
+        raise TypeError(
+            f"XDR data must be a bytes-like object, not {type(data).__name__}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -206,7 +208,7 @@ class _Number(Type[T]):
         self._enc, self._dec = _enc, _dec
 
     def _check(self, value: Any, path: str) -> None:
-        if self.fmt in "fd":
+        if self.fmt in ("f", "d"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{path}: {self.name} needs a float, not {type(value).__name__}")
         else:
@@ -636,7 +638,9 @@ class Array(_ArrayBase):
     def _check(self, value: Any, path: str) -> None:
         self._check_items(value, path)
         if len(value) > self.maximum:
-            raise ValueError(f"{path}: {self.name} allows {self.maximum} elements, got {len(value)}")
+            raise ValueError(
+                f"{path}: {self.name} allows {self.maximum} elements, got {len(value)}"
+            )
 
 
 class Optional(Type[Any]):
@@ -661,7 +665,8 @@ class Optional(Type[Any]):
                 return None, offset + 4
             if flag != 1:
                 raise XdrError(f"{name}: presence flag {flag} is neither 0 nor 1")
-            return element._dec(buffer, offset + 4)
+            found: tuple[Any, int] = element._dec(buffer, offset + 4)
+            return found
 
         self._enc, self._dec = _enc, _dec
 
@@ -739,9 +744,9 @@ class StructType(Type[T]):
         self._resolving = True
         for _, field_type in self.fields:
             field_type._resolve()
-        self.min_size = sum(
-            4 if self._links_to_self(t) else t.min_size for _, t in self.fields
-        ) or 4
+        self.min_size = (
+            sum(4 if self._links_to_self(t) else t.min_size for _, t in self.fields) or 4
+        )
 
     def _links_to_self(self, field_type: Type[Any]) -> bool:
         if not isinstance(field_type, Optional):
@@ -834,7 +839,11 @@ class StructType(Type[T]):
             ]
         else:
             encode += encode_item
-            decode = ["def _dec(buffer, offset):", *decode_item, f"    return cls({arguments}), offset"]
+            decode = [
+                "def _dec(buffer, offset):",
+                *decode_item,
+                f"    return cls({arguments}), offset",
+            ]
         source = "\n".join(encode + decode) + "\n"
         exec(compile(source, f"<xdr {self.name}>", "exec"), namespace)
         self._enc, self._dec = namespace["_enc"], namespace["_dec"]
@@ -950,13 +959,16 @@ class UnionType(Type[T]):
             )
         self.discriminant_name, self.value_name = declared
         self.discriminant = discriminant_type = as_type(discriminant[1])
-        if not (discriminant_type.fmt in ("i", "I") or isinstance(discriminant_type, (Enum, _Bool))):
+        if not (
+            discriminant_type.fmt in ("i", "I") or isinstance(discriminant_type, (Enum, _Bool))
+        ):
             raise TypeError(f"{self.name}: the discriminant must be int, unsigned, bool or enum")
         self.arms = {value: (n, _element(t)) for value, (n, t) in arms.items()}
         self.default = None if default is None else (default[0], _element(default[1]))
         arm_types = {value: t for value, (_, t) in self.arms.items()}
         default_type = None if self.default is None else self.default[1]
         discriminant_name, value_name, name = self.discriminant_name, self.value_name, self.name
+        make: Any = cls
         encode_discriminant, decode_discriminant = discriminant_type._enc, discriminant_type._dec
 
         def _enc(value: Any, out: bytearray) -> None:
@@ -975,7 +987,7 @@ class UnionType(Type[T]):
             if arm is None:
                 raise XdrError(f"{name}: no arm for {discriminant_name} = {selector!r}")
             item, offset = arm._dec(buffer, offset)
-            return cls(selector, item), offset
+            return make(selector, item), offset
 
         self._enc, self._dec = _enc, _dec
         self._resolving = False
