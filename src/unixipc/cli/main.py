@@ -27,6 +27,8 @@ SUBCOMMANDS = (
     "signal",
     "channel",
     "ring",
+    "rpcinfo",
+    "rpcgen",
 )
 
 

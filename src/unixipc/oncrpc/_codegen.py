@@ -298,8 +298,8 @@ class _Generator:
                 "    @property",
                 f"    def {arm_name}(self) -> {annotation}:",
                 f'        """The arm {arm_name!r} (AttributeError when another is selected)."""',
-                f"        arm: {annotation} = self._arm({arm_name!r})",
-                "        return arm",
+                f"        _arm_value: {annotation} = self._arm({arm_name!r})",
+                "        return _arm_value",
             ]
         out.append("")
 
@@ -487,11 +487,11 @@ class _Generator:
                 "",
                 f"    {'async ' if asynchronous else ''}def {method}{signature} -> {result[1]}:",
                 f'        """{procedure.name} (procedure {number})."""',
-                f"        result: {result[1]} = {awaiting}self._call_typed(",
+                f"        _returned: {result[1]} = {awaiting}self._call_typed(",
                 f"            {number}, _{prefix}_{number}_ARGUMENTS, ({values}), "
                 f"_{prefix}_{number}_RESULT",
                 "        )",
-                "        return result",
+                "        return _returned",
             ]
 
     def emit_service(
