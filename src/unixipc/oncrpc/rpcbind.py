@@ -335,17 +335,9 @@ class Registration:
         if not self.active:
             return
         self.active = False
-        port = parse_universal_address(self.address)[1]
         with RpcbindClient(_local(self.rpcbind_host), timeout=5.0) as portmapper:
-            for binding in portmapper.dump():
-                if (binding.program, binding.version, binding.netid) == (
-                    self.program,
-                    self.version,
-                    self.netid,
-                ):
-                    if parse_universal_address(binding.address)[1] == port:
-                        portmapper.unset(self.program, self.version, self.netid)
-                    return
+            if _registered(portmapper, self.program, self.version, self.netid) == self.address:
+                portmapper.unset(self.program, self.version, self.netid)
 
     def __repr__(self) -> str:
         state = "registered" if self.active else "unregistered"
@@ -392,9 +384,11 @@ def register(
     netid = protocol + ("6" if family == socket.AF_INET6 else "")
     universal = universal_address(address[0], port)
     with RpcbindClient(_local(rpcbind_host), timeout=timeout) as portmapper:
-        if not portmapper.set(program, version, netid, universal):
-            existing = portmapper.getaddr(program, version, netid)
-            if existing and _answers(existing, rpcbind_host, program, version, protocol):
+        # rpcbind answers SET with "yes" when the entry exists, whoever made it:
+        # look first, and check afterwards that the entry is ours.
+        existing = _registered(portmapper, program, version, netid)
+        if existing is not None:
+            if _answers(existing, rpcbind_host, program, version, protocol):
                 raise ResourceExistsError(
                     0,
                     f"program {program} version {version} ({netid}) is already registered "
@@ -402,12 +396,21 @@ def register(
                     f"{program}/{version}/{netid}",
                 )
             portmapper.unset(program, version, netid)
-            if not portmapper.set(program, version, netid, universal):
-                raise IPCError(
-                    f"rpcbind on {rpcbind_host} refused to register program {program} "
-                    f"version {version} ({netid})"
-                )
+        portmapper.set(program, version, netid, universal)
+        if _registered(portmapper, program, version, netid) != universal:
+            raise IPCError(
+                f"rpcbind on {rpcbind_host} did not register program {program} "
+                f"version {version} ({netid}) at {universal}"
+            )
     return Registration(program, version, netid, universal, rpcbind_host)
+
+
+def _registered(portmapper: RpcbindClient, program: int, version: int, netid: str) -> str | None:
+    """The universal address registered for (program, version, netid), if any."""
+    for binding in portmapper.dump():
+        if (binding.program, binding.version, binding.netid) == (program, version, netid):
+            return binding.address
+    return None
 
 
 def _answers(address: str, rpcbind_host: str, program: int, version: int, protocol: str) -> bool:
