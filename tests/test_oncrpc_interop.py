@@ -37,7 +37,6 @@ from tests.helpers import wait_until
 from unixipc import ResourceExistsError, oncrpc
 from unixipc.oncrpc import rpcbind
 
-
 X_FILE = r"""const MAXNAME = 64;
 const NFIXED = 3;
 enum color { RED = 0, GREEN = 1, BLUE = 7, NEGATIVE = -2 };
@@ -580,7 +579,8 @@ def _call_everything(calc: Any, client: Any, protocol: str) -> None:
     assert struct.pack(">d", echoed.weight) == struct.pack(">d", -0.0)
     assert client.check_item(sample) is True  # the C side compared with memcmp
     found = client.lookup(0)
-    assert found.status == 0 and found.ok.to_xdr() == sample.to_xdr()
+    assert found.status == 0
+    assert found.ok.to_xdr() == sample.to_xdr()
     assert client.lookup(2).message == "message 2"
     empty = client.lookup(5)
     assert (empty.status, empty.value) == (5, None)
