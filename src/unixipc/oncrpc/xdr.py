@@ -280,7 +280,7 @@ class Enum(Type[Any]):
             raise TypeError(f"Enum needs an IntEnum subclass, not {cls!r}")
         self.cls = cls
         self.name = f"enum {cls.__name__}"
-        members = {int(member): member for member in cls}
+        self._members = members = {int(member): member for member in cls}
         for value in members:
             if not -(2**31) <= value < 2**31:
                 raise ValueError(f"{self.name}: {value} does not fit in 32 bits")
@@ -303,7 +303,8 @@ class Enum(Type[Any]):
     def _check(self, value: Any, path: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{path}: {self.name} needs an int, not {type(value).__name__}")
-        raise ValueError(f"{path}: {value!r} is not a value of {self.name}")
+        if value not in self._members:
+            raise ValueError(f"{path}: {value!r} is not a value of {self.name}")
 
 
 # ---------------------------------------------------------------------------
@@ -348,7 +349,8 @@ class FixedOpaque(Type[bytes]):
     def _check(self, value: Any, path: str) -> None:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{path}: {self.name} needs bytes, not {type(value).__name__}")
-        raise ValueError(f"{path}: {self.name} needs {self.size} bytes, got {len(value)}")
+        if len(value) != self.size:
+            raise ValueError(f"{path}: {self.name} needs {self.size} bytes, got {len(value)}")
 
 
 def _variable_decoder(name: str, maximum: int) -> Decoder:
@@ -394,7 +396,8 @@ class Opaque(Type[bytes]):
             raise TypeError(f"{path}: {self.name} needs bytes, not {type(value).__name__}")
         if isinstance(value, memoryview) and value.itemsize != 1:
             raise TypeError(f"{path}: {self.name} needs a memoryview of bytes")
-        raise ValueError(f"{path}: {len(value)} bytes is more than {self.name} allows")
+        if len(value) > self.maximum:
+            raise ValueError(f"{path}: {len(value)} bytes is more than {self.name} allows")
 
 
 class String(Type[str]):
@@ -431,10 +434,11 @@ class String(Type[str]):
             raise TypeError(f"{path}: {self.name} needs str or bytes, not {type(value).__name__}")
         if isinstance(value, str):
             try:
-                value.encode("utf-8", "surrogateescape")
+                value = value.encode("utf-8", "surrogateescape")
             except UnicodeEncodeError as error:
                 raise ValueError(f"{path}: {error}") from None
-        raise ValueError(f"{path}: {value!r} is longer than {self.name} allows")
+        if len(value) > self.maximum:
+            raise ValueError(f"{path}: {value!r} is longer than {self.name} allows")
 
 
 # ---------------------------------------------------------------------------
