@@ -166,6 +166,8 @@ class Client(Resource):
                 sock.close()
                 raise from_os_error(error, "Sun RPC server", self._label) from None
             self._datagram = sock
+            # close() from another thread wakes a waiting call through this pair.
+            self._wake_reader, self._wake_writer = socket.socketpair()
         self._opened(f"{self.host}:{port}")
 
     def describe(self) -> str:
@@ -278,6 +280,7 @@ class Client(Resource):
                     wait = left
                 ready = select.poll()
                 ready.register(sock.fileno(), select.POLLIN)
+                ready.register(self._wake_reader.fileno(), select.POLLIN)
                 if ready.poll(max(0, int(wait * 1000 + 0.999))):
                     reply = self._receive_datagram(sock)
                     if reply is not None and reply_xid(reply) == xid:
@@ -302,6 +305,8 @@ class Client(Resource):
                 raise from_os_error(error, "Sun RPC server", self._label) from None
 
     def _receive_datagram(self, sock: socket.socket) -> bytes | None:
+        if self._closed:
+            raise ClosedResourceError(f"{self.describe()} was closed during the call")
         try:
             data = sock.recv(MAX_DATAGRAM + 1)
         except (BlockingIOError, InterruptedError):
@@ -328,6 +333,9 @@ class Client(Resource):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        if self._datagram is not None:
+            with contextlib.suppress(OSError):
+                self._wake_writer.send(b"x")
         with self._lock:
             if self._stream is not None:
                 self._stream.sock.close()
@@ -335,6 +343,8 @@ class Client(Resource):
             if self._datagram is not None:
                 self._datagram.close()
                 self._datagram = None
+                self._wake_reader.close()
+                self._wake_writer.close()
 
 
 def lookup_port(host: str, program: int, version: int, protocol: str, deadline: Deadline) -> int:

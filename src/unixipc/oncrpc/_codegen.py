@@ -63,6 +63,8 @@ _CLIENT_RESERVED = {
     "null", "port", "program", "protocol", "retransmit", "timeout", "version", "open",
 }  # fmt: skip
 _SERVICE_RESERVED = {"program", "version", "procedures"}
+# One name per procedure on both sides: the client's and the service's reserved names.
+_RESERVED = _CLIENT_RESERVED | _SERVICE_RESERVED
 
 
 def python_name(name: str) -> str:
@@ -476,7 +478,7 @@ class _Generator:
         out += [f"    program = {program_number}", f"    version = {version_number}"]
         awaiting = "await " if asynchronous else ""
         for method, (procedure, number, arguments, result) in zip(
-            self.method_names(procedures, _CLIENT_RESERVED), procedures, strict=True
+            self.method_names(procedures, _RESERVED), procedures, strict=True
         ):
             parameters = self.parameters(arguments)
             values = "".join(f"{p}, " for p in self.parameter_names(arguments))
@@ -509,7 +511,7 @@ class _Generator:
         out += ["", "", f"class {name}({base}):"]
         out += [f'    """Server base class of {title}: override the methods."""', ""]
         out += [f"    program = {program_number}", f"    version = {version_number}"]
-        methods = self.method_names(procedures, _SERVICE_RESERVED)
+        methods = self.method_names(procedures, _RESERVED)
         defining = "async " if asynchronous else ""
         entries = ", ".join(
             f"{number}: _oncrpc.Procedure({method!r}, _{prefix}_{number}_ARGUMENTS, "

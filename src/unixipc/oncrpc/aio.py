@@ -84,6 +84,8 @@ _C = TypeVar("_C", bound="AsyncClient")
 _S = TypeVar("_S", bound="AsyncServer")
 _U32 = struct.Struct(">I")
 _MAX_RETRANSMIT = 4.0
+#: Calls of one TCP connection that an AsyncServer runs at once.
+_CALLS_PER_CONNECTION = 64
 
 
 async def read_record(reader: asyncio.StreamReader, limit: int, name: str) -> bytes:
@@ -580,6 +582,19 @@ class AsyncServer:
         if task is not None:
             self._tasks.add(task)
         name = f"Sun RPC client {peer}"
+        # Each call runs in a task of its own (an asyncio client may have many in
+        # flight); each reply goes out in one write, so replies never interleave.
+        in_flight = asyncio.Semaphore(_CALLS_PER_CONNECTION)
+        calls: set[asyncio.Task[None]] = set()
+
+        async def answer(message: bytes) -> None:
+            try:
+                reply = await self._handle(message, "tcp", peer)
+                if reply is not None and not writer.is_closing():
+                    writer.write(record(reply))
+            finally:
+                in_flight.release()
+
         try:
             while True:
                 try:
@@ -589,15 +604,18 @@ class AsyncServer:
                 except (asyncio.TimeoutError, IPCError, OSError) as error:
                     log.debug("connection from %s ends: %r", peer, error)
                     return
-                reply = await self._handle(message, "tcp", peer)
-                if reply is not None:
-                    writer.write(record(reply))
-                    try:
-                        await asyncio.wait_for(writer.drain(), self.idle_timeout)
-                    except (asyncio.TimeoutError, OSError):
-                        return
+                await in_flight.acquire()
+                call = asyncio.get_running_loop().create_task(answer(message))
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+                try:
+                    await asyncio.wait_for(writer.drain(), self.idle_timeout)
+                except (asyncio.TimeoutError, OSError):
+                    return
         finally:
             self._connections -= 1
+            for call in calls:
+                call.cancel()
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
