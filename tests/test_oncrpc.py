@@ -4,6 +4,7 @@ retransmission, record marking, .x files. (C peers and rpcbind: test_oncrpc_inte
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import subprocess
@@ -439,3 +440,20 @@ def test_rpcgen_writes_a_module_that_type_checks(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 1
     assert "missing.x" in bad.stderr
+
+
+def test_the_benchmark_rows_measure_both_clients_against_the_c_server(tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "unixipc.cli.main", "bench",
+        "--transports", "oncrpc-echo-udp,c-oncrpc-null-tcp",
+        "--tests", "latency", "--placements", "unpinned",
+        "--repeats", "1", "--seconds", "0.05", "--json", str(report),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    rows = {row["transport"]: row for row in json.loads(report.read_text())["results"]}
+    assert set(rows) == {"oncrpc-echo-udp", "c-oncrpc-null-tcp"}
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["rtt_median_us"] > 0
+        assert row["cpu_us_per_message"] > 0
