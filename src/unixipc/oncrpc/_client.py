@@ -78,7 +78,87 @@ def connect_stream(family: int, address: Any, deadline: Deadline, name: str) -> 
     return sock
 
 
-class Client(Resource):
+class ClientBase:
+    """What the synchronous and the asyncio clients share: options, calls, replies."""
+
+    program: int
+    version: int
+    _label: str
+
+    def _configure(
+        self,
+        host: str,
+        program: int | None,
+        version: int | None,
+        protocol: str,
+        port: int | None,
+        timeout: float | None,
+        auth: Any,
+        retransmit: float,
+        max_message_size: int,
+    ) -> None:
+        """Check every argument (before any system call) and keep them."""
+        self.host = check_host(host)
+        self.program = check_number(program, "program", type(self), "program")
+        self.version = check_number(version, "version", type(self), "version")
+        self.protocol = check_protocol(protocol)
+        self.port: int | None = None if port is None else check_port(port)
+        self.timeout = check_timeout(timeout)
+        first_retransmit = check_timeout(retransmit, "retransmit")
+        if not first_retransmit:
+            raise ValueError("retransmit must be a positive number of seconds")
+        self.retransmit: float = first_retransmit
+        self.max_message_size = check_size(max_message_size, "max_message_size", 64, 1 << 31)
+        self.auth = check_auth(auth)
+        self._credentials = self.auth.to_xdr() + AUTH_NONE.to_xdr()
+        self._xid = random.getrandbits(32)
+        self._label = describe(self.host, port or 0, self.protocol)
+
+    def describe(self) -> str:
+        return f"client of program {self.program} version {self.version} at {self._label}"
+
+    def _call_message(self, procedure: int, arguments: Any) -> tuple[int, bytes]:
+        """A new transaction id and the call message (checked against the limits)."""
+        check_u32(procedure, "procedure")
+        if type(arguments) is not bytes:
+            arguments = check_bytes_like(arguments, "arguments")
+        xid = self._xid = (self._xid + 1) & 0xFFFFFFFF
+        message = (
+            CALL_HEADER.pack(xid, CALL, RPC_VERSION, self.program, self.version, procedure)
+            + self._credentials
+            + arguments
+        )
+        limit = self.max_message_size if self.protocol == "tcp" else MAX_DATAGRAM
+        if len(message) > limit:
+            raise MessageTooLarge(
+                f"{self.describe()}: a call of {len(message)} bytes exceeds {limit}"
+            )
+        return xid, message
+
+    def _results_offset(self, reply: bytes, procedure: int) -> int:
+        """Where the results start in a reply, or the exception the reply stands for."""
+        what = (
+            f"program {self.program} version {self.version} procedure {procedure} at {self._label}"
+        )
+        return parse_reply(reply, what)
+
+    @staticmethod
+    def _encode_arguments(
+        argument_types: Sequence[xdr.Type[Any]], arguments: Sequence[Any]
+    ) -> bytes:
+        out = bytearray()
+        for argument_type, argument in zip(argument_types, arguments, strict=True):
+            out += argument_type.encode(argument)
+        return bytes(out)
+
+    def _decode_result(self, reply: bytes, offset: int, result_type: xdr.Type[Any]) -> Any:
+        value, end = result_type.decode_from(reply, offset)
+        if end != len(reply):
+            raise xdr.XdrError(f"{self.describe()}: {len(reply) - end} bytes after the result")
+        return value
+
+
+class Client(ClientBase, Resource):
     """A client of one program version on one server, over TCP or UDP.
 
     ``Client(host, program, version, protocol="tcp")`` asks the host's rpcbind
@@ -120,19 +200,9 @@ class Client(Resource):
         retransmit: float = DEFAULT_RETRANSMIT,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        self.host = check_host(host)
-        self.program = check_number(program, "program", type(self), "program")
-        self.version = check_number(version, "version", type(self), "version")
-        self.protocol = check_protocol(protocol)
-        if port is not None:
-            check_port(port)
-        self.timeout = check_timeout(timeout)
-        self.retransmit = check_timeout(retransmit, "retransmit")
-        if not self.retransmit:
-            raise ValueError("retransmit must be a positive number of seconds")
-        self.max_message_size = check_size(max_message_size, "max_message_size", 64, 1 << 31)
-        self.auth = check_auth(auth)
-        self._credentials = self.auth.to_xdr() + AUTH_NONE.to_xdr()
+        self._configure(
+            host, program, version, protocol, port, timeout, auth, retransmit, max_message_size
+        )
         deadline = Deadline(self.timeout)
         if self.host.startswith("/"):  # a UNIX stream socket, such as rpcbind's own
             if self.protocol != "tcp":
@@ -146,9 +216,8 @@ class Client(Resource):
                 port = lookup_port(self.host, self.program, self.version, self.protocol, deadline)
             self._label = describe(self.host, port, self.protocol)
             self._family, self._address = resolve(self.host, port, self.protocol)
-        self.port: int = port
+        self.port = port
         self._lock = threading.Lock()
-        self._xid = random.getrandbits(32)
         self._stream: RecordStream | None = None
         self._datagram: socket.socket | None = None
         if self.protocol == "tcp":
@@ -169,9 +238,6 @@ class Client(Resource):
             # close() from another thread wakes a waiting call through this pair.
             self._wake_reader, self._wake_writer = socket.socketpair()
         self._opened(f"{self.host}:{port}")
-
-    def describe(self) -> str:
-        return f"client of program {self.program} version {self.version} at {self._label}"
 
     # Calls
 
@@ -210,41 +276,20 @@ class Client(Resource):
         result_type: xdr.Type[Any],
     ) -> Any:
         """Encode ``arguments``, call, decode the result (the generated methods' body)."""
-        out = bytearray()
-        for argument_type, argument in zip(argument_types, arguments, strict=True):
-            out += argument_type.encode(argument)
-        reply, offset = self._invoke(procedure, out, CLIENT_TIMEOUT)
-        value, end = result_type.decode_from(reply, offset)
-        if end != len(reply):
-            raise xdr.XdrError(f"{self.describe()}: {len(reply) - end} bytes after the result")
-        return value
+        encoded = self._encode_arguments(argument_types, arguments)
+        reply, offset = self._invoke(procedure, encoded, CLIENT_TIMEOUT)
+        return self._decode_result(reply, offset, result_type)
 
     def _invoke(self, procedure: int, arguments: Any, timeout: Any) -> tuple[bytes, int]:
-        check_u32(procedure, "procedure")
-        if type(arguments) is not bytes:
-            arguments = check_bytes_like(arguments, "arguments")
         deadline = Deadline(self.timeout if timeout is CLIENT_TIMEOUT else timeout)
-        limit = self.max_message_size if self._stream is not None else MAX_DATAGRAM
         with self._lock:
             self._check_open()
-            xid = self._xid = (self._xid + 1) & 0xFFFFFFFF
-            message = (
-                CALL_HEADER.pack(xid, CALL, RPC_VERSION, self.program, self.version, procedure)
-                + self._credentials
-                + arguments
-            )
-            if len(message) > limit:
-                raise MessageTooLarge(
-                    f"{self.describe()}: a call of {len(message)} bytes exceeds {limit}"
-                )
-            if self._stream is not None or self.protocol == "tcp":
+            xid, message = self._call_message(procedure, arguments)
+            if self.protocol == "tcp":
                 reply = self._exchange_stream(xid, message, deadline)
             else:
                 reply = self._exchange_datagram(xid, message, deadline)
-        what = (
-            f"program {self.program} version {self.version} procedure {procedure} at {self._label}"
-        )
-        return reply, parse_reply(reply, what)
+        return reply, self._results_offset(reply, procedure)
 
     def _exchange_stream(self, xid: int, message: bytes, deadline: Deadline) -> bytes:
         stream = self._stream
@@ -269,7 +314,7 @@ class Client(Resource):
     def _exchange_datagram(self, xid: int, message: bytes, deadline: Deadline) -> bytes:
         sock = self._datagram
         assert sock is not None
-        interval = self.retransmit or DEFAULT_RETRANSMIT
+        interval = self.retransmit
         while True:
             self._send_datagram(sock, message, deadline)
             resend_at = time.monotonic() + interval

@@ -259,7 +259,61 @@ def check_protocols(protocols: object) -> tuple[str, ...]:
     return checked
 
 
-class Server(Resource):
+class ServerBase:
+    """What the threaded and the asyncio servers share: options, routing, rpcbind."""
+
+    def _configure(
+        self,
+        services: Sequence[ServiceBase],
+        service_class: type,
+        host: str,
+        port: int,
+        protocols: Sequence[str],
+        register: bool,
+        max_message_size: int,
+        max_connections: int,
+        idle_timeout: float | None,
+    ) -> None:
+        """Check every argument (before any system call) and keep them."""
+        self._programs = Programs(services, service_class)
+        self.host = check_host(host)
+        self._port = check_port(port, allow_zero=True)
+        self.protocols = check_protocols(protocols)
+        if not isinstance(register, bool):
+            raise TypeError("register must be a bool")
+        self.register = register
+        self.max_message_size = check_size(max_message_size, "max_message_size", 64, 1 << 31)
+        self.max_connections = check_size(max_connections, "max_connections", 1, 1 << 16)
+        self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
+        self.ports: dict[str, int] = {}
+        self._registrations: list[Any] = []
+
+    @property
+    def services(self) -> list[ServiceBase]:
+        """The services this server runs."""
+        return list(self._programs.services.values())
+
+    def _register(self) -> None:
+        """Register every (program, version, protocol) with this machine's rpcbind."""
+        from . import rpcbind
+
+        for program, version in self._programs.services:
+            for protocol, port in self.ports.items():
+                self._registrations.append(
+                    rpcbind.register(program, version, protocol, port, host=self.host)
+                )
+
+    def _unregister(self) -> None:
+        """Undo :meth:`_register` (a failure is logged: closing goes on)."""
+        for registration in reversed(self._registrations):
+            try:
+                registration.unregister()
+            except (IPCError, OSError) as error:
+                log.warning("could not unregister from rpcbind: %s", error)
+        self._registrations.clear()
+
+
+class Server(ServerBase, Resource):
     """Serves :class:`Service` objects over TCP and UDP, registered with rpcbind.
 
     ::
@@ -299,18 +353,13 @@ class Server(Resource):
         idle_timeout: float | None = None,
         workers: int = 8,
     ) -> None:
-        self._programs = Programs(services, Service)
-        self.host = check_host(host)
-        check_port(port, allow_zero=True)
-        self.protocols = check_protocols(protocols)
-        if not isinstance(register, bool):
-            raise TypeError("register must be a bool")
-        self.max_message_size = check_size(max_message_size, "max_message_size", 64, 1 << 31)
-        self.max_connections = check_size(max_connections, "max_connections", 1, 1 << 16)
-        self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
+        self._configure(
+            services, Service, host, port, protocols, register,
+            max_message_size, max_connections, idle_timeout,
+        )  # fmt: skip
         self.workers = check_size(workers, "workers", 1, 1024)
         self._sockets = bind_sockets(self.host, port, self.protocols)
-        self.ports: dict[str, int] = {p: s.getsockname()[1] for p, s in self._sockets.items()}
+        self.ports = {p: s.getsockname()[1] for p, s in self._sockets.items()}
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
@@ -323,7 +372,6 @@ class Server(Resource):
         self._connections_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._queued = 0
-        self._registrations: list[Any] = []
         self._opened(f"{self.host}:{','.join(f'{p}/{n}' for p, n in self.ports.items())}")
         if register:
             try:
@@ -331,20 +379,6 @@ class Server(Resource):
             except BaseException:
                 self.close()
                 raise
-
-    @property
-    def services(self) -> list[ServiceBase]:
-        """The services this server runs."""
-        return list(self._programs.services.values())
-
-    def _register(self) -> None:
-        from . import rpcbind
-
-        for program, version in self._programs.services:
-            for protocol, port in self.ports.items():
-                self._registrations.append(
-                    rpcbind.register(program, version, protocol, port, host=self.host)
-                )
 
     # Serving
 
@@ -496,13 +530,7 @@ class Server(Resource):
         current = threading.current_thread()
         if self._serving != threading.get_ident():  # not below us (a signal handler)
             self._loop_done.wait()
-        errors: list[BaseException] = []
-        for registration in reversed(self._registrations):
-            try:
-                registration.unregister()
-            except (IPCError, OSError) as error:
-                errors.append(error)
-        self._registrations.clear()
+        self._unregister()
         for sock in self._sockets.values():
             sock.close()
         with self._connections_lock:
@@ -517,5 +545,3 @@ class Server(Resource):
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._wake_reader.close()
         self._wake_writer.close()
-        if errors:
-            log.warning("could not unregister from rpcbind: %s", errors[0])

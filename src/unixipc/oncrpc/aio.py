@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import struct
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar, cast
 
-from .._deadline import Deadline, check_timeout
-from .._names import check_bytes_like
+from .._deadline import Deadline
 from ..errors import (
     ClosedResourceError,
     EndOfChannel,
@@ -50,30 +48,18 @@ from ._client import (
     CLIENT_TIMEOUT,
     DEFAULT_RETRANSMIT,
     DEFAULT_TIMEOUT,
-    check_number,
+    ClientBase,
     lookup_port,
 )
 from ._message import (
-    AUTH_NONE,
-    CALL,
-    CALL_HEADER,
-    RPC_VERSION,
     CallInfo,
-    check_auth,
-    parse_reply,
     reply_xid,
 )
-from ._server import Programs, ServiceBase, bind_sockets, check_protocols, fit_datagram, log
+from ._server import ServerBase, ServiceBase, bind_sockets, fit_datagram, log
 from ._transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     LAST_FRAGMENT,
-    MAX_DATAGRAM,
     MAX_FRAGMENT,
-    check_host,
-    check_port,
-    check_protocol,
-    check_size,
-    check_u32,
     describe,
     resolve,
 )
@@ -132,13 +118,13 @@ class _Datagrams(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.client._fail_all(
-            from_os_error(exc, "Sun RPC server", self.client._name)
+            from_os_error(exc, "Sun RPC server", self.client._label)
             if isinstance(exc, OSError)
             else exc
         )
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio client of one program version (see :class:`unixipc.oncrpc.Client`).
 
     Make one with ``await AsyncClient.open(host, program, version, ...)``;
@@ -163,21 +149,12 @@ class AsyncClient:
         retransmit: float = DEFAULT_RETRANSMIT,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        self.host = check_host(host)
-        self.program = check_number(program, "program", type(self), "program")
-        self.version = check_number(version, "version", type(self), "version")
-        self.protocol = check_protocol(protocol)
-        self.port: int | None = None if port is None else check_port(port)
-        self.timeout = check_timeout(timeout)
-        self.retransmit = check_timeout(retransmit, "retransmit") or DEFAULT_RETRANSMIT
-        self.max_message_size = check_size(max_message_size, "max_message_size", 64, 1 << 31)
-        self.auth = check_auth(auth)
-        self._credentials = self.auth.to_xdr() + AUTH_NONE.to_xdr()
+        self._configure(
+            host, program, version, protocol, port, timeout, auth, retransmit, max_message_size
+        )
         self._pending: dict[int, asyncio.Future[bytes]] = {}
-        self._xid = random.getrandbits(32)
         self._closed = False
         self._started = False
-        self._name = describe(self.host, port or 0, self.protocol)
         self._address: Any = None
         self._reader_task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -225,7 +202,7 @@ class AsyncClient:
             self.port = await asyncio.to_thread(
                 lookup_port, self.host, self.program, self.version, self.protocol, deadline
             )
-        self._name = describe(self.host, self.port, self.protocol)
+        self._label = describe(self.host, self.port, self.protocol)
         family, self._address = resolve(self.host, self.port, self.protocol)
         if self.protocol == "tcp":
             await self._connect(deadline)
@@ -236,7 +213,7 @@ class AsyncClient:
                     lambda: _Datagrams(self), remote_addr=self._address, family=family
                 )
             except OSError as error:
-                raise from_os_error(error, "Sun RPC server", self._name) from None
+                raise from_os_error(error, "Sun RPC server", self._label) from None
             self._transport = transport
         self._started = True
 
@@ -246,9 +223,9 @@ class AsyncClient:
                 asyncio.open_connection(*self._address[:2]), deadline.remaining()
             )
         except asyncio.TimeoutError:
-            raise deadline.error(f"connecting to {self._name}") from None
+            raise deadline.error(f"connecting to {self._label}") from None
         except OSError as error:
-            raise from_os_error(error, "Sun RPC server", self._name) from None
+            raise from_os_error(error, "Sun RPC server", self._label) from None
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._writer = writer
@@ -257,7 +234,7 @@ class AsyncClient:
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                self._deliver(await read_record(reader, self.max_message_size, self._name))
+                self._deliver(await read_record(reader, self.max_message_size, self._label))
         except (IPCError, OSError) as error:
             self._fail_all(error)
         finally:
@@ -274,9 +251,6 @@ class AsyncClient:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
-
-    def describe(self) -> str:
-        return f"client of program {self.program} version {self.version} at {self._name}"
 
     @property
     def closed(self) -> bool:
@@ -305,35 +279,17 @@ class AsyncClient:
         arguments: Sequence[Any],
         result_type: xdr.Type[Any],
     ) -> Any:
-        out = bytearray()
-        for argument_type, argument in zip(argument_types, arguments, strict=True):
-            out += argument_type.encode(argument)
-        reply, offset = await self._invoke(procedure, bytes(out), CLIENT_TIMEOUT)
-        value, end = result_type.decode_from(reply, offset)
-        if end != len(reply):
-            raise xdr.XdrError(f"{self.describe()}: {len(reply) - end} bytes after the result")
-        return value
+        encoded = self._encode_arguments(argument_types, arguments)
+        reply, offset = await self._invoke(procedure, encoded, CLIENT_TIMEOUT)
+        return self._decode_result(reply, offset, result_type)
 
     async def _invoke(self, procedure: int, arguments: Any, timeout: Any) -> tuple[bytes, int]:
-        check_u32(procedure, "procedure")
-        if type(arguments) is not bytes:
-            arguments = bytes(check_bytes_like(arguments, "arguments"))
         deadline = Deadline(self.timeout if timeout is CLIENT_TIMEOUT else timeout)
         if self._closed:
             raise ClosedResourceError(f"{self.describe()} is closed")
+        xid, message = self._call_message(procedure, arguments)
         if not self._started:
             await self._start(deadline)
-        xid = self._xid = (self._xid + 1) & 0xFFFFFFFF
-        message = (
-            CALL_HEADER.pack(xid, CALL, RPC_VERSION, self.program, self.version, procedure)
-            + self._credentials
-            + arguments
-        )
-        limit = self.max_message_size if self.protocol == "tcp" else MAX_DATAGRAM
-        if len(message) > limit:
-            raise MessageTooLarge(
-                f"{self.describe()}: a call of {len(message)} bytes exceeds {limit}"
-            )
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[xid] = future
         try:
@@ -343,10 +299,7 @@ class AsyncClient:
                 reply = await self._exchange_datagram(message, future, deadline)
         finally:
             del self._pending[xid]
-        what = (
-            f"program {self.program} version {self.version} procedure {procedure} at {self._name}"
-        )
-        return reply, parse_reply(reply, what)
+        return reply, self._results_offset(reply, procedure)
 
     async def _exchange_stream(
         self, message: bytes, future: asyncio.Future[bytes], deadline: Deadline
@@ -360,9 +313,9 @@ class AsyncClient:
             await asyncio.wait_for(writer.drain(), deadline.remaining())
         except asyncio.TimeoutError:
             writer.close()  # part of the call may have gone out: the stream is out of step
-            raise deadline.error(f"sending to {self._name}") from None
+            raise deadline.error(f"sending to {self._label}") from None
         except OSError as error:
-            raise from_os_error(error, "Sun RPC server", self._name) from None
+            raise from_os_error(error, "Sun RPC server", self._label) from None
         return await self._wait(future, deadline.remaining(), deadline)
 
     async def _exchange_datagram(
@@ -385,11 +338,11 @@ class AsyncClient:
         self, future: asyncio.Future[bytes], wait: float | None, deadline: Deadline
     ) -> bytes:
         if wait == 0 and not future.done():
-            raise deadline.error(f"calling {self._name}")
+            raise deadline.error(f"calling {self._label}")
         try:
             return await asyncio.wait_for(asyncio.shield(future), wait)
         except asyncio.TimeoutError:
-            raise deadline.error(f"calling {self._name}") from None
+            raise deadline.error(f"calling {self._label}") from None
 
     def close(self) -> None:
         """Close the connection or socket; calls in flight raise ClosedResourceError."""
@@ -460,7 +413,7 @@ class _ServerDatagrams(asyncio.DatagramProtocol):
             self.transport.sendto(fit_datagram(reply), addr)
 
 
-class AsyncServer:
+class AsyncServer(ServerBase):
     """Serves :class:`AsyncService` (or :class:`~unixipc.oncrpc.Service`) objects on
     asyncio, with the options of :class:`unixipc.oncrpc.Server`.
 
@@ -481,21 +434,13 @@ class AsyncServer:
         max_connections: int = 64,
         idle_timeout: float | None = None,
     ) -> None:
-        self._programs = Programs(services, ServiceBase)
-        self.host = check_host(host)
-        self._port = check_port(port, allow_zero=True)
-        self.protocols = check_protocols(protocols)
-        if not isinstance(register, bool):
-            raise TypeError("register must be a bool")
-        self.register = register
-        self.max_message_size = check_size(max_message_size, "max_message_size", 64, 1 << 31)
-        self.max_connections = check_size(max_connections, "max_connections", 1, 1 << 16)
-        self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
-        self.ports: dict[str, int] = {}
+        self._configure(
+            services, ServiceBase, host, port, protocols, register,
+            max_message_size, max_connections, idle_timeout,
+        )  # fmt: skip
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
-        self._registrations: list[Any] = []
         self._connections = 0
         self._started = False
         self._closed = False
@@ -535,23 +480,6 @@ class AsyncServer:
             await self.aclose()
             raise
         return self
-
-    def _register(self) -> None:
-        from . import rpcbind
-
-        for program, version in self._programs.services:
-            for protocol, port in self.ports.items():
-                self._registrations.append(
-                    rpcbind.register(program, version, protocol, port, host=self.host)
-                )
-
-    def _unregister(self) -> None:
-        for registration in reversed(self._registrations):
-            try:
-                registration.unregister()
-            except (IPCError, OSError) as error:
-                log.warning("could not unregister from rpcbind: %s", error)
-        self._registrations.clear()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -76,6 +76,7 @@ __all__ = (
 T = TypeVar("T")
 _S = TypeVar("_S", bound="Struct")
 _U = TypeVar("_U", bound="Union")
+_C = TypeVar("_C", bound="_Composite")
 
 #: The largest length or count XDR can express (the default maximum of ``<>``).
 UNLIMITED = 0xFFFFFFFF
@@ -694,7 +695,28 @@ def _check_identifier(name: object, what: str) -> str:
     return name
 
 
-class Struct:
+class _Composite:
+    """What structs and unions share: encoding themselves."""
+
+    __slots__ = ()
+    xdr_type: ClassVar[Type[Any]]
+
+    def to_xdr(self) -> bytes:
+        """This value's XDR encoding."""
+        return type(self).xdr_type.encode(self)
+
+    @classmethod
+    def from_xdr(cls: type[_C], data: Any) -> _C:
+        """Decode a value of this type from ``data`` (all of it).
+
+        Raises:
+            XdrError: the data is not a valid encoding.
+        """
+        value: _C = cls.xdr_type.decode(data)
+        return value
+
+
+class Struct(_Composite):
     """Base class of XDR structs: a dataclass whose fields are the struct's, in order.
 
     Define one with ``@dataclasses.dataclass`` and then :func:`define_struct`.
@@ -703,20 +725,6 @@ class Struct:
     __slots__ = ()
     #: Set by :func:`define_struct`.
     xdr_type: ClassVar[StructType[Any]]
-
-    def to_xdr(self) -> bytes:
-        """This value's XDR encoding."""
-        return type(self).xdr_type.encode(self)
-
-    @classmethod
-    def from_xdr(cls: type[_S], data: Any) -> _S:
-        """Decode a value of this struct from ``data`` (all of it).
-
-        Raises:
-            XdrError: the data is not a valid encoding.
-        """
-        value: _S = cls.xdr_type.decode(data)
-        return value
 
 
 class StructType(Type[T]):
@@ -901,7 +909,7 @@ def define_struct(cls: type[_S], fields: Sequence[tuple[str, Any]]) -> StructTyp
 # Discriminated unions
 
 
-class Union:
+class Union(_Composite):
     """Base class of XDR unions: a dataclass of two fields, the discriminant and the arm.
 
     The first field is named like the union's discriminant declaration, the
@@ -912,20 +920,6 @@ class Union:
     __slots__ = ()
     #: Set by :func:`define_union`.
     xdr_type: ClassVar[UnionType[Any]]
-
-    def to_xdr(self) -> bytes:
-        """This value's XDR encoding."""
-        return type(self).xdr_type.encode(self)
-
-    @classmethod
-    def from_xdr(cls: type[_U], data: Any) -> _U:
-        """Decode a value of this union from ``data`` (all of it).
-
-        Raises:
-            XdrError: the data is not a valid encoding.
-        """
-        value: _U = cls.xdr_type.decode(data)
-        return value
 
     def _arm(self, name: str) -> Any:
         """The value when the discriminant selects the arm called ``name``."""
