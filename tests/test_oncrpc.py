@@ -457,3 +457,30 @@ def test_the_benchmark_rows_measure_both_clients_against_the_c_server(tmp_path: 
         assert row["status"] == "ok", row
         assert row["rtt_median_us"] > 0
         assert row["cpu_us_per_message"] > 0
+
+
+def test_the_public_names_are_exactly_these_and_documented() -> None:
+    import inspect
+
+    from unixipc.oncrpc import aio, rpcbind
+
+    assert set(oncrpc.__all__) == {
+        "AUTH_NONE", "CLIENT_TIMEOUT", "DEFAULT_TIMEOUT", "AuthError", "AuthStat", "AuthSys",
+        "CallInfo", "Client", "GarbageArguments", "OpaqueAuth", "Procedure",
+        "ProcedureUnavailable", "ProgramMismatch", "ProgramNotRegistered", "ProgramUnavailable",
+        "RemoteSystemError", "RpcError", "RpcMismatch", "Server", "Service", "XFileError",
+        "XdrError", "aio", "load", "rpcbind", "xdr",
+    }  # fmt: skip
+    assert set(aio.__all__) == {"AsyncClient", "AsyncServer", "AsyncService"}
+    for module in (oncrpc, xdr, rpcbind, aio):
+        assert inspect.getdoc(module)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+                assert inspect.getdoc(obj), f"{module.__name__}.{name}"
+            if inspect.isclass(obj):
+                for attribute, member in vars(obj).items():
+                    if not attribute.startswith("_") and callable(member):
+                        assert inspect.getdoc(member), f"{name}.{attribute}"
+    assert issubclass(oncrpc.XdrError, ValueError)
+    assert issubclass(oncrpc.ProgramNotRegistered, oncrpc.ProgramUnavailable)
