@@ -14,8 +14,6 @@ import sys
 import tempfile
 from typing import Any
 
-from ..oncrpc._codegen import generate
-
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
@@ -29,6 +27,8 @@ def register(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..oncrpc._codegen import generate
+
     with open(args.source, encoding="utf-8") as file:
         text = generate(file.read(), args.source)
     if args.output is None:

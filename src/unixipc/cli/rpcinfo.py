@@ -17,11 +17,13 @@ import argparse
 import contextlib
 import dataclasses
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IPCError
-from ..oncrpc import Client, ProgramMismatch, ProgramNotRegistered, rpcbind
 from ._common import emit, seconds
+
+if TYPE_CHECKING:  # imported when the command runs: `unixipc` starts faster without it
+    from ..oncrpc import rpcbind
 
 RPC_NAMES = "/etc/rpc"
 
@@ -46,6 +48,8 @@ def register(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..oncrpc import rpcbind
+
     if args.ping:
         if args.program is None:
             raise ValueError("-t/-u need HOST and PROGRAM")
@@ -120,6 +124,8 @@ def format_bindings(bindings: list[rpcbind.Binding]) -> str:
 
 
 def _ping(args: argparse.Namespace) -> int:
+    from ..oncrpc import Client, ProgramMismatch
+
     program = program_number(args.program)
     versions = [args.version] if args.version is not None else None
     if versions is None:  # ask with version 0, as rpcinfo does: the server names its range
@@ -163,6 +169,8 @@ def _ping(args: argparse.Namespace) -> int:
 
 def _port(args: argparse.Namespace, program: int) -> int:
     """The port of any version of ``program`` (rpcinfo asks for version 0 the same way)."""
+    from ..oncrpc import ProgramNotRegistered, rpcbind
+
     with rpcbind.RpcbindClient(args.host, timeout=args.timeout) as portmapper:
         for item in portmapper.pmap_dump():
             if item.program == program and item.protocol == args.ping:

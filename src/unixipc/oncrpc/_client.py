@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from .._deadline import Deadline, check_timeout, wait_fd
 from .._names import check_bytes_like
 from .._resource import Resource
-from ..errors import ClosedResourceError, MessageTooLarge, from_os_error
+from ..errors import ClosedResourceError, IPCOSError, MessageTooLarge, from_os_error
 from . import xdr
 from ._errors import ProgramNotRegistered
 from ._message import AUTH_NONE, CALL, CALL_HEADER, RPC_VERSION, check_auth, parse_reply, reply_xid
@@ -28,8 +28,8 @@ from ._transport import (
     check_protocol,
     check_size,
     check_u32,
-    describe,
     resolve,
+    where,
 )
 
 #: A call's default timeout, as the C library's ``clnt_create`` uses.
@@ -83,7 +83,8 @@ class ClientBase:
 
     program: int
     version: int
-    _label: str
+    _label: str  # "Sun RPC server localhost:111 (tcp)", for messages
+    _where: str  # "localhost:111 (tcp)"
 
     def _configure(
         self,
@@ -112,7 +113,8 @@ class ClientBase:
         self.auth = check_auth(auth)
         self._credentials = self.auth.to_xdr() + AUTH_NONE.to_xdr()
         self._xid = random.getrandbits(32)
-        self._label = describe(self.host, port or 0, self.protocol)
+        self._where = where(self.host, port or 0, self.protocol)
+        self._label = f"Sun RPC server {self._where}"
 
     def describe(self) -> str:
         return f"client of program {self.program} version {self.version} at {self._label}"
@@ -208,21 +210,22 @@ class Client(ClientBase, Resource):
             if self.protocol != "tcp":
                 raise ValueError("a UNIX socket path takes protocol='tcp' (a stream)")
             port = 0
-            self._label = f"Sun RPC server {self.host}"
+            self._where = self.host
             self._family: int = socket.AF_UNIX
             self._address: Any = self.host
         else:
             if port is None:
                 port = lookup_port(self.host, self.program, self.version, self.protocol, deadline)
-            self._label = describe(self.host, port, self.protocol)
+            self._where = where(self.host, port, self.protocol)
             self._family, self._address = resolve(self.host, port, self.protocol)
+        self._label = f"Sun RPC server {self._where}"
         self.port = port
         self._lock = threading.Lock()
         self._stream: RecordStream | None = None
         self._datagram: socket.socket | None = None
         if self.protocol == "tcp":
             self._stream = RecordStream(
-                connect_stream(self._family, self._address, deadline, self._label),
+                connect_stream(self._family, self._address, deadline, self._where),
                 self._label,
                 self.max_message_size,
             )
@@ -233,7 +236,7 @@ class Client(ClientBase, Resource):
                 sock.connect(self._address)
             except OSError as error:
                 sock.close()
-                raise from_os_error(error, "Sun RPC server", self._label) from None
+                raise from_os_error(error, "Sun RPC server", self._where) from None
             self._datagram = sock
             # close() from another thread wakes a waiting call through this pair.
             self._wake_reader, self._wake_writer = socket.socketpair()
@@ -294,7 +297,7 @@ class Client(ClientBase, Resource):
     def _exchange_stream(self, xid: int, message: bytes, deadline: Deadline) -> bytes:
         stream = self._stream
         if stream is None:  # the last connection broke: make a new one
-            sock = connect_stream(self._family, self._address, deadline, self._label)
+            sock = connect_stream(self._family, self._address, deadline, self._where)
             stream = self._stream = RecordStream(sock, self._label, self.max_message_size)
         try:
             stream.send(message, deadline)
@@ -347,7 +350,7 @@ class Client(ClientBase, Resource):
             except OSError as error:
                 if self._closed:
                     raise ClosedResourceError(f"{self.describe()} is closed") from None
-                raise from_os_error(error, "Sun RPC server", self._label) from None
+                raise from_os_error(error, "Sun RPC server", self._where) from None
 
     def _receive_datagram(self, sock: socket.socket) -> bytes | None:
         if self._closed:
@@ -359,7 +362,7 @@ class Client(ClientBase, Resource):
         except OSError as error:
             if self._closed:
                 raise ClosedResourceError(f"{self.describe()} is closed") from None
-            raise from_os_error(error, "Sun RPC server", self._label) from None
+            raise from_os_error(error, "Sun RPC server", self._where) from None
         if self._closed:
             raise ClosedResourceError(f"{self.describe()} was closed during the call")
         return data
@@ -402,12 +405,15 @@ def lookup_port(host: str, program: int, version: int, protocol: str, deadline: 
 
     remaining = deadline.remaining()
     family, _ = resolve(host, RPCBIND_PORT, "tcp")
-    with rpcbind.RpcbindClient(host, timeout=remaining) as portmapper:
-        if family == socket.AF_INET6:
-            address = portmapper.getaddr(program, version, protocol + "6")
-            port = rpcbind.parse_universal_address(address)[1] if address else 0
-        else:
-            port = portmapper.getport(program, version, protocol)
+    try:
+        with rpcbind.RpcbindClient(host, timeout=remaining) as portmapper:
+            if family == socket.AF_INET6:
+                address = portmapper.getaddr(program, version, protocol + "6")
+                port = rpcbind.parse_universal_address(address)[1] if address else 0
+            else:
+                port = portmapper.getport(program, version, protocol)
+    except IPCOSError as error:  # not running, say: name rpcbind, keep the errno
+        raise from_os_error(error, "rpcbind on", host) from error
     if port == 0:
         raise ProgramNotRegistered(
             f"program {program} version {version} is not registered with rpcbind on "

@@ -85,8 +85,9 @@ def resolve(host: str, port: int, protocol: str) -> tuple[int, Any]:
     return family, address
 
 
-def describe(host: str, port: int, protocol: str) -> str:
-    return f"Sun RPC server {host}:{port} ({protocol})"
+def where(host: str, port: int, protocol: str) -> str:
+    """A server's address as messages name it: ``localhost:111 (tcp)``."""
+    return f"{host}:{port} ({protocol})"
 
 
 # ---------------------------------------------------------------------------

@@ -60,8 +60,8 @@ from ._transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     LAST_FRAGMENT,
     MAX_FRAGMENT,
-    describe,
     resolve,
+    where,
 )
 
 __all__ = ("AsyncClient", "AsyncServer", "AsyncService")
@@ -118,7 +118,7 @@ class _Datagrams(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.client._fail_all(
-            from_os_error(exc, "Sun RPC server", self.client._label)
+            from_os_error(exc, "Sun RPC server", self.client._where)
             if isinstance(exc, OSError)
             else exc
         )
@@ -202,7 +202,8 @@ class AsyncClient(ClientBase):
             self.port = await asyncio.to_thread(
                 lookup_port, self.host, self.program, self.version, self.protocol, deadline
             )
-        self._label = describe(self.host, self.port, self.protocol)
+        self._where = where(self.host, self.port, self.protocol)
+        self._label = f"Sun RPC server {self._where}"
         family, self._address = resolve(self.host, self.port, self.protocol)
         if self.protocol == "tcp":
             await self._connect(deadline)
@@ -213,7 +214,7 @@ class AsyncClient(ClientBase):
                     lambda: _Datagrams(self), remote_addr=self._address, family=family
                 )
             except OSError as error:
-                raise from_os_error(error, "Sun RPC server", self._label) from None
+                raise from_os_error(error, "Sun RPC server", self._where) from None
             self._transport = transport
         self._started = True
 
@@ -225,7 +226,7 @@ class AsyncClient(ClientBase):
         except asyncio.TimeoutError:
             raise deadline.error(f"connecting to {self._label}") from None
         except OSError as error:
-            raise from_os_error(error, "Sun RPC server", self._label) from None
+            raise from_os_error(error, "Sun RPC server", self._where) from None
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._writer = writer
@@ -315,7 +316,7 @@ class AsyncClient(ClientBase):
             writer.close()  # part of the call may have gone out: the stream is out of step
             raise deadline.error(f"sending to {self._label}") from None
         except OSError as error:
-            raise from_os_error(error, "Sun RPC server", self._label) from None
+            raise from_os_error(error, "Sun RPC server", self._where) from None
         return await self._wait(future, deadline.remaining(), deadline)
 
     async def _exchange_datagram(

@@ -202,8 +202,8 @@ class RpcbindClient(Resource):
         self._clients.clear()
 
     def null(self) -> None:
-        """Ping rpcbind (PMAP version 2 NULL)."""
-        self._client(PMAP_VERSION).null()
+        """Ping rpcbind (NULL of RPCBIND ``version``)."""
+        self._client(self.version).null()
 
     # PMAP version 2
 
@@ -383,7 +383,16 @@ def register(
     family, address = resolve(host, port, protocol)
     netid = protocol + ("6" if family == socket.AF_INET6 else "")
     universal = universal_address(address[0], port)
-    with RpcbindClient(_local(rpcbind_host), timeout=timeout) as portmapper:
+    portmapper = RpcbindClient(_local(rpcbind_host), timeout=timeout)
+    try:
+        portmapper.null()
+    except (IPCError, OSError) as error:
+        portmapper.close()
+        raise IPCError(
+            f"cannot reach rpcbind on {rpcbind_host} to register program {program} "
+            f"version {version} ({error}): start rpcbind, or do without it (register=False)"
+        ) from error
+    with portmapper:
         # rpcbind answers SET with "yes" when the entry exists, whoever made it:
         # look first, and check afterwards that the entry is ours.
         existing = _registered(portmapper, program, version, netid)
