@@ -22,6 +22,10 @@ from unixipc import ClosedResourceError, MessageTooLarge, TimeoutExpired, WouldB
 from unixipc.oncrpc import xdr
 
 PROGRAM = 0x20000199
+#: Arguments of SLEEP that wait for the test instead of the clock.
+HOLD, MEET = -1.0, -2.0
+#: How long anything may take on a loaded machine.
+WAIT = 120.0
 
 SPEC = """
 /* comments, constants and every definition kind */
@@ -63,7 +67,13 @@ def make_service(spec: Any) -> Any:
             return spec.answer(how, "slowly" if how == spec.SLOW else None)
 
         def sleep(self, seconds: float, call: oncrpc.CallInfo) -> None:
-            time.sleep(seconds)
+            # Negative: no clock, but events the test controls (the machine may be slow).
+            if seconds == HOLD:
+                assert self.release.wait(WAIT), "never released"
+            elif seconds == MEET:
+                self.meeting.wait(WAIT)  # BrokenBarrierError (SYSTEM_ERR) if calls take turns
+            else:
+                time.sleep(seconds)
 
         def fail(self, call: oncrpc.CallInfo) -> int:
             if call.auth_sys is None:
@@ -81,7 +91,10 @@ def make_service(spec: Any) -> Any:
         def close_(self, items: list[Any], call: oncrpc.CallInfo) -> int:
             return len(items)
 
-    return Test()
+    service = Test()
+    service.release = threading.Event()
+    service.meeting = threading.Barrier(4)
+    return service
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +108,7 @@ def server(spec: Any) -> Iterator[oncrpc.Server]:
 def client(request: pytest.FixtureRequest, spec: Any, server: oncrpc.Server) -> Iterator[Any]:
     protocol = request.param
     with spec.TEST_V1_Client(
-        "127.0.0.1", protocol=protocol, port=server.ports[protocol], timeout=10
+        "127.0.0.1", protocol=protocol, port=server.ports[protocol], timeout=WAIT
     ) as made:
         yield made
 
@@ -147,31 +160,40 @@ def test_every_refusal_has_its_exception(spec: Any, client: Any, server: oncrpc.
         other.null()
 
 
-def test_a_late_reply_is_dropped_and_the_next_call_works(spec: Any, client: Any) -> None:
+def test_a_late_reply_is_dropped_and_the_next_call_works(
+    spec: Any, client: Any, server: oncrpc.Server
+) -> None:
+    service = server.services[0]
+    service.release = threading.Event()
     started = time.monotonic()
     with pytest.raises(TimeoutExpired):
-        client.call(3, xdr.DOUBLE.encode(0.6), timeout=0.2)  # SLEEP(0.6)
-    assert_elapsed(started, 0.2)
+        client.call(3, xdr.DOUBLE.encode(HOLD), timeout=0.2)  # answered only when released
+    assert_elapsed(started, 0.2, slack=WAIT)
     with pytest.raises(WouldBlock):
-        client.call(3, xdr.DOUBLE.encode(0.0), timeout=0)
-    time.sleep(0.5)  # the late replies arrive meanwhile
+        client.call(3, xdr.DOUBLE.encode(HOLD), timeout=0)
+    service.release.set()  # the two late replies come now, before the next reply
     assert client.shout(spec.args("x", spec.SLOW)) == "X!"
 
 
 def test_the_server_runs_calls_concurrently(spec: Any, server: oncrpc.Server) -> None:
-    def sleeper(protocol: str) -> None:
-        with spec.TEST_V1_Client(
-            "127.0.0.1", protocol=protocol, port=server.ports[protocol]
-        ) as client:
-            client.sleep(0.5)
+    server.services[0].meeting = threading.Barrier(4)
+    failures: list[BaseException] = []
 
-    threads = [threading.Thread(target=sleeper, args=(p,)) for p in ("tcp", "tcp", "udp", "udp")]
-    started = time.monotonic()
+    def meet(protocol: str) -> None:
+        try:
+            with spec.TEST_V1_Client(
+                "127.0.0.1", protocol=protocol, port=server.ports[protocol], timeout=WAIT
+            ) as client:
+                client.sleep(MEET)  # returns once all four calls are in the server at once
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=meet, args=(p,)) for p in ("tcp", "tcp", "udp", "udp")]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert time.monotonic() - started < 1.8  # four half-second calls overlapped
+    assert failures == []
 
 
 def test_large_messages_in_small_fragments(spec: Any, server: oncrpc.Server) -> None:
@@ -189,14 +211,16 @@ def test_large_messages_in_small_fragments(spec: Any, server: oncrpc.Server) -> 
 
 
 def test_closing_from_another_thread_ends_a_waiting_call(spec: Any, server: oncrpc.Server) -> None:
+    service = server.services[0]
     for protocol in ("tcp", "udp"):
+        service.release = threading.Event()
         client = spec.TEST_V1_Client("127.0.0.1", protocol=protocol, port=server.ports[protocol])
         timer = threading.Timer(0.2, client.close)
         timer.start()
-        started = time.monotonic()
         with pytest.raises(ClosedResourceError):
-            client.sleep(1.5)
-        assert time.monotonic() - started < 1.4
+            client.sleep(HOLD)  # the server holds the call until the end of the test
+        assert not service.release.is_set()
+        service.release.set()
         timer.join()
         with pytest.raises(ClosedResourceError):
             client.null()
@@ -246,10 +270,10 @@ def _raw_call(xid: int, program: int, procedure: int, credential: bytes = b"\0" 
 
 def test_hostile_peers_get_an_answer_or_are_cut_off(server: oncrpc.Server) -> None:
     tcp_port, udp_port = server.ports["tcp"], server.ports["udp"]
-    with socket.create_connection(("127.0.0.1", tcp_port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) as sock:
         sock.sendall(struct.pack(">I", 0x80000000 | 0x7FFFFFFF))  # a 2 GiB fragment
         assert sock.recv(16) == b""  # the server hung up without reading it
-    with socket.create_connection(("127.0.0.1", tcp_port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) as sock:
         # RPC version 3, then a malformed AUTH_SYS (17 groups): refused, and answered.
         wrong_version = bytearray(_raw_call(1, PROGRAM, 0))
         wrong_version[8:12] = struct.pack(">I", 3)
@@ -262,7 +286,7 @@ def test_hostile_peers_get_an_answer_or_are_cut_off(server: oncrpc.Server) -> No
     assert struct.unpack_from(">IIIIII", replies, 4) == (1, 1, 1, 0, 2, 2)  # RPC_MISMATCH 2-2
     assert struct.unpack_from(">IIIII", replies, 32) == (2, 1, 1, 1, 1)  # AUTH_ERROR BADCRED
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(10)
+        sock.settimeout(WAIT)
         sock.sendto(b"garbage", ("127.0.0.1", udp_port))  # ignored
         sock.sendto(_raw_call(77, PROGRAM, 0), ("127.0.0.1", udp_port))
         assert sock.recv(100) == struct.pack(">6I", 77, 1, 0, 0, 0, 0)
@@ -306,7 +330,7 @@ def test_udp_retransmits_and_matches_transaction_ids() -> None:
     thread.start()
     try:
         with oncrpc.Client(
-            "127.0.0.1", PROGRAM, 1, protocol="udp", port=fake.port, retransmit=0.1, timeout=10
+            "127.0.0.1", PROGRAM, 1, protocol="udp", port=fake.port, retransmit=0.1, timeout=WAIT
         ) as client:
             assert client.call(5) == xdr.INT.encode(2)
     finally:
@@ -339,7 +363,7 @@ def test_tcp_replies_in_tiny_fragments_and_lying_lengths() -> None:
     thread = threading.Thread(target=serve)
     thread.start()
     try:
-        with oncrpc.Client("127.0.0.1", PROGRAM, 1, port=fake.port, timeout=10) as client:
+        with oncrpc.Client("127.0.0.1", PROGRAM, 1, port=fake.port, timeout=WAIT) as client:
             assert xdr.String().decode(client.call(1)) == "hi"
             with pytest.raises(MessageTooLarge):
                 client.call(1)
@@ -349,26 +373,32 @@ def test_tcp_replies_in_tiny_fragments_and_lying_lengths() -> None:
 
 
 def test_asyncio_client_multiplexes_and_asyncio_service_awaits(spec: Any) -> None:
-    class Slow(spec.TEST_V1_AsyncService):  # type: ignore[misc, name-defined]
+    class Gathering(spec.TEST_V1_AsyncService):  # type: ignore[misc, name-defined]
         async def sleep(self, seconds: float, call: oncrpc.CallInfo) -> None:
-            await asyncio.sleep(seconds)
+            if seconds == MEET:  # return once ten calls are in the server at once
+                self.arrived += 1
+                if self.arrived == 10:
+                    self.everyone.set()
+                await asyncio.wait_for(self.everyone.wait(), WAIT)
+            else:
+                await asyncio.sleep(seconds)
 
         def shout(self, arguments: Any, call: oncrpc.CallInfo) -> str:  # a plain method works
             return str(arguments.text.upper())
 
     async def main() -> None:
-        async with oncrpc.aio.AsyncServer(Slow(), register=False) as running:
+        service = Gathering()
+        async with oncrpc.aio.AsyncServer(service, register=False) as running:
             for protocol in ("tcp", "udp"):
+                service.arrived, service.everyone = 0, asyncio.Event()
                 client = await spec.TEST_V1_AsyncClient.open(
-                    "127.0.0.1", protocol=protocol, port=running.ports[protocol]
+                    "127.0.0.1", protocol=protocol, port=running.ports[protocol], timeout=WAIT
                 )
                 async with client:
-                    started = time.monotonic()
-                    await asyncio.gather(*(client.sleep(0.3) for _ in range(10)))
-                    assert time.monotonic() - started < 2.0  # in flight together
+                    await asyncio.gather(*(client.sleep(MEET) for _ in range(10)))
                     assert await client.shout(spec.args("a", spec.SLOW)) == "A"
                     with pytest.raises(TimeoutExpired):
-                        await client.call(3, xdr.DOUBLE.encode(1.0), timeout=0.1)
+                        await client.call(3, xdr.DOUBLE.encode(WAIT), timeout=0.1)
                     with pytest.raises(oncrpc.ProcedureUnavailable):
                         await client.call(4)  # FAIL is not overridden here
                 with pytest.raises(ClosedResourceError):
@@ -413,6 +443,7 @@ def test_python_keywords_and_forward_references(tmp_path: Path) -> None:
     assert odd.None_ == 0
 
 
+@pytest.mark.timeout(900)  # mypy takes seconds, or minutes on a loaded machine
 def test_rpcgen_writes_a_module_that_type_checks(tmp_path: Path) -> None:
     source = tmp_path / "test.x"
     source.write_text(SPEC)
@@ -431,7 +462,7 @@ def test_rpcgen_writes_a_module_that_type_checks(tmp_path: Path) -> None:
     )
     checked = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(target), str(user)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+        capture_output=True, text=True, timeout=800, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout
     bad = subprocess.run(
@@ -442,13 +473,14 @@ def test_rpcgen_writes_a_module_that_type_checks(tmp_path: Path) -> None:
     assert "missing.x" in bad.stderr
 
 
+@pytest.mark.timeout(600)
 def test_the_benchmark_rows_measure_both_clients_against_the_c_server(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "unixipc.cli.main", "bench",
         "--transports", "oncrpc-echo-udp,c-oncrpc-null-tcp",
         "--tests", "latency", "--placements", "unpinned",
-        "--repeats", "1", "--seconds", "0.05", "--json", str(report),
+        "--repeats", "1", "--seconds", "0.05", "--time-limit", "300", "--json", str(report),
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     rows = {row["transport"]: row for row in json.loads(report.read_text())["results"]}

@@ -433,7 +433,7 @@ def _inside(pid: int, command: list[str], **options: Any) -> subprocess.Complete
     """Run a program in the namespace of process ``pid``."""
     return subprocess.run(
         [_tool("nsenter"), "-t", str(pid), "-n", "-m", *command],
-        capture_output=True, text=True, timeout=60, check=True, **options,
+        capture_output=True, text=True, timeout=300, check=True, **options,
     )  # fmt: skip
 
 
@@ -455,8 +455,13 @@ def _in_namespace(pid: int, function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
+#: How long a child may take on a loaded machine (it starts several programs).
+CHILD_WAIT = 600.0
+pytestmark = pytest.mark.timeout(900)
+
+
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
 # ---------------------------------------------------------------------------
@@ -644,7 +649,7 @@ def test_python_clients_call_the_c_server_over_tcp_and_udp(
         str(programs["x"]),
         str(programs["server"]),
     )
-    assert child.result() == ["tcp", "udp"]
+    assert child.result(CHILD_WAIT) == ["tcp", "udp"]
 
 
 # ---------------------------------------------------------------------------
@@ -693,7 +698,7 @@ def test_the_c_client_calls_a_python_server_over_tcp_and_udp(
         str(programs["client"]),
         asynchronous,
     )
-    outputs, seen = child.result()
+    outputs, seen = child.result(CHILD_WAIT)
     assert outputs == EXPECTED_C_CLIENT_OUTPUT
     # The Python server decoded the C client's item bit-exactly and saw its AUTH_SYS.
     assert seen.count(("echo_item", True)) == 2
@@ -738,7 +743,7 @@ def test_rpcinfo_lists_a_registered_python_server_and_unixipc_rpcinfo_matches_it
 ) -> None:
     found = children(
         _in_namespace, namespace, _rpcinfo_sees_a_python_server, str(programs["x"])
-    ).result()
+    ).result(CHILD_WAIT)
     ports = found["ports"]
     for protocol in ("tcp", "udp"):
         assert f"{PROGRAM:>10}{1:>5}{protocol:>6}{ports[protocol]:>7}\n" in found["system -p"]
@@ -785,7 +790,7 @@ def _registrations_survive_crashes_but_not_live_servers(x_path: str) -> list[int
         with oncrpc.Server(calc.CALC_V1_Service()) as server:  # replaces it
             server.start()
             assert portmapper.getport(PROGRAM, 1, "tcp") == server.ports["tcp"]
-            with calc.CALC_V1_Client("localhost", protocol="udp", timeout=10) as client:
+            with calc.CALC_V1_Client("localhost", protocol="udp", timeout=CHILD_WAIT) as client:
                 client.null()
         after = portmapper.getport(PROGRAM, 1, "tcp")
     return [crashed_port, after]
@@ -800,7 +805,7 @@ def test_a_killed_servers_registration_is_replaced_and_a_live_ones_is_not(
         _registrations_survive_crashes_but_not_live_servers,
         str(programs["x"]),
     )
-    crashed_port, after = child.result()
+    crashed_port, after = child.result(CHILD_WAIT)
     assert crashed_port > 0
     assert after == 0
 
@@ -809,3 +814,41 @@ def test_rpcbind_runs_in_namespaces_of_its_own(namespace: int) -> None:
     for kind in ("net", "mnt"):
         assert os.readlink(f"/proc/{namespace}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
     assert os.path.exists(f"/proc/{namespace}/root/run/rpcbind.sock")
+
+
+def _rpcbind_procedures(x_path: str) -> dict[str, Any]:
+    """PMAP v2 and RPCBIND v4 SET/GETPORT/GETADDR/UNSET/DUMP, over TCP and the local socket."""
+    program = PROGRAM + 7
+    found: dict[str, Any] = {}
+    with rpcbind.RpcbindClient("127.0.0.1", protocol="udp") as portmapper:
+        portmapper.null()
+        found["pmap_set"] = portmapper.pmap_set(program, 1, "udp", 4000)
+        found["getport"] = portmapper.getport(program, 1, "udp")
+        found["pmap_dump"] = [m for m in portmapper.pmap_dump() if m.program == program]
+        found["pmap_unset"] = portmapper.pmap_unset(program, 1)
+        found["getport after"] = portmapper.getport(program, 1, "udp")
+    # GETADDR answers for the transport it is asked on (RFC 1833): ask over TCP.
+    with rpcbind.RpcbindClient("/run/rpcbind.sock") as local, rpcbind.RpcbindClient() as tcp:
+        found["set"] = local.set(program, 2, "tcp", "127.0.0.1.15.160")
+        found["getaddr"] = tcp.getaddr(program, 2, "tcp")
+        found["dump"] = [b for b in local.dump() if b.program == program]
+        found["unset"] = local.unset(program, 2, "tcp")
+        found["getaddr after"] = tcp.getaddr(program, 2, "tcp")
+    return found
+
+
+def test_every_rpcbind_procedure_against_the_real_rpcbind(
+    programs: dict[str, Path], namespace: int, children: Any
+) -> None:
+    found = children(_in_namespace, namespace, _rpcbind_procedures, str(programs["x"])).result()
+    program = PROGRAM + 7
+    assert found["pmap_set"] is True
+    assert found["getport"] == 4000
+    assert found["pmap_dump"] == [rpcbind.Mapping(program, 1, "udp", 4000)]
+    assert found["pmap_unset"] is True
+    assert found["getport after"] == 0
+    assert found["set"] is True
+    assert found["getaddr"] == "127.0.0.1.15.160"
+    assert found["dump"] == [rpcbind.Binding(program, 2, "tcp", "127.0.0.1.15.160", "superuser")]
+    assert found["unset"] is True
+    assert found["getaddr after"] == ""

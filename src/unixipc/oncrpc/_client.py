@@ -406,7 +406,8 @@ def lookup_port(host: str, program: int, version: int, protocol: str, deadline: 
     remaining = deadline.remaining()
     family, _ = resolve(host, RPCBIND_PORT, "tcp")
     try:
-        with rpcbind.RpcbindClient(host, timeout=remaining) as portmapper:
+        # On the protocol asked about: GETADDR answers for its own transport.
+        with rpcbind.RpcbindClient(host, protocol=protocol, timeout=remaining) as portmapper:
             if family == socket.AF_INET6:
                 address = portmapper.getaddr(program, version, protocol + "6")
                 port = rpcbind.parse_universal_address(address)[1] if address else 0

@@ -256,7 +256,12 @@ class RpcbindClient(Resource):
     # RPCBIND versions 3 and 4
 
     def getaddr(self, program: int, version: int, netid: str = "tcp") -> str:
-        """The universal address of ``program`` ``version`` on ``netid``; "" if none."""
+        """The universal address of ``program`` ``version``; "" if none.
+
+        rpcbind answers for the transport the question came on (RFC 1833: a
+        client on UDP over IPv6 learns the ``udp6`` address), whatever ``netid``
+        says; ``protocol`` and the host's address family choose that transport.
+        """
         query = _Rpcb(
             check_u32(program, "program"),
             check_u32(version, "version"),
