@@ -480,7 +480,7 @@ def test_the_benchmark_rows_measure_both_clients_against_the_c_server(tmp_path: 
         sys.executable, "-m", "unixipc.cli.main", "bench",
         "--transports", "oncrpc-echo-udp,c-oncrpc-null-tcp",
         "--tests", "latency", "--placements", "unpinned",
-        "--repeats", "1", "--seconds", "0.05", "--time-limit", "300", "--json", str(report),
+        "--repeats", "1", "--seconds", "0.05", "--time-limit", "300", "--json-file", str(report),
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     rows = {row["transport"]: row for row in json.loads(report.read_text())["results"]}
