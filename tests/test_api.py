@@ -13,6 +13,7 @@ PUBLIC = {
     "WouldBlock",
     "TimeoutExpired",
     "MessageTooLarge",
+    "MessagesMissed",
     "OwnerDied",
     "PeerDied",
     "EndOfChannel",
@@ -81,6 +82,13 @@ PUBLIC = {
     "ring",
     # remote procedure calls
     "rpc",
+    # topics and waiting on many objects
+    "Topic",
+    "TopicInfo",
+    "topic",
+    "WaitSet",
+    "wait",
+    "waitset",
     # the inspector
     "inspect",
     # sockets and signals
