@@ -8,34 +8,27 @@ the owner lives the probe fails; once it succeeds the owner is gone, and the byt
 tells how: ``close()`` writes CLOSED before letting go, a death writes nothing.
 A process id alone could be reused; a lock cannot outlive its holder.
 
-For channels whose facility gives no end-of-file (message queues, shared memory),
-both tokens of a connection are created by the client before it asks to connect;
-the server takes the lock of its own token while accepting and removes both
-names, which from then on live only as long as the two ends hold them.
+For channels whose facility gives no end-of-file (message queues), both tokens
+of a connection (``<base>.c``, the client's, and ``<base>.s``, the server's) are
+created by the client before it asks to connect; the server takes the lock of
+its own token while accepting and removes both names, which from then on live
+only as long as the two ends hold them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import fcntl
 import os
 
-from . import _native
-from .errors import from_os_error
-
-__all__ = ("PeerState", "Token", "create_token", "remove_token")
+from .. import _native
+from ..errors import from_os_error
+from .core import PeerState
 
 KIND = "channel liveness token"
 
 _ALIVE_BYTE = b"\x00"
 _CLOSED_BYTE = b"\x01"
-
-
-class PeerState(enum.Enum):
-    ALIVE = "alive"
-    CLOSED = "closed"
-    DIED = "died"
 
 
 def create_token(name: str, permissions: int) -> int:
@@ -49,8 +42,7 @@ def create_token(name: str, permissions: int) -> int:
         os.pwrite(fd, _ALIVE_BYTE, 0)
     except OSError as error:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            _native.shm_unlink(name)
+        remove_token(name)
         raise from_os_error(error, KIND, name) from None
     return fd
 
@@ -105,3 +97,70 @@ class Token:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def remove_tokens(base: str) -> None:
+    remove_token(base + ".c")
+    remove_token(base + ".s")
+
+
+class TokenPair:
+    """A connection end's two tokens: its own (held) and its peer's (probed)."""
+
+    __slots__ = ("_own", "_peer")
+
+    def __init__(self, own: Token, peer: Token) -> None:
+        self._own = own
+        self._peer = peer
+
+    @classmethod
+    def for_client(cls, base: str, permissions: int) -> TokenPair:
+        """Create both tokens of a new connection and hold the client's."""
+        own = Token(create_token(base + ".c", permissions))
+        try:
+            own.hold()
+            peer = Token(create_token(base + ".s", permissions))
+        except BaseException:
+            own.close()
+            remove_tokens(base)
+            raise
+        return cls(own, peer)
+
+    @classmethod
+    def for_server(cls, base: str) -> TokenPair | None:
+        """Open a client's tokens and hold the server's; None if the client is gone."""
+        opened: list[Token] = []
+        try:
+            peer = Token(open_token(base + ".c"))
+            opened.append(peer)
+            own = Token(open_token(base + ".s"))
+            opened.append(own)
+            if peer.probe() is PeerState.ALIVE and own.hold():
+                return cls(own, peer)
+        except OSError:
+            pass
+        for token in opened:
+            token.close()
+        return None
+
+    def peer_state(self) -> PeerState:
+        return self._peer.probe()
+
+    def close(self, announce: bool = False) -> None:
+        """Let go of both tokens; ``announce`` records a clean close first."""
+        if announce:
+            self._own.mark_closed()
+        self._own.close()
+        self._peer.close()
+
+
+def client_is_dead(base: str) -> bool:
+    """Whether the client that made ``base``'s tokens is gone (False if unknown)."""
+    try:
+        watcher = Token(open_token(base + ".c"))
+    except OSError:
+        return False
+    try:
+        return watcher.probe() is not PeerState.ALIVE
+    finally:
+        watcher.close()
