@@ -42,7 +42,6 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import channel as _sync
@@ -256,35 +255,52 @@ async def _in_slices(
         raise
 
 
-class AsyncChannel:
-    """A :class:`unixipc.Channel` for asyncio: ``await send/receive/receive_into``.
+class _Wrapper:
+    """What the asynchronous channel and listener share: the wrapped object's state."""
 
-    Timeouts, errors and limits are the channel's. ``close()`` does not wait.
-    """
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-        self._stash: list[bytes] = []  # messages a cancelled receive's helper took
+    _wrapped: Guarded
 
     @property
     def url(self) -> str:
-        """The channel's URL."""
-        return self.channel.url
-
-    @property
-    def max_message_size(self) -> int:
-        """The largest message this end sends or accepts, in bytes."""
-        return self.channel.max_message_size
+        """The URL (see the synchronous object's)."""
+        return self._wrapped.url
 
     @property
     def closed(self) -> bool:
         """True once close() has been called."""
-        return self.channel.closed
+        return self._wrapped.closed
 
-    @property
-    def authenticated(self) -> bool:
-        """As :attr:`unixipc.Channel.authenticated`."""
-        return self.channel.authenticated
+    def close(self) -> None:
+        """Close the synchronous object; idempotent, never waits.
+
+        Tasks waiting on it get ClosedResourceError.
+        """
+        self._wrapped.close()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._wrapped!r}>"
+
+
+class AsyncChannel(_Wrapper):
+    """A :class:`unixipc.Channel` for asyncio: ``await send/receive/receive_into``.
+
+    Timeouts, errors and limits are the channel's. ``close()`` does not wait:
+    the peer gets EndOfChannel, and tasks waiting on the channel get
+    ClosedResourceError.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        #: The synchronous channel (pass it to hand this end to another process).
+        self.channel = channel
+        #: The largest message this end sends or accepts, in bytes.
+        self.max_message_size = channel.max_message_size
+        #: As :attr:`unixipc.Channel.authenticated`.
+        self.authenticated = channel.authenticated
+        self._wrapped = channel
+        self._stash: list[bytes] = []  # messages a cancelled receive's helper took
 
     def fileno(self) -> int:
         """The channel's descriptor (see :meth:`unixipc.Channel.fileno`).
@@ -294,27 +310,9 @@ class AsyncChannel:
         """
         return self.channel.fileno()
 
-    def close(self) -> None:
-        """Close the channel (the peer gets EndOfChannel); idempotent, never waits.
-
-        Tasks waiting on the channel get ClosedResourceError.
-        """
-        self.channel.close()
-
     async def __aenter__(self: _A) -> _A:
         self.channel.__enter__()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<AsyncChannel {self.channel!r}>"
 
     async def send(self, data: Buffer, *, timeout: float | None = None) -> None:
         """Send ``data`` as one message; returns once all of it is handed to the kernel.
@@ -430,6 +428,8 @@ class AsyncChannel:
             ready = await _ready(channel, watch, wait)
             if ready == fd:
                 return
+            if channel.closed:  # closed while this task was not yet watching again
+                raise channel._closed_error()
             if ready is not None:
                 channel._flush_nowait()
             channel._probe()
@@ -439,37 +439,19 @@ def _drop(_: object) -> None:
     """A cancelled send's helper finished: there is nothing to hand over."""
 
 
-class AsyncListener:
-    """A :class:`unixipc.Listener` for asyncio: ``await accept()``."""
+class AsyncListener(_Wrapper):
+    """A :class:`unixipc.Listener` for asyncio: ``await accept()``.
+
+    ``close()`` stops listening (see :meth:`unixipc.Listener.close`); tasks
+    waiting in :meth:`accept` get ClosedResourceError.
+    """
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
-
-    @property
-    def url(self) -> str:
-        """The URL clients connect to."""
-        return self.listener.url
-
-    @property
-    def closed(self) -> bool:
-        """True once close() has been called."""
-        return self.listener.closed
-
-    def close(self) -> None:
-        """Stop listening (see :meth:`unixipc.Listener.close`); never waits.
-
-        Tasks waiting in :meth:`accept` get ClosedResourceError.
-        """
-        self.listener.close()
+        self._wrapped = listener
 
     async def __aenter__(self) -> AsyncListener:
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<AsyncListener {self.listener!r}>"
 
     async def accept(self, *, timeout: float | None = None) -> AsyncChannel:
         """Wait for the next client and return a channel to it.

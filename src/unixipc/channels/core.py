@@ -24,6 +24,7 @@ over message facilities: POSIX and System V queues, shared-memory rings).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import math
@@ -32,7 +33,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -266,6 +267,28 @@ class Guarded(Resource):
         self._inside: list[int | None] = [None, None]
         self._waiters: set[Waiter] = set()
 
+    url: str
+
+    def describe(self) -> str:
+        """A short description naming it, used in messages."""
+        return f"{self.kind} {self.url!r}"
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.url!r} {state}>"
+
+    def _wait_spec(self) -> WaitSpec:
+        """What an event loop watches to wait for this object (see WaitSpec)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _readable_fd(self) -> int:
+        """The descriptor fileno() gives: readable when a try may succeed."""
+        self._check_open()
+        fd = self._wait_spec().read_fd
+        if fd is None:
+            raise UnsupportedFeature(f"{self.describe()} has no file descriptor")
+        return fd
+
     def _closed_error(self) -> ClosedResourceError:
         return ClosedResourceError(f"{self.describe()} is closed")
 
@@ -311,7 +334,7 @@ _LIVE: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 def _forget_use_after_fork() -> None:
     for channel in list(_LIVE):
-        channel._set_speaks(False)
+        channel._set_silent()
 
 
 os.register_at_fork(after_in_parent=_forget_use_after_fork, after_in_child=_forget_use_after_fork)
@@ -347,15 +370,19 @@ class Channel(Guarded):
     # later call raises a fresh exception of this type and message.
     _ending: tuple[type[IPCError], str] | None = None
 
-    # Whether close() tells the peer (EndOfChannel) or stays silent. An end speaks
-    # from the start; a fork makes every channel silent in both processes, and
-    # handing an end to a multiprocessing child makes the given copy silent, until
-    # the end is used again (send, receive, ``with``). This is what lets every
-    # process close the ends it does not use.
+    # Whether close() tells the peer (EndOfChannel) or stays silent, and whether
+    # the end is in use in this process (the link took its roles: a ring declares
+    # itself producer and consumer). An end speaks from the start and is in use
+    # once made by connect/accept, or once used (send, receive, ``with``) when made
+    # by channel_pair. A fork makes every channel silent and unused in both
+    # processes, and handing an end to a multiprocessing child does the same to the
+    # given copy, until the end is used again. This is what lets every process
+    # close the ends it does not use.
     _speaks: bool = True
+    _in_use: bool = False
     _authenticated = False
 
-    def _start(self, url: str, link: Link, max_message_size: int) -> None:
+    def _start(self, url: str, link: Link, max_message_size: int, *, in_use: bool) -> None:
         """Call from the engine's __init__ once the link is held."""
         self.url = url
         self._link = link
@@ -363,7 +390,8 @@ class Channel(Guarded):
         self._init_guard()
         _LIVE.add(self)
         self._opened(url)
-        link.speak()
+        if in_use:
+            self._use()
 
     @property
     def authenticated(self) -> bool:
@@ -384,10 +412,17 @@ class Channel(Guarded):
         self._check_open()
         return self._link.peer_credentials()
 
-    def _set_speaks(self, speaks: bool) -> None:
-        if speaks and not self._speaks and not self._closed:
+    def _use(self) -> None:
+        """The end is used in this process: it speaks, and the link takes its roles."""
+        self._speaks = True
+        if not self._in_use and not self._closed:
+            self._in_use = True
             self._link.speak()
-        self._speaks = speaks
+        self._refresh()
+
+    def _set_silent(self) -> None:
+        """Another process may go on with this conversation (a fork, a hand-over)."""
+        self._speaks = self._in_use = False
         self._refresh()
 
     def _refresh(self) -> None:
@@ -396,7 +431,7 @@ class Channel(Guarded):
     def __enter__(self: _C) -> _C:
         # Taking an end in a with block is using it: its close will say goodbye.
         self._check_open()
-        self._set_speaks(True)
+        self._use()
         return self
 
     def send(self, data: Buffer, *, timeout: float | None = None) -> None:
@@ -461,19 +496,7 @@ class Channel(Guarded):
                 memory, System V queues).
             ClosedResourceError: this channel is closed.
         """
-        self._check_open()
-        fd = self._link.wait_spec().read_fd
-        if fd is None:
-            raise UnsupportedFeature(f"{self.describe()} has no file descriptor")
-        return fd
-
-    def describe(self) -> str:
-        """A short description naming the channel, used in messages."""
-        return f"channel {self.url!r}"
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<{type(self).__name__} {self.url!r} {state}>"
+        return self._readable_fd()
 
     # The contract with event loops (unixipc.aio).
 
@@ -513,12 +536,6 @@ class Channel(Guarded):
             return self._end(EndOfChannel, CLOSED_BY_PEER + where)
         return self._end(PeerDied, DIED + where)
 
-    def _too_large(self, size: int) -> MessageTooLarge:
-        return MessageTooLarge(
-            f"{self.describe()}: a {size}-byte message is larger than the "
-            f"maximum of {self.max_message_size} bytes"
-        )
-
     def _peer_too_large(self) -> IPCError:
         return self._end(
             MessageTooLarge,
@@ -529,6 +546,32 @@ class Channel(Guarded):
     def _interrupt(self) -> None:
         self._link.interrupt()
 
+    def _refuse(self, size: int) -> IPCError:
+        """The error for a message larger than the maximum (nothing is sent)."""
+        if self._closed:
+            return self._closed_error()
+        return MessageTooLarge(
+            f"{self.describe()}: a {size}-byte message is larger than the "
+            f"maximum of {self.max_message_size} bytes"
+        )
+
+    def _ready_to_send(self) -> None:
+        """The checks of a send's slow path: open, in use here, not ended."""
+        if self._closed:
+            raise self._closed_error()
+        if not self._in_use:
+            self._use()
+        if self._ending is not None:
+            raise self._ended()
+
+    def _ready_to_receive(self) -> None:
+        """The checks of a receive's slow path: open, in use here (an ending is
+        raised only once what the peer sent before it has been received)."""
+        if self._closed:
+            raise self._closed_error()
+        if not self._in_use:
+            self._use()
+
     def _writers_inside(self) -> bool:
         """Whether another thread may be writing on the link (the goodbye waits for it)."""
         return self._others_inside()
@@ -538,6 +581,9 @@ class Channel(Guarded):
         self._refresh()  # the fast paths see the end closed from now on
         said = False
         try:
+            if self._speaks and not self._in_use:  # a pair's end never used: say so
+                self._in_use = True
+                self._link.speak()
             # Say goodbye first where no other thread writes, so that the peer
             # learns of the close before waking our waiters can disturb it.
             if self._speaks and self._ending is None and not self._writers_inside():
@@ -575,7 +621,7 @@ def _reduce_channel(channel: Channel) -> tuple[Any, ...]:
         factory, arguments = channel._link.passable()  # type: ignore[attr-defined]
     except TypeError as error:
         raise TypeError(f"cannot pass {channel.describe()} to another process: {error}") from None
-    channel._set_speaks(False)  # given away: its close here must not end the conversation
+    channel._set_silent()  # given away: its close here must not end the conversation
     return (
         _rebuild_channel,
         (type(channel), channel.url, channel.max_message_size, factory, arguments),
@@ -705,11 +751,7 @@ class Listener(Guarded):
                 shared memory).
             ClosedResourceError: this listener is closed.
         """
-        self._check_open()
-        fd = self._acceptor.wait_spec().read_fd
-        if fd is None:
-            raise UnsupportedFeature(f"{self.describe()} has no file descriptor")
-        return fd
+        return self._readable_fd()
 
     def _wait_spec(self) -> WaitSpec:
         return self._acceptor.wait_spec()
@@ -722,14 +764,6 @@ class Listener(Guarded):
             self._stop_calls()
         finally:
             self._acceptor.close()
-
-    def describe(self) -> str:
-        """A short description naming the listener, used in messages."""
-        return f"listener {self.url!r}"
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<{type(self).__name__} {self.url!r} {state}>"
 
 
 # Options: each driver declares its options once, with their defaults and checks.
@@ -796,3 +830,51 @@ def close_all(things: Sequence[Any]) -> None:
             os.close(thing)
         else:
             thing.close()
+
+
+@contextlib.contextmanager
+def undone_on_failure(made: Any) -> Iterator[None]:
+    """Remove and close ``made`` (a named object just created) if the block fails."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(IPCError):
+            made.unlink()
+        made.close()
+        raise
+
+
+class Attempt:
+    """What a connect or accept makes on its way, undone if it fails.
+
+    ``keep(x)`` registers something the new channel will own (closed only if
+    the attempt fails); ``borrow(x)`` something needed only on the way (closed
+    either way); descriptors (ints) are closed too. ``remove`` runs at the end
+    either way: the names of a connection are removed once both ends hold
+    them, or when the attempt fails. A ``quiet`` attempt swallows OSError and
+    IPCError (an accept that drops one client), so code after the ``with`` runs.
+    """
+
+    def __init__(self, remove: Callable[[], None] = lambda: None, *, quiet: bool = False) -> None:
+        self._remove = remove
+        self._quiet = quiet
+        self._kept: list[Any] = []
+        self._borrowed: list[Any] = []
+
+    def keep(self, thing: _T) -> _T:
+        self._kept.append(thing)
+        return thing
+
+    def borrow(self, thing: _T) -> _T:
+        self._borrowed.append(thing)
+        return thing
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> bool:
+        try:
+            close_all(self._borrowed + (self._kept if exc_type is not None else []))
+        finally:
+            self._remove()
+        return self._quiet and exc_type is not None and issubclass(exc_type, (OSError, IPCError))

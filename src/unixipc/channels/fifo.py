@@ -24,15 +24,16 @@ import errno
 import os
 import select
 import stat
+from dataclasses import dataclass
 from typing import Any
 
 from .. import fifo
 from .._deadline import Deadline
-from ..errors import IPCError, PeerDied, from_os_error
+from ..errors import PeerDied, from_os_error
 from .core import (
     PERMISSIONS,
+    Attempt,
     Channel,
-    Listener,
     Option,
     WaitSpec,
     Waker,
@@ -42,20 +43,26 @@ from .core import (
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
 from .pipe import PipeLink
-from .rendezvous import REQUEST_SIZE, RendezvousAcceptor, new_token, rendezvous, token_of
+from .rendezvous import (
+    REQUEST_SIZE,
+    ClientBase,
+    InboxBase,
+    listener_of,
+    new_token,
+    rendezvous,
+    token_of,
+)
 from .url import check_path_address
 
 MAGIC = b"uxf\x02"
 _SUFFIXES = (".up", ".down")
 
 
-class FifoInbox:
+class FifoInbox(InboxBase):
     """The listener's well-known FIFO."""
 
     def __init__(self, url: str, path: str, options: dict[str, Any]) -> None:
-        self._url = url
-        self._path = path
-        self._max = options["max_message_size"]
+        super().__init__(url, path, options)
         fifo.mkfifo(path, permissions=options["permissions"])
         try:
             # O_RDWR on a FIFO (Linux): opens at once, and we never see end-of-file.
@@ -74,13 +81,13 @@ class FifoInbox:
             if record is not None:
                 return record
             try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                if timeout == 0 or not self._waker.wait(((self._fd, select.POLLIN),), timeout):
-                    raise TimeoutError from None
-                timeout = 0  # what came is read at once; the caller waits again
+                self._pending += os.read(self._fd, 65536)
                 continue
-            self._pending += data
+            except BlockingIOError:
+                pass
+            if timeout == 0 or not self._waker.wait(((self._fd, select.POLLIN),), timeout):
+                raise TimeoutError
+            timeout = 0  # what came is read at once; the caller waits again
 
     def _next_record(self) -> bytes | None:
         """The next well-formed request in what was read; garbage is skipped."""
@@ -97,22 +104,16 @@ class FifoInbox:
 
     def open_client(self, token: str) -> Channel | None:
         """Open a client's two FIFOs and greet it; None if the request is stale or bogus."""
-        base = f"{self._path}.{token}"
-        up = down = -1
-        try:
-            up = _open_fifo_now(f"{base}.up", os.O_RDONLY)
-            down = _open_fifo_now(f"{base}.down", os.O_WRONLY)  # ENXIO: the client left
+        base = self.stem(token)
+        with Attempt(lambda: _remove(base), quiet=True) as attempt:
+            up = attempt.keep(_open_fifo_now(f"{base}.up", os.O_RDONLY))
+            down = attempt.keep(_open_fifo_now(f"{base}.down", os.O_WRONLY))  # ENXIO: it left
             os.write(down, HELLO_FRAME)
-        except OSError:
-            for fd in (up, down):
-                if fd >= 0:
-                    os.close(fd)
-            return None
-        finally:
-            _remove(base)
-        return FramedChannel(
-            self._url, PipeLink(up, down), max_message_size=self._max, expect_hello=False
-        )
+            link = PipeLink(up, down)
+            return FramedChannel(
+                self.url, link, max_message_size=self.max_message_size, expect_hello=False
+            )
+        return None
 
     def forget(self, token: str) -> None:
         pass  # a waiting client sees the listener gone and removes its own FIFOs
@@ -126,8 +127,8 @@ class FifoInbox:
     def close(self, remove: bool) -> None:
         fd, self._fd = self._fd, -1
         with contextlib.suppress(OSError):
-            if remove and os.stat(self._path)[1:3] == self._identity:
-                os.unlink(self._path)
+            if remove and os.stat(self.prefix)[1:3] == self._identity:
+                os.unlink(self.prefix)
         os.close(fd)
         self._waker.close()
 
@@ -147,93 +148,82 @@ def _open_fifo_now(path: str, flags: int) -> int:
     return fd
 
 
-def listen(url: str, path: str, options: dict[str, Any]) -> Listener:
-    return Listener(url, RendezvousAcceptor(MAGIC, FifoInbox(url, path, options)))
-
-
-class _FifoClient:
+@dataclass
+class _FifoClient(ClientBase):
     """A client between sending its request and the greeting (see rendezvous.Client)."""
 
-    def __init__(self, url: str, path: str, server: int, down: int) -> None:
-        self._url = url
-        self._path = path
-        self._server = server
-        self._down = down
-        self._identity = os.fstat(server)[1:3]
-        self._gone = False
+    path: str
+    server: int
+    down: int
+    gone: bool = False
 
     def listener_alive(self) -> bool:
         # A listener that closes makes its FIFO report POLLERR (no reader left) and
         # removes its name; the name is checked too, because a process forked from
         # the listener's may still hold the FIFO open.
-        if self._gone:
-            return False
         try:
-            return os.stat(self._path)[1:3] == self._identity
+            return not self.gone and os.stat(self.path)[1:3] == os.fstat(self.server)[1:3]
         except OSError:
             return False
 
     def ask(self, request: bytes, timeout: float) -> None:
         try:
-            os.write(self._server, request)  # atomic: never interleaved with another client's
+            os.write(self.server, request)  # atomic: never interleaved with another client's
             return
         except BlockingIOError:
-            events = poll_for(((self._server, select.POLLOUT),), timeout)
+            broken = False
         except BrokenPipeError:
-            events = {self._server: select.POLLERR}
-        self._gone = bool(events.get(self._server, 0) & select.POLLERR)
+            broken = True
+        events = {} if broken else poll_for(((self.server, select.POLLOUT),), timeout)
+        self.gone = broken or bool(events.get(self.server, 0) & select.POLLERR)
         raise TimeoutError
 
     def await_greeting(self, timeout: float) -> None:
-        ready = poll_for(((self._down, select.POLLIN), (self._server, 0)), timeout)
-        if ready.get(self._down, 0) & (select.POLLIN | select.POLLHUP):
-            greeting = os.read(self._down, len(HELLO_FRAME))
-            if greeting == HELLO_FRAME:
-                return
+        ready = poll_for(((self.down, select.POLLIN), (self.server, 0)), timeout)
+        if ready.get(self.down, 0) & (select.POLLIN | select.POLLHUP):
+            greeting = os.read(self.down, len(HELLO_FRAME))
             if not greeting:
-                raise PeerDied(f"{self._url!r}: the listener went away while accepting")
-            raise IPCError(f"{self._url!r}: the listener sent a wrong greeting")
-        self._gone = bool(ready.get(self._server, 0) & select.POLLERR)
+                raise PeerDied(f"{self.url!r}: the listener went away while accepting")
+            self.check_greeting(greeting == HELLO_FRAME)
+            return
+        self.gone = bool(ready.get(self.server, 0) & select.POLLERR)
         raise TimeoutError
 
 
-def connect(url: str, path: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
-    """Ask the listener at ``path`` for a connection and wait until it accepts."""
+def _open_server(url: str, path: str) -> int:
     try:
         server = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         if error.errno == errno.ENXIO:
             raise refused(url, "nobody is listening on the FIFO") from None
         raise from_os_error(error, "FIFO", path) from None
+    if not stat.S_ISFIFO(os.fstat(server).st_mode):
+        os.close(server)
+        raise ValueError(f"{path!r} is not a FIFO")
+    return server
+
+
+def connect(url: str, path: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
+    """Ask the listener at ``path`` for a connection and wait until it accepts."""
     token = new_token()
     base = f"{path}.{token}"
-    up = down = -1
-    try:
-        if not stat.S_ISFIFO(os.fstat(server).st_mode):
-            raise ValueError(f"{path!r} is not a FIFO")
+    with Attempt(lambda: _remove(base)) as attempt:  # the listener removed them already
+        server = attempt.borrow(_open_server(url, path))
         for suffix in _SUFFIXES:
             fifo.mkfifo(base + suffix, permissions=options["permissions"])
-        down = os.open(base + ".down", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        down = attempt.keep(os.open(base + ".down", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         # A writer's open needs a reader: hold one for an instant ourselves.
         holder = os.open(base + ".up", os.O_RDWR | os.O_CLOEXEC)
         try:
-            up = os.open(base + ".up", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            up = attempt.keep(os.open(base + ".up", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         finally:
             os.close(holder)
         rendezvous(url, _FifoClient(url, path, server, down), MAGIC, token, deadline)
-    except BaseException:
-        for fd in (up, down):
-            if fd >= 0:
-                os.close(fd)
-        _remove(base)
-        raise
-    finally:
-        os.close(server)
-    return FramedChannel(
-        url, PipeLink(down, up), max_message_size=options["max_message_size"], expect_hello=False
-    )
+    size = options["max_message_size"]
+    return FramedChannel(url, PipeLink(down, up), max_message_size=size, expect_hello=False)
 
 
+listen = listener_of(MAGIC, FifoInbox)
 parse = check_path_address
 OPTIONS: dict[str, Option] = {
     "max_message_size": max_size_option(MAX_FRAME),

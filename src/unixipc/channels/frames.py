@@ -87,18 +87,40 @@ class ByteLink(Link, Protocol):
     """
 
     @property
-    def read_fd(self) -> int: ...
-    @property
-    def write_fd(self) -> int: ...
-    @property
-    def waker(self) -> Waker: ...
-    @property
-    def can_block(self) -> bool: ...
+    def read_fd(self) -> int:
+        """The descriptor bytes are read from."""
+        ...
 
-    def read(self, view: memoryview) -> int: ...
-    def read_wait(self, view: memoryview) -> int: ...
-    def write(self, data: Buffer) -> int: ...
-    def writev(self, buffers: Sequence[Buffer]) -> int: ...
+    @property
+    def write_fd(self) -> int:
+        """The descriptor bytes are written to (the same one for a socket)."""
+        ...
+
+    @property
+    def waker(self) -> Waker:
+        """Polled with the descriptors; close() wakes it."""
+        ...
+
+    @property
+    def can_block(self) -> bool:
+        """Whether read_wait may sleep in the kernel."""
+        ...
+
+    def read(self, view: memoryview) -> int:
+        """Read what is there into ``view``; 0 at end of stream."""
+        ...
+
+    def read_wait(self, view: memoryview) -> int:
+        """Read into ``view``, sleeping in the kernel until bytes come (can_block)."""
+        ...
+
+    def write(self, data: Buffer) -> int:
+        """Write what fits now of ``data``; return how much."""
+        ...
+
+    def writev(self, buffers: Sequence[Buffer]) -> int:
+        """Write what fits now of ``buffers``, in order; return how much."""
+        ...
 
     def grow_write_buffer(self) -> bool:
         """Make the kernel's buffer larger (to fit a goodbye); False if it cannot."""
@@ -112,12 +134,16 @@ class ByteLink(Link, Protocol):
 class FramedChannel(Channel):
     """A channel of frames over a byte stream (see the module docstring)."""
 
-    kind = "stream channel"
-
     _link: ByteLink
 
     def __init__(
-        self, url: str, link: ByteLink, *, max_message_size: int, expect_hello: bool
+        self,
+        url: str,
+        link: ByteLink,
+        *,
+        max_message_size: int,
+        expect_hello: bool,
+        in_use: bool = True,
     ) -> None:
         self._rbuf = bytearray(READ_BUFFER)
         self._rview = memoryview(self._rbuf)
@@ -133,12 +159,12 @@ class FramedChannel(Channel):
         self._rfd = link.read_fd
         self._wfd = link.write_fd
         self._waker = link.waker
-        self._start(url, link, max_message_size)
+        self._start(url, link, max_message_size, in_use=in_use)
         self._refresh()
 
     # The fast paths test one attribute each; these keep them right.
     def _refresh(self) -> None:
-        ready = self._speaks and not self._closed
+        ready = self._in_use and not self._closed
         self._limit = self.max_message_size if ready and not self._hello_pending else -1
         self._send_ready = ready and not self._unsent and self._ending is None
         # An empty buffer and timeout=None: one read that sleeps in the kernel.
@@ -161,9 +187,7 @@ class FramedChannel(Channel):
             data = check_bytes_like(data)
             size = len(data)
         if size > self.max_message_size:
-            if self._closed:
-                raise self._closed_error()
-            raise self._too_large(size)
+            raise self._refuse(size)
         inside = self._inside
         inside[SEND] = _get_ident()
         try:
@@ -187,13 +211,8 @@ class FramedChannel(Channel):
             inside[SEND] = None
 
     def _send_slow(self, data: Any, size: int, timeout: float | None) -> None:
-        if self._closed:
-            raise self._closed_error()
         deadline = Deadline(timeout)
-        if not self._speaks:
-            self._set_speaks(True)
-        if self._ending is not None:
-            raise self._ended()
+        self._ready_to_send()
         if self._unsent:
             self._flush(deadline)
         self._send_rest(data, size, 0, deadline)
@@ -313,8 +332,7 @@ class FramedChannel(Channel):
                     if size <= self._limit and size + 4 <= count:
                         self._rstart = size + 4
                         return bytes(self._rview[4 : size + 4])
-            if self._closed:
-                raise self._closed_error()
+            self._ready_to_receive()
             deadline = _FOREVER if timeout is None else Deadline(timeout)
             size = self._next_header(deadline)
             if self._rend - self._rstart < 4 + size:
@@ -342,8 +360,7 @@ class FramedChannel(Channel):
         inside = self._inside
         inside[RECEIVE] = _get_ident()
         try:
-            if self._closed:
-                raise self._closed_error()
+            self._ready_to_receive()
             deadline = Deadline(timeout)
             size = self._next_header(deadline)
             if size > len(view):
@@ -372,13 +389,14 @@ class FramedChannel(Channel):
                 else:
                     count = self._read(view)
             except BlockingIOError:
-                self._wait_readable(deadline)
-                continue
+                count = -1  # wait below, outside the handler (Ctrl-C then shows alone)
             except ConnectionResetError:
                 count = 0
             if self._closed:  # woken by close(), or closed while we read
                 raise self._closed_error()
-            return count
+            if count >= 0:
+                return count
+            self._wait_readable(deadline)
 
     def _read_direct(self, view: memoryview, size: int, deadline: Deadline) -> None:
         """Read the rest of a large message straight into ``view``.
@@ -409,8 +427,6 @@ class FramedChannel(Channel):
         Handles the greeting, the goodbye and lengths over the maximum; the
         header stays in the buffer until the whole frame is consumed.
         """
-        if not self._speaks:
-            self._set_speaks(True)
         while True:
             if self._ending is not None:
                 raise self._ended()

@@ -23,9 +23,11 @@ import os
 
 from .. import _native
 from ..errors import from_os_error
-from .core import PeerState
+from .core import LinkBase, PeerState, Waker, refused
 
 KIND = "channel liveness token"
+#: How often an end waiting on a queue probes its peer's token (seconds).
+PROBE_INTERVAL = 0.2
 
 _ALIVE_BYTE = b"\x00"
 _CLOSED_BYTE = b"\x01"
@@ -127,21 +129,23 @@ class TokenPair:
         return cls(own, peer)
 
     @classmethod
-    def for_server(cls, base: str) -> TokenPair | None:
-        """Open a client's tokens and hold the server's; None if the client is gone."""
-        opened: list[Token] = []
+    def for_server(cls, base: str) -> TokenPair:
+        """Open a client's tokens and hold the server's.
+
+        Raises:
+            OSError: the client is gone (or someone else holds the server's token).
+        """
+        peer = Token(open_token(base + ".c"))
         try:
-            peer = Token(open_token(base + ".c"))
-            opened.append(peer)
             own = Token(open_token(base + ".s"))
-            opened.append(own)
-            if peer.probe() is PeerState.ALIVE and own.hold():
-                return cls(own, peer)
-        except OSError:
-            pass
-        for token in opened:
-            token.close()
-        return None
+        except BaseException:
+            peer.close()
+            raise
+        pair = cls(own, peer)
+        if peer.probe() is not PeerState.ALIVE or not own.hold():
+            pair.close()
+            raise OSError("the client is gone")
+        return pair
 
     def peer_state(self) -> PeerState:
         return self._peer.probe()
@@ -154,6 +158,35 @@ class TokenPair:
         self._peer.close()
 
 
+class ListenerToken:
+    """The token a listener holds while it listens, so that waiting clients learn
+    when it closed or died."""
+
+    def __init__(self, name: str, permissions: int) -> None:
+        self._name = name
+        self._token = Token(create_token(name, permissions))
+        self._token.hold()
+
+    @staticmethod
+    def watch(url: str, name: str) -> Token:
+        """A client's descriptor on the listener's token ``name``.
+
+        Raises:
+            IPCOSError: there is none: no unixipc listener owns the object (ECONNREFUSED).
+        """
+        try:
+            return Token(open_token(name))
+        except OSError:
+            raise refused(url, "no unixipc listener owns that queue") from None
+
+    def close(self, remove: bool) -> None:
+        """Stop listening; ``remove`` (in the listener's process) also removes the name."""
+        if remove:
+            self._token.mark_closed()
+            remove_token(self._name)
+        self._token.close()
+
+
 def client_is_dead(base: str) -> bool:
     """Whether the client that made ``base``'s tokens is gone (False if unknown)."""
     try:
@@ -164,3 +197,29 @@ def client_is_dead(base: str) -> bool:
         return watcher.probe() is not PeerState.ALIVE
     finally:
         watcher.close()
+
+
+class TokenLink(LinkBase):
+    """What the queue links share: the connection's tokens tell the peer's state,
+    probed between waits of PROBE_INTERVAL; the core guards their calls."""
+
+    probe_interval = PROBE_INTERVAL
+    guards_itself = False
+    direct_into = False
+
+    def __init__(self, tokens: TokenPair) -> None:
+        self._tokens = tokens
+        self.waker = Waker()
+
+    def peer_state(self) -> PeerState:
+        return self._tokens.peer_state()
+
+    def take_into(self, buffer: object, *, timeout: float | None) -> int:
+        raise NotImplementedError  # pragma: no cover - direct_into is False
+
+    def close_tokens(self, announce: bool) -> None:
+        """Let go of the tokens (``announce``: the peer learns of a clean close)."""
+        try:
+            self._tokens.close(announce)
+        finally:
+            self.waker.close()

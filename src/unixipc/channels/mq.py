@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import posix_mq
@@ -31,22 +32,18 @@ from ..posix_mq import PosixMessageQueue
 from .core import (
     MAX_SPLIT,
     PERMISSIONS,
+    Attempt,
     Channel,
-    LinkBase,
     LinkEnded,
-    Listener,
     Option,
-    PeerState,
     WaitSpec,
-    Waker,
     max_size_option,
     positive_option,
-    refused,
+    undone_on_failure,
 )
-from .liveness import Token, TokenPair, client_is_dead, create_token, open_token, remove_token
-from .liveness import remove_tokens as _remove_tokens
+from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
-from .rendezvous import REQUEST_SIZE, SLICE, RendezvousAcceptor, new_token, rendezvous
+from .rendezvous import REQUEST_SIZE, TokenClient, TokenInbox, listener_of, new_token, rendezvous
 from .url import posix_name_address
 
 if TYPE_CHECKING:
@@ -63,28 +60,23 @@ def _remove_names(base: str) -> None:
     for suffix in _SUFFIXES:
         with contextlib.suppress(OSError, IPCError):
             posix_mq.unlink(base + suffix)
-    _remove_tokens(base)
+    remove_tokens(base)
 
 
-class MqLink(LinkBase):
+class MqLink(TokenLink):
     """Two private POSIX queues (receive, send) and the connection's tokens."""
-
-    probe_interval = SLICE
-    guards_itself = False
-    direct_into = False
 
     def __init__(
         self, receive_queue: PosixMessageQueue, send_queue: PosixMessageQueue, tokens: TokenPair
     ) -> None:
+        super().__init__(tokens)
         self._rx = receive_queue
         self._tx = send_queue
-        self._tokens = tokens
         self.piece_size = send_queue.max_message_size
         self.rx_piece_size = receive_queue.max_message_size
         self._receive = receive_queue.receive
         self._send = send_queue.send
         self._tx_fd = send_queue.fileno()
-        self.waker = Waker()
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
         try:
@@ -106,12 +98,6 @@ class MqLink(LinkBase):
             raise ClosedResourceError
         raise LinkEnded(IPCError, "unexpected control message (the channel is unusable now)")
 
-    def take_into(self, buffer: Buffer, *, timeout: float | None) -> int:
-        raise NotImplementedError  # pragma: no cover - direct_into is False
-
-    def peer_state(self) -> PeerState:
-        return self._tokens.peer_state()
-
     def say_goodbye(self) -> None:
         self._send(b"", priority=_GOODBYE, timeout=0)
 
@@ -126,36 +112,25 @@ class MqLink(LinkBase):
 
     def close(self, announce: bool) -> None:
         try:
-            self._tokens.close(announce)
+            self.close_tokens(announce)
         finally:
             self._rx.close()
             self._tx.close()
-            self.waker.close()
 
 
-class MqInbox:
+class MqInbox(TokenInbox):
     """The listener's well-known request queue, and its liveness token."""
 
     def __init__(self, url: str, name: str, options: dict[str, Any]) -> None:
-        self._url = url
-        self._name = name
-        self._max = options["max_message_size"]
         self._requests = PosixMessageQueue.create(
             name,
             max_messages=options["backlog"],
             max_message_size=_REQUEST_QUEUE_MESSAGE_SIZE,
             permissions=options["permissions"],
         )
-        try:
-            # Held while we listen: a client waiting for a listener that died gives up.
-            self._token = Token(create_token(name + _LISTENER_SUFFIX, options["permissions"]))
-        except BaseException:
-            self._requests.unlink()
-            self._requests.close()
-            raise
-        self._token.hold()
+        with undone_on_failure(self._requests):
+            super().__init__(url, name, options, name + _LISTENER_SUFFIX)
         self._fd = self._requests.fileno()
-        self._waker = Waker()
 
     def next_request(self, timeout: float | None) -> bytes:
         try:
@@ -168,110 +143,67 @@ class MqInbox:
 
     def open_client(self, token: str) -> Channel | None:
         """Open a client's queues and tokens and greet it; None if it is gone or bogus."""
-        base = f"{self._name}.{token}"
-        opened: list[Any] = []
-        try:
-            tokens = TokenPair.for_server(base)
-            if tokens is None:
-                return None
-            opened.append(tokens)
-            up = PosixMessageQueue.open(base + ".up")
-            opened.append(up)
-            down = PosixMessageQueue.open(base + ".down")
-            opened.append(down)
+        base = self.stem(token)
+        # From then on the names live as long as the two ends hold them.
+        with Attempt(lambda: _remove_names(base), quiet=True) as attempt:
+            tokens = attempt.keep(TokenPair.for_server(base))
+            up = attempt.keep(PosixMessageQueue.open(base + ".up"))
+            down = attempt.keep(PosixMessageQueue.open(base + ".down"))
             down.send(b"", priority=_HELLO, timeout=0)
-        except (OSError, IPCError):
-            for thing in reversed(opened):
-                thing.close()
-            return None
-        finally:
-            _remove_names(base)  # from now on they live as long as the two ends
-        return PieceChannel(self._url, MqLink(up, down, tokens), max_message_size=self._max)
+            link = MqLink(up, down, tokens)
+            return PieceChannel(self.url, link, max_message_size=self.max_message_size)
+        return None
 
-    def forget(self, token: str) -> None:
-        base = f"{self._name}.{token}"
-        if client_is_dead(base):
-            _remove_names(base)
+    def remove_client(self, stem: str) -> None:
+        _remove_names(stem)
 
     def wait_spec(self) -> WaitSpec:
         return WaitSpec(self._fd, None)
 
-    def interrupt(self) -> None:
-        self._waker.wake()
-
-    def close(self, remove: bool) -> None:
-        try:
-            if remove:
-                self._token.mark_closed()
-                remove_token(self._name + _LISTENER_SUFFIX)
-                with contextlib.suppress(IPCError):
-                    self._requests.unlink()
-        finally:
-            self._token.close()
-            self._requests.close()
-            self._waker.close()
+    def release(self, remove: bool) -> None:
+        if remove:
+            with contextlib.suppress(IPCError):
+                self._requests.unlink()
+        self._requests.close()
 
 
-def listen(url: str, name: str, options: dict[str, Any]) -> Listener:
-    return Listener(url, RendezvousAcceptor(MAGIC, MqInbox(url, name, options)))
-
-
-class _MqClient:
-    def __init__(self, listener: Token, requests: PosixMessageQueue, down: PosixMessageQueue):
-        self._listener = listener
-        self._requests = requests
-        self._down = down
-
-    def listener_alive(self) -> bool:
-        return self._listener.probe() is PeerState.ALIVE
+@dataclass
+class _MqClient(TokenClient):
+    requests: PosixMessageQueue
+    down: PosixMessageQueue
 
     def ask(self, request: bytes, timeout: float) -> None:
-        self._requests.send(request, timeout=timeout)
+        self.requests.send(request, timeout=timeout)
 
     def await_greeting(self, timeout: float) -> None:
-        data, priority = self._down.receive(timeout=timeout)
-        if priority != _HELLO or data:
-            raise IPCError("the listener sent a wrong greeting")
+        data, priority = self.down.receive(timeout=timeout)
+        self.check_greeting(priority == _HELLO and not data)
 
 
 def connect(url: str, name: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
     """Ask the listener ``name`` for a connection and wait until it accepts."""
-    requests = PosixMessageQueue.open(name, read=False, write=True)
-    try:
-        listener = Token(open_token(name + _LISTENER_SUFFIX))
-    except OSError:
-        requests.close()
-        raise refused(url, "no unixipc listener owns that queue") from None
     token = new_token()
     base = f"{name}.{token}"
-    opened: list[Any] = [requests, listener]
-    try:
-        tokens = TokenPair.for_client(base, options["permissions"])
-        opened.append(tokens)
-        queues = []
-        for suffix in _SUFFIXES:
-            queue = PosixMessageQueue.create(
-                base + suffix,
-                max_messages=options["queue_length"],
-                max_message_size=options["queue_message_size"],
-                permissions=options["permissions"],
+    with Attempt(lambda: _remove_names(base)) as attempt:  # the server removed them already
+        requests = attempt.borrow(PosixMessageQueue.open(name, read=False, write=True))
+        listener = attempt.borrow(ListenerToken.watch(url, name + _LISTENER_SUFFIX))
+        tokens = attempt.keep(TokenPair.for_client(base, options["permissions"]))
+        up, down = (
+            attempt.keep(
+                PosixMessageQueue.create(
+                    base + suffix,
+                    max_messages=options["queue_length"],
+                    max_message_size=options["queue_message_size"],
+                    permissions=options["permissions"],
+                )
             )
-            opened.append(queue)
-            queues.append(queue)
-        up, down = queues
-        rendezvous(url, _MqClient(listener, requests, down), MAGIC, token, deadline)
-    except BaseException:
-        for thing in reversed(opened):
-            thing.close()
-        _remove_names(base)
-        raise
-    _remove_names(base)  # the server did; a server that did not is covered
-    requests.close()
-    listener.close()
-    link = MqLink(down, up, tokens)
-    return PieceChannel(url, link, max_message_size=options["max_message_size"])
+            for suffix in _SUFFIXES
+        )
+        rendezvous(url, _MqClient(url, listener, requests, down), MAGIC, token, deadline)
+    return PieceChannel(url, MqLink(down, up, tokens), max_message_size=options["max_message_size"])
 
 
+listen = listener_of(MAGIC, MqInbox)
 parse = posix_name_address
 LISTEN_OPTIONS: dict[str, Option] = {
     "max_message_size": max_size_option(MAX_SPLIT),

@@ -45,6 +45,8 @@ _T = TypeVar("_T")
 
 # While a committed tail waits for room, a receiving end tries to send it this often.
 TAIL_SLICE = 0.01
+# What a link's call raises when it did not succeed in time.
+_NOT_YET = (BlockingIOError, TimeoutError)
 
 
 class PieceLink(Link, Protocol):
@@ -104,11 +106,11 @@ def _ending_for(state: PeerState) -> tuple[type[IPCError], str]:
 class PieceChannel(Channel):
     """A channel of pieces over a message facility (see the module docstring)."""
 
-    kind = "message channel"
-
     _link: PieceLink
 
-    def __init__(self, url: str, link: PieceLink, *, max_message_size: int) -> None:
+    def __init__(
+        self, url: str, link: PieceLink, *, max_message_size: int, in_use: bool = True
+    ) -> None:
         self._piece = link.piece_size
         self._rx_piece = link.rx_piece_size
         # Sizes that go (come) as one piece and need no other check.
@@ -119,7 +121,7 @@ class PieceChannel(Channel):
         self._partial_size = 0
         self._kept: bytes | None = None  # a message receive_into had no room for
         self._tail: list[bytes] = []  # committed pieces the link had no room for yet
-        self._start(url, link, max_message_size)
+        self._start(url, link, max_message_size, in_use=in_use)
         guards = link.guards_itself
         self._put = link.put if guards else self._guarded(link.put, SEND)
         self._take = link.take if guards else self._guarded(link.take, RECEIVE)
@@ -132,7 +134,7 @@ class PieceChannel(Channel):
 
     def _refresh(self) -> None:
         self._ready = (
-            self._speaks
+            self._in_use
             and not self._closed
             and self._ending is None
             and not self._tail
@@ -152,8 +154,15 @@ class PieceChannel(Channel):
             if state is not PeerState.ALIVE:
                 raise self._end(*_ending_for(state))
 
-    def _deadline_error(self, what: str, timeout: float | None) -> IPCError:
-        return Deadline(timeout).error(f"{what} on {self.describe()}")
+    def _failed(self, error: Exception, what: str, timeout: float | None) -> Exception:
+        """What a fast path raises for the exception of a link's call."""
+        if isinstance(error, ENDINGS):
+            return self._ended_by(error)
+        if isinstance(error, ClosedResourceError):
+            return self._closed_error()
+        if isinstance(error, _NOT_YET):
+            return Deadline(timeout).error(f"{what} on {self.describe()}")
+        return error
 
     # Sending.
 
@@ -170,24 +179,15 @@ class PieceChannel(Channel):
                 try:
                     self._put(data, timeout=timeout if probe is None else probe)
                     return
-                except ENDINGS as error:
-                    raise self._ended_by(error) from None
-                except ClosedResourceError:
-                    raise self._closed_error() from None
-                except (BlockingIOError, TimeoutError):
-                    if probe is None:
-                        raise self._deadline_error("sending", timeout) from None
+                except Exception as error:
+                    if probe is None or not isinstance(error, _NOT_YET):
+                        raise self._failed(error, "sending", timeout) from None
         self._send_slow(data, size, Deadline(timeout))
 
     def _send_slow(self, data: Any, size: int, deadline: Deadline) -> None:
-        if self._closed:
-            raise self._closed_error()
         if size > self.max_message_size:
-            raise self._too_large(size)
-        if not self._speaks:
-            self._set_speaks(True)
-        if self._ending is not None:
-            raise self._ended()
+            raise self._refuse(size)
+        self._ready_to_send()
         if self._tail:
             self._flush(deadline)
         step = self._piece
@@ -196,7 +196,7 @@ class PieceChannel(Channel):
         for index, piece in enumerate(pieces):
             try:
                 self._call(self._put, deadline, False, piece)
-            except (BlockingIOError, TimeoutError):
+            except _NOT_YET:
                 if index == 0:
                     raise  # nothing of this message went out
                 self._keep_tail(pieces[index:])
@@ -223,7 +223,7 @@ class PieceChannel(Channel):
                     self._put(self._tail[0], timeout=0)
                 except ENDINGS as error:
                     raise self._ended_by(error) from None
-                except (BlockingIOError, TimeoutError):
+                except _NOT_YET:
                     return
             del self._tail[0]
         self._refresh()
@@ -259,7 +259,7 @@ class PieceChannel(Channel):
                 raise self._ended_by(error, bool(self._partial)) from None
             except ClosedResourceError:
                 raise self._closed_error() from None
-            except (BlockingIOError, TimeoutError):
+            except _NOT_YET:
                 pass
             if probe is not None:
                 state = self._link.peer_state()
@@ -278,13 +278,9 @@ class PieceChannel(Channel):
             if probe is None or timeout is None:
                 try:
                     data = self._take(timeout=timeout if probe is None else probe)
-                except ENDINGS as error:
-                    raise self._ended_by(error) from None
-                except ClosedResourceError:
-                    raise self._closed_error() from None
-                except (BlockingIOError, TimeoutError):
-                    if probe is None:
-                        raise self._deadline_error("receiving", timeout) from None
+                except Exception as error:
+                    if probe is None or not isinstance(error, _NOT_YET):
+                        raise self._failed(error, "receiving", timeout) from None
                 else:
                     if len(data) <= self._fast_receive:
                         return data
@@ -293,10 +289,7 @@ class PieceChannel(Channel):
 
     def _before_slow_receive(self, timeout: float | None) -> Deadline:
         deadline = Deadline(timeout)
-        if self._closed:
-            raise self._closed_error()
-        if not self._speaks:
-            self._set_speaks(True)
+        self._ready_to_receive()
         return deadline
 
     def _assemble(self, data: bytes | None, deadline: Deadline) -> bytes:
@@ -333,10 +326,8 @@ class PieceChannel(Channel):
         if self._ready:
             try:
                 size: int = take_into(buffer, timeout=timeout)
-            except ENDINGS as error:
-                raise self._ended_by(error) from None
-            except ClosedResourceError:
-                raise self._closed_error() from None
+            except Exception as error:
+                raise self._failed(error, "receiving", timeout) from None
             if size <= self._fast_receive:
                 return size
             view = check_bytes_like(buffer, "buffer")

@@ -16,40 +16,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 from collections.abc import Callable, Sequence
 from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any
 
-from .._stream import _blocking_sigpipe_is_fatal
+from .._stream import call_without_sigpipe
 from ..errors import from_os_error
 from .core import LinkBase, Option, WaitSpec, Waker, max_size_option
 from .frames import MAX_FRAME, FramedChannel
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
-
-
-def _call_without_sigpipe(call: Callable[[int, Any], int], fd: int, data: Any) -> int:
-    """``call(fd, data)`` (a write) turning a broken pipe into an exception.
-
-    Python ignores SIGPIPE, so this is a plain call; if a program restored the
-    default action, SIGPIPE is blocked in this thread for the call and the one
-    it raised is consumed, never delivered.
-    """
-    if not _blocking_sigpipe_is_fatal():
-        return call(fd, data)
-    already = signal.SIGPIPE in signal.sigpending()
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
-    try:
-        return call(fd, data)
-    except BrokenPipeError:
-        if not already and signal.SIGPIPE in signal.sigpending():
-            signal.sigtimedwait({signal.SIGPIPE}, 0)
-        raise
-    finally:
-        if signal.SIGPIPE not in old:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _pwrite_nowait(fd: int, buffers: Sequence[Any]) -> int:
@@ -94,10 +71,10 @@ class PipeLink(LinkBase):
         raise NotImplementedError  # pragma: no cover - only with can_block
 
     def write(self, data: Buffer) -> int:
-        return _call_without_sigpipe(os.write, self.write_fd, data)
+        return call_without_sigpipe(os.write, self.write_fd, data)
 
     def writev(self, buffers: Sequence[Buffer]) -> int:
-        return _call_without_sigpipe(os.writev, self.write_fd, buffers)
+        return call_without_sigpipe(os.writev, self.write_fd, buffers)
 
     def reading_in_kernel(self) -> bool:
         return False
@@ -151,10 +128,10 @@ class NowaitPipeLink(PipeLink):
             self._in_read = False
 
     def write(self, data: Buffer) -> int:
-        return _call_without_sigpipe(_pwrite_nowait, self.write_fd, (data,))
+        return call_without_sigpipe(_pwrite_nowait, self.write_fd, (data,))
 
     def writev(self, buffers: Sequence[Buffer]) -> int:
-        return _call_without_sigpipe(_pwrite_nowait, self.write_fd, buffers)
+        return call_without_sigpipe(_pwrite_nowait, self.write_fd, buffers)
 
     def reading_in_kernel(self) -> bool:
         return self._in_read
@@ -189,8 +166,12 @@ def pair(options: dict[str, Any]) -> tuple[FramedChannel, FramedChannel]:
     cls = NowaitPipeLink if _PIPE_NOWAIT else PipeLink
     size = options["max_message_size"]
     return (
-        FramedChannel("pipe:", cls(a_read, a_write), max_message_size=size, expect_hello=False),
-        FramedChannel("pipe:", cls(b_read, b_write), max_message_size=size, expect_hello=False),
+        FramedChannel(
+            "pipe:", cls(a_read, a_write), max_message_size=size, expect_hello=False, in_use=False
+        ),
+        FramedChannel(
+            "pipe:", cls(b_read, b_write), max_message_size=size, expect_hello=False, in_use=False
+        ),
     )
 
 

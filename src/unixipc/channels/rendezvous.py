@@ -24,11 +24,13 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from .._deadline import Deadline
 from ..errors import IPCError
-from .core import Channel, WaitSpec, refused
+from .core import Channel, Listener, PeerState, WaitSpec, Waker, refused
+from .liveness import ListenerToken, Token, client_is_dead, remove_tokens
 
 _T = TypeVar("_T")
 
@@ -99,6 +101,51 @@ def in_slices(
             raise deadline.error(f"connecting to {url} ({why})")
 
 
+class InboxBase:
+    """What every inbox keeps: the URL, the stem of the names clients make, the limit."""
+
+    def __init__(self, url: str, prefix: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.max_message_size: int = options.get("max_message_size", 0)
+
+    def stem(self, token: str) -> str:
+        """The stem of the names the client ``token`` made."""
+        return f"{self.prefix}.{token}"
+
+
+class TokenInbox(InboxBase):
+    """An inbox whose listener holds a liveness token (the queue schemes)."""
+
+    def __init__(self, url: str, prefix: str, options: dict[str, Any], token: str) -> None:
+        super().__init__(url, prefix, options)
+        # Held while we listen: a client waiting for a listener that died gives up.
+        self._token = ListenerToken(token, options["permissions"])
+        self._waker = Waker()
+
+    def remove_client(self, stem: str) -> None:
+        """Remove the names a client that died left (its tokens, at least)."""
+        remove_tokens(stem)
+
+    def forget(self, token: str) -> None:
+        stem = self.stem(token)
+        if client_is_dead(stem):
+            self.remove_client(stem)
+
+    def interrupt(self) -> None:
+        self._waker.wake()
+
+    def release(self, remove: bool) -> None:
+        """Release the inbox's own objects (``remove``: their names too)."""
+
+    def close(self, remove: bool) -> None:
+        try:
+            self._token.close(remove)
+        finally:
+            self._waker.close()
+            self.release(remove)
+
+
 class Inbox(Protocol):
     """A driver's listening side: the well-known object requests arrive in."""
 
@@ -120,6 +167,38 @@ class Inbox(Protocol):
     def close(self, remove: bool) -> None:
         """Release the inbox; with ``remove``, remove the listener's names too."""
         ...
+
+
+def listener_of(
+    magic: bytes, inbox: Callable[[str, Any, dict[str, Any]], Inbox]
+) -> Callable[[str, Any, dict[str, Any]], Listener]:
+    """The listen() of a rendezvous scheme: a Listener on a new ``inbox``."""
+
+    def listen(url: str, address: Any, options: dict[str, Any]) -> Listener:
+        return Listener(url, RendezvousAcceptor(magic, inbox(url, address, options)))
+
+    return listen
+
+
+@dataclass
+class ClientBase:
+    """What every client keeps: the URL, for its messages."""
+
+    url: str
+
+    def check_greeting(self, right: bool) -> None:
+        if not right:
+            raise IPCError(f"{self.url!r}: the listener sent a wrong greeting")
+
+
+@dataclass
+class TokenClient(ClientBase):
+    """A client whose listener holds a liveness token (the queue schemes)."""
+
+    listener: Token
+
+    def listener_alive(self) -> bool:
+        return self.listener.probe() is PeerState.ALIVE
 
 
 class RendezvousAcceptor:

@@ -29,7 +29,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import Any
 
@@ -43,9 +44,9 @@ from ..ring import unlink as unlink_ring
 from .core import (
     MAX_SPLIT,
     PERMISSIONS,
+    Attempt,
     Channel,
     LinkBase,
-    Listener,
     Option,
     PeerState,
     WaitSpec,
@@ -54,7 +55,7 @@ from .core import (
     refused,
 )
 from .pieces import PieceChannel
-from .rendezvous import RendezvousAcceptor, new_token, rendezvous
+from .rendezvous import ClientBase, InboxBase, listener_of, new_token, rendezvous
 from .url import posix_name_address
 
 MAGIC = b"uxr\x02"
@@ -62,12 +63,17 @@ MAGIC = b"uxr\x02"
 DEFAULT_CAPACITY = 1024 * 1024
 _REQUEST_RING_CAPACITY = 4096
 _HELLO = b"unixipc shm channel\x02"
-_SUFFIXES = (".up", ".down")
 
 
-def _unlink_quietly(name: str) -> None:
-    with contextlib.suppress(IPCError, OSError):
-        unlink_ring(name)
+def _names(base: str) -> tuple[str, str]:
+    """The two rings of a connection: ``.up`` (client to server) and ``.down``."""
+    return base + ".up", base + ".down"
+
+
+def _unlink_all(names: Sequence[str]) -> None:
+    for name in names:
+        with contextlib.suppress(IPCError, OSError):
+            unlink_ring(name)
 
 
 def _descriptor(name: str) -> int:
@@ -160,25 +166,22 @@ def pair(options: dict[str, Any]) -> tuple[PieceChannel, PieceChannel]:
         close_all(opened + descriptors)
         raise
     finally:
-        for name in names:
-            _unlink_quietly(name)
+        _unlink_all(names)
     a_send, b_receive, b_send, a_receive = opened
     size = options["max_message_size"]
     first = ShmLink(a_receive, a_send, (descriptors[2], descriptors[0]))
     second = ShmLink(b_receive, b_send, (descriptors[1], descriptors[3]))
     return (
-        PieceChannel("shm:", first, max_message_size=size),
-        PieceChannel("shm:", second, max_message_size=size),
+        PieceChannel("shm:", first, max_message_size=size, in_use=False),
+        PieceChannel("shm:", second, max_message_size=size, in_use=False),
     )
 
 
-class ShmInbox:
+class ShmInbox(InboxBase):
     """The listener's small well-known request ring."""
 
     def __init__(self, url: str, name: str, options: dict[str, Any]) -> None:
-        self._url = url
-        self._name = name
-        self._max = options["max_message_size"]
+        super().__init__(url, name, options)
         self._requests = Ring.create(
             name, _REQUEST_RING_CAPACITY, permissions=options["permissions"]
         )
@@ -189,42 +192,26 @@ class ShmInbox:
         return self._requests.receive(timeout=timeout)
 
     def open_client(self, token: str) -> Channel | None:
-        base = f"{self._name}.{token}"
-        names = [base + suffix for suffix in _SUFFIXES]
-        opened: list[Any] = []
-        try:
-            for name in names:
-                opened.append(Ring.open(name))
-            opened += [_descriptor(name) for name in names]
-            up, down, up_fd, down_fd = opened
+        names = _names(self.stem(token))
+        with Attempt(lambda: _unlink_all(names), quiet=True) as attempt:
+            up, down = (attempt.keep(Ring.open(name)) for name in names)
+            up_fd, down_fd = (attempt.keep(_descriptor(name)) for name in names)
             if up.info().producers == 0:
                 raise IPCError("the client is gone")
-            channel = PieceChannel(
-                self._url, ShmLink(up, down, (up_fd, down_fd)), max_message_size=self._max
-            )
-        except (IPCError, OSError):
-            close_all(opened)
-            return None
-        finally:
-            for name in names:
-                _unlink_quietly(name)
-        try:
             down.send(_HELLO, timeout=0)
-        except IPCError:
-            channel.close()
-            return None
-        return channel
+            link = ShmLink(up, down, (up_fd, down_fd))
+            return PieceChannel(self.url, link, max_message_size=self.max_message_size)
+        return None
 
     def forget(self, token: str) -> None:
-        base = f"{self._name}.{token}"
+        names = _names(self.stem(token))
         try:
-            up = Ring.open(base + ".up")
+            up = Ring.open(names[0])
         except IPCError:
             return
         try:
             if up.info().producers == 0:
-                for suffix in _SUFFIXES:
-                    _unlink_quietly(base + suffix)
+                _unlink_all(names)
         finally:
             up.close()
 
@@ -236,66 +223,49 @@ class ShmInbox:
 
     def close(self, remove: bool) -> None:
         if remove:
-            _unlink_quietly(self._name)
+            _unlink_all((self.prefix,))
         self._requests.close()
 
 
-def listen(url: str, name: str, options: dict[str, Any]) -> Listener:
-    return Listener(url, RendezvousAcceptor(MAGIC, ShmInbox(url, name, options)))
-
-
-class _ShmClient:
-    def __init__(self, url: str, requests: Ring, down: Ring) -> None:
-        self._url = url
-        self._requests = requests
-        self._down = down
+@dataclass
+class _ShmClient(ClientBase):
+    requests: Ring
+    down: Ring
 
     def listener_alive(self) -> bool:
-        return self._requests.info().consumers > 0
+        return self.requests.info().consumers > 0
 
     def ask(self, request: bytes, timeout: float) -> None:
         try:
-            self._requests.send(request, timeout=timeout)
+            self.requests.send(request, timeout=timeout)
         except (EndOfChannel, PeerDied):
-            raise refused(self._url, "the listener went away") from None
+            raise refused(self.url, "the listener went away") from None
 
     def await_greeting(self, timeout: float) -> None:
         try:
-            greeting = self._down.receive(timeout=timeout)
+            greeting = self.down.receive(timeout=timeout)
         except (EndOfChannel, PeerDied):
-            raise refused(self._url, "the listener went away") from None
-        if greeting != _HELLO:
-            raise IPCError(f"{self._url!r}: the listener sent a wrong greeting")
+            raise refused(self.url, "the listener went away") from None
+        self.check_greeting(greeting == _HELLO)
 
 
 def connect(url: str, name: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
     """Ask the listener ``name`` for a connection and wait until it accepts."""
-    requests = Ring.open(name)
-    opened: list[Any] = [requests]
     token = new_token()
-    base = f"{name}.{token}"
-    names = [base + suffix for suffix in _SUFFIXES]
-    try:
+    names = _names(f"{name}.{token}")
+    with Attempt(lambda: _unlink_all(names)) as attempt:  # the listener removed them already
+        requests = attempt.borrow(Ring.open(name))
         if requests.info().consumers == 0:
             raise refused(url, "no listener is taking requests")
-        for ring_name in names:
-            opened.append(
-                Ring.create(ring_name, options["capacity"], permissions=options["permissions"])
-            )
-        up, down = opened[1], opened[2]
+        permissions = options["permissions"]
+        up, down = (
+            attempt.keep(Ring.create(ring, options["capacity"], permissions=permissions))
+            for ring in names
+        )
         up.declare(producer=True)
         down.declare(consumer=True)
-        descriptors = (_descriptor(names[1]), _descriptor(names[0]))
-        opened += list(descriptors)
+        descriptors = (attempt.keep(_descriptor(names[1])), attempt.keep(_descriptor(names[0])))
         rendezvous(url, _ShmClient(url, requests, down), MAGIC, token, deadline)
-    except BaseException:
-        close_all(opened)
-        for ring_name in names:
-            _unlink_quietly(ring_name)
-        raise
-    for ring_name in names:  # the listener did; a listener that did not is covered
-        _unlink_quietly(ring_name)
-    requests.close()
     link = ShmLink(down, up, descriptors)
     return PieceChannel(url, link, max_message_size=options["max_message_size"])
 
@@ -308,6 +278,7 @@ def _check_capacity(value: object) -> int:
     return capacity
 
 
+listen = listener_of(MAGIC, ShmInbox)
 parse = posix_name_address
 CAPACITY = Option(DEFAULT_CAPACITY, _check_capacity)
 MAX_SIZE = max_size_option(MAX_SPLIT)

@@ -165,14 +165,14 @@ class SocketAcceptor:
     def take(self, timeout: float | None) -> Channel | None:
         try:
             sock, _ = socket.socket.accept(self._sock)
-        except BlockingIOError:
-            if not self._waker.wait(((self._fd, select.POLLIN),), timeout):
-                raise TimeoutError from None
-            return None
-        except ConnectionAbortedError:
-            return None  # the client gave up before we took it
+        except (BlockingIOError, ConnectionAbortedError):
+            sock = None  # none waiting, or the client gave up before we took it
         except OSError as error:
             raise from_os_error(error, "listener", self.url) from None
+        if sock is None:
+            if not self._waker.wait(((self._fd, select.POLLIN),), timeout):
+                raise TimeoutError
+            return None
         try:
             _tune(sock)
             # A client that already left still gets its channel: what it sent

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._deadline import Deadline
@@ -43,28 +44,20 @@ from ..errors import (
     WouldBlock,
 )
 from ..sysv_mq import SysVMessageQueue
+from ..sysv_mq import _kernel_limit as kernel_limit
 from .core import (
+    Attempt,
     Channel,
-    LinkBase,
     LinkEnded,
-    Listener,
     Option,
     PeerState,
     WaitSpec,
-    Waker,
     refused,
+    undone_on_failure,
 )
-from .liveness import (
-    Token,
-    TokenPair,
-    client_is_dead,
-    create_token,
-    open_token,
-    remove_token,
-    remove_tokens,
-)
+from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
-from .rendezvous import SLICE, RendezvousAcceptor, new_token, rendezvous
+from .rendezvous import TokenClient, TokenInbox, listener_of, new_token, rendezvous
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -78,17 +71,9 @@ _REQUEST_TYPE = 1
 _SEND_SLICE = 0.02
 
 
-def _kernel_limit(name: str, default: int) -> int:
-    try:
-        with open(f"/proc/sys/kernel/{name}") as value:
-            return int(value.read())
-    except (OSError, ValueError):
-        return default
-
-
 def max_message_size() -> int:
     """The largest channel message: msgmax (and msgmnb) minus the kind byte."""
-    return min(_kernel_limit("msgmax", 8192), _kernel_limit("msgmnb", 16384)) - 1
+    return min(kernel_limit("msgmax", 8192), kernel_limit("msgmnb", 16384)) - 1
 
 
 def token_base(key: int) -> str:
@@ -124,12 +109,8 @@ class _QueueOwner:
             self.queue.close()
 
 
-class SysVLink(LinkBase):
+class SysVLink(TokenLink):
     """A pair of message types of one System V queue, and the connection's tokens."""
-
-    probe_interval = SLICE
-    guards_itself = False
-    direct_into = False
 
     def __init__(
         self,
@@ -139,10 +120,10 @@ class SysVLink(LinkBase):
         tokens: TokenPair,
         owner: _QueueOwner | None,
     ) -> None:
+        super().__init__(tokens)
         self._queue = queue
         self._rx_type = receive_type
         self._tx_type = send_type
-        self._tokens = tokens
         self._owner = owner
         self.max_message_size = max_message_size()
         self.piece_size = self.rx_piece_size = self.max_message_size + 1  # never split
@@ -150,7 +131,6 @@ class SysVLink(LinkBase):
         self._view = memoryview(self._buffer)
         self._send = queue.send
         self._receive_into = queue.receive_into
-        self.waker = Waker()
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
         message = b"".join((_DATA, piece))
@@ -186,9 +166,6 @@ class SysVLink(LinkBase):
             raise ClosedResourceError
         raise LinkEnded(IPCError, f"unexpected message of kind {kind} ({size} bytes)")
 
-    def take_into(self, buffer: Buffer, *, timeout: float | None) -> int:
-        raise NotImplementedError  # pragma: no cover - direct_into is False
-
     def _queue_gone(self) -> Exception:
         """The queue was removed: the peer's token says whether that was a close."""
         state = self.peer_state()
@@ -197,9 +174,6 @@ class SysVLink(LinkBase):
         if state is PeerState.DIED:
             return PeerDied()
         return LinkEnded(ResourceNotFoundError, "the queue was removed under us")
-
-    def peer_state(self) -> PeerState:
-        return self._tokens.peer_state()
 
     def say_goodbye(self) -> None:
         self._send(_GOODBYE, type=self._tx_type, timeout=0)
@@ -221,33 +195,23 @@ class SysVLink(LinkBase):
                 with contextlib.suppress(IPCError):
                     while True:
                         self._receive_into(self._buffer, type=self._rx_type, timeout=0)
-            self._tokens.close(announce)
+            self.close_tokens(announce)
         finally:
             self._queue.close()
-            self.waker.close()
             if self._owner is not None:
                 self._owner.release()
 
 
-class SysVInbox:
+class SysVInbox(TokenInbox):
     """Message type 1 of the listener's queue, and its liveness token."""
 
     def __init__(self, url: str, key: int, options: dict[str, Any]) -> None:
-        self._url = url
-        self._key = key
-        permissions = options["permissions"]
-        queue = SysVMessageQueue.create(key, permissions=permissions)
-        self._token_name = token_base(key) + ".listener"
-        try:
-            self._token = Token(create_token(self._token_name, permissions))
-        except BaseException:
-            queue.unlink()
-            queue.close()
-            raise
-        self._token.hold()
+        queue = SysVMessageQueue.create(key, permissions=options["permissions"])
+        with undone_on_failure(queue):
+            stem = token_base(key)
+            super().__init__(url, stem, options, stem + ".listener")
         self._owner = _QueueOwner(queue)
         self._buffer = bytearray(max_message_size() + 1)
-        self._waker = Waker()
 
     def next_request(self, timeout: float | None) -> bytes:
         size, _ = self._owner.queue.receive_into(self._buffer, type=_REQUEST_TYPE, timeout=timeout)
@@ -257,109 +221,66 @@ class SysVInbox:
         return request
 
     def open_client(self, token: str) -> Channel | None:
-        base = f"{token_base(self._key)}.{token}"
+        base = self.stem(token)
         client = _client_id(token)
-        try:
-            tokens = TokenPair.for_server(base)
-            if tokens is None:
-                return None
-            try:
-                self._owner.queue.send(_HELLO, type=2 * client + 1, timeout=0)
-                queue = SysVMessageQueue.open_id(self._owner.queue.id)
-            except (OSError, IPCError):
-                tokens.close()
-                return None
-        finally:
-            remove_tokens(base)
-        self._owner.acquire()
-        link = SysVLink(queue, 2 * client, 2 * client + 1, tokens, self._owner)
-        return PieceChannel(self._url, link, max_message_size=link.max_message_size)
+        with Attempt(lambda: remove_tokens(base), quiet=True) as attempt:
+            tokens = attempt.keep(TokenPair.for_server(base))
+            self._owner.queue.send(_HELLO, type=2 * client + 1, timeout=0)
+            queue = SysVMessageQueue.open_id(self._owner.queue.id)
+            self._owner.acquire()
+            link = SysVLink(queue, 2 * client, 2 * client + 1, tokens, self._owner)
+            return PieceChannel(self.url, link, max_message_size=link.max_message_size)
+        return None
 
     def forget(self, token: str) -> None:
         """Refuse a client still waiting; remove the tokens of one that died."""
         with contextlib.suppress(IPCError):
             self._owner.queue.send(_REFUSED, type=2 * _client_id(token) + 1, timeout=0)
-        base = f"{token_base(self._key)}.{token}"
-        if client_is_dead(base):
-            remove_tokens(base)
+        super().forget(token)
 
     def wait_spec(self) -> WaitSpec:
         return WaitSpec(None, None)
 
     def interrupt(self) -> None:
-        self._waker.wake()
+        super().interrupt()
         with contextlib.suppress(IPCError):  # an accept asleep in msgrcv takes it
             self._owner.queue.send(_WAKE, type=_REQUEST_TYPE, timeout=0)
 
-    def close(self, remove: bool) -> None:
-        try:
-            if remove:
-                self._token.mark_closed()
-                remove_token(self._token_name)
-        finally:
-            self._token.close()
-            self._waker.close()
-            self._owner.release()
+    def release(self, remove: bool) -> None:
+        self._owner.release()
 
 
-def listen(url: str, key: int, options: dict[str, Any]) -> Listener:
-    return Listener(url, RendezvousAcceptor(MAGIC, SysVInbox(url, key, options)))
-
-
-class _SysVClient:
-    def __init__(self, url: str, queue: SysVMessageQueue, listener: Token, client: int) -> None:
-        self._url = url
-        self._queue = queue
-        self._listener = listener
-        self._client = client
-        self._buffer = bytearray(max_message_size() + 1)
-
-    def listener_alive(self) -> bool:
-        return self._listener.probe() is PeerState.ALIVE
+@dataclass
+class _SysVClient(TokenClient):
+    queue: SysVMessageQueue
+    client: int
 
     def ask(self, request: bytes, timeout: float) -> None:
         try:
-            self._queue.send(request, type=_REQUEST_TYPE, timeout=timeout)
+            self.queue.send(request, type=_REQUEST_TYPE, timeout=timeout)
         except ResourceNotFoundError:
-            raise refused(self._url, "the listener closed") from None
+            raise refused(self.url, "the listener closed") from None
 
     def await_greeting(self, timeout: float) -> None:
         try:
-            size, _ = self._queue.receive_into(
-                self._buffer, type=2 * self._client + 1, timeout=timeout
-            )
+            answer = self.queue.receive(type=2 * self.client + 1, timeout=timeout).data
         except ResourceNotFoundError:
-            raise refused(self._url, "the listener closed") from None
-        answer = bytes(self._buffer[:size])
+            raise refused(self.url, "the listener closed") from None
         if answer == _REFUSED:
-            raise refused(self._url, "the listener closed before accepting")
-        if answer != _HELLO:
-            raise IPCError(f"{self._url!r}: the listener sent a wrong greeting")
+            raise refused(self.url, "the listener closed before accepting")
+        self.check_greeting(answer == _HELLO)
 
 
 def connect(url: str, key: int, deadline: Deadline, options: dict[str, Any]) -> Channel:
     """Ask the listener on queue ``key`` for a connection and wait until it accepts."""
-    queue = SysVMessageQueue.open(key)
-    opened: list[Any] = [queue]
     token = new_token()
     client = _client_id(token)
     base = f"{token_base(key)}.{token}"
-    try:
-        try:
-            listener = Token(open_token(token_base(key) + ".listener"))
-        except OSError:
-            raise refused(url, "no unixipc listener owns that queue") from None
-        opened.append(listener)
-        tokens = TokenPair.for_client(base, 0o600)
-        opened.append(tokens)
-        rendezvous(url, _SysVClient(url, queue, listener, client), MAGIC, token, deadline)
-    except BaseException:
-        for thing in reversed(opened):
-            thing.close()
-        remove_tokens(base)
-        raise
-    remove_tokens(base)  # the listener did; a listener that did not is covered
-    listener.close()
+    with Attempt(lambda: remove_tokens(base)) as attempt:  # the listener removed them already
+        queue = attempt.keep(SysVMessageQueue.open(key))
+        listener = attempt.borrow(ListenerToken.watch(url, token_base(key) + ".listener"))
+        tokens = attempt.keep(TokenPair.for_client(base, 0o600))
+        rendezvous(url, _SysVClient(url, listener, queue, client), MAGIC, token, deadline)
     link = SysVLink(queue, 2 * client + 1, 2 * client, tokens, None)
     return PieceChannel(url, link, max_message_size=link.max_message_size)
 
@@ -381,5 +302,6 @@ def _check_sysv_permissions(value: object) -> int:
     return permissions
 
 
+listen = listener_of(MAGIC, SysVInbox)
 LISTEN_OPTIONS: dict[str, Option] = {"permissions": Option(0o600, _check_sysv_permissions)}
 CONNECT_OPTIONS: dict[str, Option] = {}
