@@ -30,7 +30,7 @@ import errno
 import math
 import os
 import select
-import threading
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -63,11 +63,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 # only bounds the damage of a driver that breaks that rule.
 _CLOSE_WAIT = 10.0
 
-_get_ident = threading.get_ident
 _T = TypeVar("_T")
 _C = TypeVar("_C", bound="Channel")
 
-SEND, RECEIVE = 0, 1  # indexes of Channel._inside
+SEND, RECEIVE, PROBE = 0, 1, 2  # roles: indexes of the _inside flags
 
 
 class PeerState(enum.Enum):
@@ -118,13 +117,19 @@ class Link(Protocol):
     can be woken and watched.
     """
 
+    @property
+    def inside(self) -> list[bool]:
+        """Whether a call is inside the link, by role ([SEND, RECEIVE, PROBE])."""
+        ...
+
     def wait_spec(self) -> WaitSpec:
         """The descriptors an event loop watches for this end (see WaitSpec)."""
         ...
 
     def interrupt(self) -> None:
-        """Wake this process's threads waiting in the link's calls (close() from
-        another thread); they raise :class:`ClosedResourceError`. Never blocks."""
+        """The end is closing: no call of the link starts from now on, and calls
+        asleep in the kernel where only the link can wake them are woken (they
+        raise :class:`ClosedResourceError`). Never blocks."""
         ...
 
     def speak(self) -> None:
@@ -142,9 +147,15 @@ class Link(Protocol):
 
 
 class LinkBase:
-    """Defaults for links: a waker woken by interrupt(), nothing to declare, no credentials."""
+    """Defaults for links: flags for the calls inside, a waker that interrupt() wakes,
+    nothing to declare, no credentials."""
 
-    waker: Waker
+    def __init__(self) -> None:
+        #: Whether a call is inside the link ([send, receive, probe]); the engine
+        #: or the link's own calls set them, close() waits for them (the channel's
+        #: ``_inside`` is this list).
+        self.inside = [False, False, False]
+        self.waker = Waker()
 
     def interrupt(self) -> None:
         self.waker.wake()
@@ -253,18 +264,29 @@ class Authenticator(Protocol):
         ...
 
 
+# The code of the functions that mark a call as inside an object (Guarded.
+# _inside): close() looks for them on its own thread's stack (see _mine).
+_CALL_CODES: set[Any] = set()
+
+
+def marks_calls(*functions: Callable[..., Any]) -> None:
+    """Declare functions that set ``_inside`` for their whole call (engines' fast paths)."""
+    _CALL_CODES.update(function.__code__ for function in functions)
+
+
 class Guarded(Resource):
     """What channels and listeners share: calls that close() must wake and wait for.
 
-    A thread inside a system call of this object is recorded (by role: one
-    sender, one receiver); close() wakes them (``_interrupt``, the registered
-    waiters) and waits until they left before the descriptors are released.
+    A call inside a system call of this object is recorded by role (one sender,
+    one receiver: a flag, which costs less than a thread id on the fast paths);
+    close() wakes them (``_interrupt``, the registered waiters) and waits until
+    they left before the descriptors are released.
     """
 
-    def _init_guard(self) -> None:
-        # The threads inside this object's system calls ([sender, receiver]
-        # thread idents, or None), and the event-loop waiters watching it.
-        self._inside: list[int | None] = [None, None]
+    def _init_guard(self, inside: list[bool]) -> None:
+        # Whether a call is inside this object's system calls ([sender, receiver,
+        # prober]), and the event-loop waiters watching it.
+        self._inside = inside
         self._waiters: set[Waiter] = set()
 
     url: str
@@ -297,7 +319,7 @@ class Guarded(Resource):
         inside = self._inside
 
         def guarded(*args: Any, **options: Any) -> _T:
-            inside[role] = _get_ident()
+            inside[role] = True
             try:
                 if self._closed:
                     raise self._closed_error()
@@ -305,27 +327,53 @@ class Guarded(Resource):
             except ClosedResourceError:
                 raise self._closed_error() from None
             finally:
-                inside[role] = None
+                inside[role] = False
 
         return guarded
 
-    def _others_inside(self) -> bool:
-        me = _get_ident()
-        return any(ident is not None and ident != me for ident in self._inside)
+    def _mine(self) -> int:
+        """How many of the calls inside belong to the thread running close(): one
+        when a signal handler closes what its own thread was blocked in (close()
+        must not wait for itself), else none. Looked up on the stack: close() is
+        rare, the fast paths stay a flag."""
+        owners = self._owners()
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code in _CALL_CODES and frame.f_locals.get("self") in owners:
+                return 1
+            frame = frame.f_back  # type: ignore[assignment]
+        return 0
+
+    def _owners(self) -> tuple[object, ...]:
+        """The objects whose calls mark themselves inside this one."""
+        return (self,)
+
+    def _others(self, role: int | None = None) -> bool:
+        """Whether calls of other threads are inside (in ``role``, or in any)."""
+        busy = sum(self._inside) if role is None else self._inside[role]
+        return busy > 0 and busy > self._mine()
 
     def _interrupt(self) -> None:
         """Wake the threads waiting in this object's system calls."""
 
     def _stop_calls(self) -> None:
         """Wake the other threads and tasks waiting in this object; wait until they left."""
-        if not self._others_inside() and not self._waiters:
+        if not self._others() and not self._waiters:
             return
         self._interrupt()
         for waiter in list(self._waiters):
             waiter.wake()
         give_up = time.monotonic() + _CLOSE_WAIT
-        while (self._others_inside() or self._waiters) and time.monotonic() < give_up:
+        while (self._others() or self._waiters) and time.monotonic() < give_up:
             time.sleep(0.0005)
+
+
+# The closure _guarded makes (one code object for all of them).
+_CALL_CODES.update(
+    code
+    for code in Guarded._guarded.__code__.co_consts
+    if getattr(code, "co_name", "") == "guarded"
+)
 
 
 # Every open channel, so that a fork can make them all silent in both processes.
@@ -387,7 +435,7 @@ class Channel(Guarded):
         self.url = url
         self._link = link
         self.max_message_size = max_message_size
-        self._init_guard()
+        self._init_guard(link.inside)
         _LIVE.add(self)
         self._opened(url)
         if in_use:
@@ -543,9 +591,6 @@ class Channel(Guarded):
             "(the channel is unusable now)",
         )
 
-    def _interrupt(self) -> None:
-        self._link.interrupt()
-
     def _refuse(self, size: int) -> IPCError:
         """The error for a message larger than the maximum (nothing is sent)."""
         if self._closed:
@@ -572,15 +617,19 @@ class Channel(Guarded):
         if not self._in_use:
             self._use()
 
+    def _owners(self) -> tuple[object, ...]:
+        return (self, self._link)
+
     def _writers_inside(self) -> bool:
         """Whether another thread may be writing on the link (the goodbye waits for it)."""
-        return self._others_inside()
+        return self._others()
 
     def _release(self) -> None:
         _LIVE.discard(self)
         self._refresh()  # the fast paths see the end closed from now on
         said = False
         try:
+            self._link.interrupt()  # and no call of the link starts any more
             if self._speaks and not self._in_use:  # a pair's end never used: say so
                 self._in_use = True
                 self._link.speak()
@@ -713,7 +762,7 @@ class Listener(Guarded):
         self.url = url
         self._acceptor = acceptor
         self._authenticator = authenticator
-        self._init_guard()
+        self._init_guard([False, False, False])
         self._take = self._guarded(acceptor.take, RECEIVE)
         self._opened(url)
 

@@ -36,7 +36,7 @@ from .core import (
     Channel,
     Link,
     Waker,
-    _get_ident,
+    marks_calls,
     passable_by_multiprocessing,
 )
 
@@ -126,8 +126,8 @@ class ByteLink(Link, Protocol):
         """Make the kernel's buffer larger (to fit a goodbye); False if it cannot."""
         ...
 
-    def reading_in_kernel(self) -> bool:
-        """True while a thread sleeps in ``read_wait``."""
+    def wake_reader(self) -> None:
+        """Wake a thread asleep in ``read_wait`` (close() from another thread)."""
         ...
 
 
@@ -189,7 +189,7 @@ class FramedChannel(Channel):
         if size > self.max_message_size:
             raise self._refuse(size)
         inside = self._inside
-        inside[SEND] = _get_ident()
+        inside[SEND] = True
         try:
             if not self._send_ready:
                 self._send_slow(data, size, timeout)
@@ -208,7 +208,7 @@ class FramedChannel(Channel):
                     data, size, sent, _FOREVER if timeout is None else Deadline(timeout)
                 )
         finally:
-            inside[SEND] = None
+            inside[SEND] = False
 
     def _send_slow(self, data: Any, size: int, timeout: float | None) -> None:
         deadline = Deadline(timeout)
@@ -316,7 +316,7 @@ class FramedChannel(Channel):
                 self._rstart = end
                 return bytes(self._rview[start + 4 : end])
         inside = self._inside
-        inside[RECEIVE] = _get_ident()
+        inside[RECEIVE] = True
         try:
             if start == self._rend and timeout is None and self._wait_reads:
                 # Nothing buffered (the usual case of a ping-pong): one read that
@@ -341,7 +341,7 @@ class FramedChannel(Channel):
             self._rstart = end = start + 4 + size
             return bytes(self._rview[start + 4 : end])
         finally:
-            inside[RECEIVE] = None
+            inside[RECEIVE] = False
 
     def receive_into(self, buffer: Buffer, *, timeout: float | None = None) -> int:
         view = check_bytes_like(buffer, "buffer")
@@ -358,7 +358,7 @@ class FramedChannel(Channel):
                 self._rstart = end
                 return size
         inside = self._inside
-        inside[RECEIVE] = _get_ident()
+        inside[RECEIVE] = True
         try:
             self._ready_to_receive()
             deadline = Deadline(timeout)
@@ -378,7 +378,7 @@ class FramedChannel(Channel):
             self._rstart = start + 4 + size
             return size
         finally:
-            inside[RECEIVE] = None
+            inside[RECEIVE] = False
 
     def _read_some(self, view: memoryview, deadline: Deadline) -> int:
         """One read into ``view``, waiting as the deadline allows; 0 at end of stream."""
@@ -510,15 +510,13 @@ class FramedChannel(Channel):
     # Closing.
 
     def _writers_inside(self) -> bool:
-        # A receiver asleep in the kernel's read writes nothing (no tail is
-        # pending then): the goodbye may go out before it is woken.
-        inside = self._inside
-        me = _get_ident()
-        sender = inside[SEND]
-        receiver = inside[RECEIVE]
-        if sender is not None and sender != me:
-            return True
-        return receiver is not None and receiver != me and not self._link.reading_in_kernel()
+        # A receiver writes only to finish a committed tail; without one, the
+        # goodbye may go out before it is woken.
+        return self._others(SEND) or (self._others(RECEIVE) and bool(self._unsent))
+
+    def _interrupt(self) -> None:
+        if self._others(RECEIVE):
+            self._link.wake_reader()
 
     def _say_goodbye(self) -> None:
         """Finish a pending tail and send the goodbye, without waiting.
@@ -554,6 +552,7 @@ class FramedChannel(Channel):
 
 
 passable_by_multiprocessing(FramedChannel)
+marks_calls(FramedChannel.send, FramedChannel.receive, FramedChannel.receive_into)
 
 
 def _garbage(what: str) -> str:

@@ -20,14 +20,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .. import _native
-from ..errors import from_os_error
-from .core import LinkBase, PeerState, Waker, refused
+from ..errors import ClosedResourceError, EndOfChannel, IPCError, PeerDied, from_os_error
+from .core import PROBE, RECEIVE, LinkBase, PeerState, marks_calls, refused
+
+_T = TypeVar("_T")
 
 KIND = "channel liveness token"
 #: How often an end waiting on a queue probes its peer's token (seconds).
 PROBE_INTERVAL = 0.2
+#: The longest a send to a full queue sleeps in the kernel at a time (seconds).
+SEND_SLICE = 0.02
 
 _ALIVE_BYTE = b"\x00"
 _CLOSED_BYTE = b"\x01"
@@ -200,22 +207,77 @@ def client_is_dead(base: str) -> bool:
 
 
 class TokenLink(LinkBase):
-    """What the queue links share: the connection's tokens tell the peer's state,
-    probed between waits of PROBE_INTERVAL; the core guards their calls."""
+    """What the queue links share: their calls mark themselves inside the link,
+    wait in the kernel in slices and probe the peer's token between them."""
 
     probe_interval = PROBE_INTERVAL
-    guards_itself = False
     direct_into = False
 
     def __init__(self, tokens: TokenPair) -> None:
+        super().__init__()
         self._tokens = tokens
-        self.waker = Waker()
+
+    def waited(
+        self, role: int, call: Callable[..., _T], timeout: float | None, slice_: float, *args: Any
+    ) -> _T:
+        """``call(*args, timeout=...)`` within ``timeout``, marked inside the link
+        for close(): kernel waits of at most ``slice_`` (a send to a full queue can
+        be woken by nothing but room, a receive only by the wake-up interrupt()
+        sends), the peer's token probed between them. Once the peer is gone a
+        receive still gets what it sent before, then EndOfChannel or PeerDied.
+        """
+        inside = self.inside
+        inside[role] = True
+        try:
+            if self.waker.woken:
+                raise ClosedResourceError
+            try:
+                return call(*args, timeout=slice_ if timeout is None else min(timeout, slice_))
+            except (BlockingIOError, TimeoutError):
+                return self._more(role, call, timeout, slice_, args)
+        finally:
+            inside[role] = False
+
+    def _more(
+        self, role: int, call: Callable[..., _T], timeout: float | None, slice_: float, args: Any
+    ) -> _T:
+        # The first slice has passed (about as long as it could wait).
+        end = None if timeout is None else time.monotonic() + timeout - min(timeout, slice_)
+        while True:
+            state = self._tokens.peer_state()
+            if state is not PeerState.ALIVE:
+                if role == RECEIVE:
+                    with contextlib.suppress(BlockingIOError, TimeoutError):
+                        return call(*args, timeout=0)  # what it sent before it went
+                raise EndOfChannel if state is PeerState.CLOSED else PeerDied
+            if self.waker.woken:
+                raise ClosedResourceError
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            try:
+                return call(*args, timeout=slice_ if left is None else min(slice_, left))
+            except (BlockingIOError, TimeoutError):
+                pass
 
     def peer_state(self) -> PeerState:
-        return self._tokens.peer_state()
+        inside = self.inside
+        inside[PROBE] = True
+        try:
+            return PeerState.ALIVE if self.waker.woken else self._tokens.peer_state()
+        finally:
+            inside[PROBE] = False
 
     def take_into(self, buffer: object, *, timeout: float | None) -> int:
         raise NotImplementedError  # pragma: no cover - direct_into is False
+
+    def wake_receiver(self, send_wake_up: Callable[[], object]) -> None:
+        """interrupt(): no call starts any more, and a receive asleep in the kernel
+        takes the wake-up message ``send_wake_up`` puts in its own queue."""
+        self.waker.wake()
+        if self.inside[RECEIVE]:
+            with contextlib.suppress(IPCError):
+                send_wake_up()
 
     def close_tokens(self, announce: bool) -> None:
         """Let go of the tokens (``announce``: the peer learns of a clean close)."""
@@ -223,3 +285,6 @@ class TokenLink(LinkBase):
             self._tokens.close(announce)
         finally:
             self.waker.close()
+
+
+marks_calls(TokenLink.waited, TokenLink.peer_state)

@@ -13,14 +13,15 @@ listener's queue only ever carries connection requests.
 Queue messages are the pieces of :mod:`.pieces`. Priorities carry the kind:
 data 1, goodbye 0 (so it is received only after every message sent before it),
 greeting 2, and 3 for the wake-up that close() sends to its own receiving queue
-to end a receive asleep in mq_timedreceive. Sends never sleep in the kernel
-(nothing could wake them): they poll the queue's descriptor, which close() can
-interrupt.
+to end a receive asleep in mq_timedreceive. A send to a full queue sleeps in the
+kernel in slices of 20 ms (nothing but room wakes mq_timedsend), so it sees a
+close() from another thread within one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ from ..posix_mq import PosixMessageQueue
 from .core import (
     MAX_SPLIT,
     PERMISSIONS,
+    RECEIVE,
+    SEND,
     Attempt,
     Channel,
     LinkEnded,
@@ -41,7 +44,14 @@ from .core import (
     positive_option,
     undone_on_failure,
 )
-from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
+from .liveness import (
+    PROBE_INTERVAL,
+    SEND_SLICE,
+    ListenerToken,
+    TokenLink,
+    TokenPair,
+    remove_tokens,
+)
 from .pieces import PieceChannel
 from .rendezvous import REQUEST_SIZE, TokenClient, TokenInbox, listener_of, new_token, rendezvous
 from .url import posix_name_address
@@ -76,20 +86,13 @@ class MqLink(TokenLink):
         self.rx_piece_size = receive_queue.max_message_size
         self._receive = receive_queue.receive
         self._send = send_queue.send
-        self._tx_fd = send_queue.fileno()
+        self._send_data = functools.partial(send_queue.send, priority=_DATA)
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
-        try:
-            self._send(piece, priority=_DATA, timeout=0)
-            return
-        except WouldBlock:
-            if timeout == 0:
-                raise
-        self.waker.wait(((self._tx_fd, select.POLLOUT),), timeout)
-        self._send(piece, priority=_DATA, timeout=0)
+        self.waited(SEND, self._send_data, timeout, SEND_SLICE, piece)
 
     def take(self, *, timeout: float | None) -> bytes:
-        data, priority = self._receive(timeout=timeout)
+        data, priority = self.waited(RECEIVE, self._receive, timeout, PROBE_INTERVAL)
         if priority == _DATA:
             return data
         if priority == _GOODBYE:
@@ -102,13 +105,11 @@ class MqLink(TokenLink):
         self._send(b"", priority=_GOODBYE, timeout=0)
 
     def interrupt(self) -> None:
-        super().interrupt()
-        # A receive asleep in mq_timedreceive takes this at once (highest priority).
-        with contextlib.suppress(IPCError):
-            self._rx.send(b"", priority=_WAKE, timeout=0)
+        # The wake-up has the highest priority: a receive asleep takes it at once.
+        self.wake_receiver(lambda: self._rx.send(b"", priority=_WAKE, timeout=0))
 
     def wait_spec(self) -> WaitSpec:
-        return WaitSpec(self._rx.fileno(), self._tx_fd, self.probe_interval)
+        return WaitSpec(self._rx.fileno(), self._tx.fileno(), self.probe_interval)
 
     def close(self, announce: bool) -> None:
         try:

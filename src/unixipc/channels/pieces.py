@@ -10,11 +10,12 @@ arrived. Once the first piece of a message is out the message is committed: if
 time runs out (or Ctrl-C comes) later, the rest is kept and sent before anything
 else, also while the end waits to receive.
 
-A link whose facility gives no end-of-file (queues) reports its peer's liveness
-(:meth:`PieceLink.peer_state`, liveness tokens): the core waits in slices of
-``probe_interval`` seconds and probes between them; messages the peer sent before
-it went are still delivered. A ring watches its peer itself (``probe_interval``
-None) and handles a close from another thread itself (``guards_itself``).
+A link's calls wait as long as they are told and see the peer's end themselves:
+a ring by its own liveness, the queue links by probing the peer's liveness token
+between slices of their waits (:mod:`.liveness`); messages the peer sent before
+it went are still delivered. A link also keeps a close() from another thread
+safe: a ring's close wakes its waiters and waits for them; the queue links mark
+their calls inside (``Link.inside``) and stop once interrupted.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from .core import (
     CLOSED_BY_PEER,
     DIED,
     ENDINGS,
-    RECEIVE,
-    SEND,
     Channel,
     Link,
     PeerState,
@@ -64,12 +63,8 @@ class PieceLink(Link, Protocol):
 
     @property
     def probe_interval(self) -> float | None:
-        """Seconds between liveness probes while waiting (None: put/take see the peer's end)."""
-        ...
-
-    @property
-    def guards_itself(self) -> bool:
-        """True when a close from another thread wakes put/take by itself (a ring)."""
+        """Seconds between liveness probes while an event loop waits on the
+        descriptors (None: the link's calls see the peer's end themselves)."""
         ...
 
     @property
@@ -78,12 +73,14 @@ class PieceLink(Link, Protocol):
         ...
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
-        """Send one piece within ``timeout``; WouldBlock/TimeoutExpired if no room."""
+        """Send one piece within ``timeout``; WouldBlock/TimeoutExpired if no room,
+        EndOfChannel/PeerDied/LinkEnded when the peer is gone, ClosedResourceError
+        once interrupt() was called (the call marks itself inside the link)."""
         ...
 
     def take(self, *, timeout: float | None) -> bytes:
         """Receive one piece within ``timeout``; EndOfChannel/PeerDied/LinkEnded
-        when the peer is gone and nothing is left."""
+        when the peer is gone and nothing it sent is left (as put otherwise)."""
         ...
 
     def take_into(self, buffer: Buffer, *, timeout: float | None) -> int:
@@ -91,7 +88,7 @@ class PieceLink(Link, Protocol):
         ...
 
     def peer_state(self) -> PeerState:
-        """Probe the peer's liveness (with probe_interval)."""
+        """Probe the peer's liveness (for event loops, with probe_interval)."""
         ...
 
     def say_goodbye(self) -> None:
@@ -116,15 +113,13 @@ class PieceChannel(Channel):
         # Sizes that go (come) as one piece and need no other check.
         self._fast_send = min(self._piece - 1, max_message_size)
         self._fast_receive = min(self._rx_piece - 1, max_message_size)
-        self._probe_every = link.probe_interval
         self._partial: list[bytes] = []  # pieces of a message being reassembled
         self._partial_size = 0
         self._kept: bytes | None = None  # a message receive_into had no room for
         self._tail: list[bytes] = []  # committed pieces the link had no room for yet
         self._start(url, link, max_message_size, in_use=in_use)
-        guards = link.guards_itself
-        self._put = link.put if guards else self._guarded(link.put, SEND)
-        self._take = link.take if guards else self._guarded(link.take, RECEIVE)
+        self._put = link.put
+        self._take = link.take
         self._take_into = link.take_into if link.direct_into else None
         self._refresh()
 
@@ -149,7 +144,7 @@ class PieceChannel(Channel):
         self._flush(None)
 
     def _probe(self) -> None:
-        if self._probe_every is not None:
+        if self._link.probe_interval is not None:
             state = self._link.peer_state()
             if state is not PeerState.ALIVE:
                 raise self._end(*_ending_for(state))
@@ -172,16 +167,14 @@ class PieceChannel(Channel):
         else:
             data = check_bytes_like(data)
             size = len(data)
+        if timeout is not None:
+            check_timeout(timeout)
         if self._ready and size <= self._fast_send:
-            # One call: the whole wait, or a first slice when the peer must be probed.
-            probe = self._probe_every
-            if probe is None or timeout is None:
-                try:
-                    self._put(data, timeout=timeout if probe is None else probe)
-                    return
-                except Exception as error:
-                    if probe is None or not isinstance(error, _NOT_YET):
-                        raise self._failed(error, "sending", timeout) from None
+            try:
+                self._put(data, timeout=timeout)
+                return
+            except Exception as error:
+                raise self._failed(error, "sending", timeout) from None
         self._send_slow(data, size, Deadline(timeout))
 
     def _send_slow(self, data: Any, size: int, deadline: Deadline) -> None:
@@ -233,11 +226,10 @@ class PieceChannel(Channel):
     def _call(self, call: Callable[..., _T], deadline: Deadline, receiving: bool, *args: Any) -> _T:
         """``call(*args, timeout=...)`` until it succeeds or the deadline passes.
 
-        Waits in slices when the peer must be probed (and while a committed tail
-        waits to be sent); once the peer is gone, a receiver still gets what it
-        sent before.
+        While a committed tail waits to be sent, a receiver waits in short slices
+        and sends what fits between them; once the peer is gone, a receiver still
+        gets what it sent before.
         """
-        probe = self._probe_every
         while True:
             if self._ending is not None:
                 if not receiving:
@@ -246,8 +238,7 @@ class PieceChannel(Channel):
                     return call(*args, timeout=0)
                 except (BlockingIOError, TimeoutError, *ENDINGS):
                     raise self._ended() from None
-            left = deadline.remaining()
-            wait = left if probe is None else probe if left is None else min(probe, left)
+            wait = deadline.remaining()
             if receiving and self._tail:
                 with contextlib.suppress(IPCError):  # an ending is seen at the loop's top
                     self._flush(None)
@@ -261,11 +252,6 @@ class PieceChannel(Channel):
                 raise self._closed_error() from None
             except _NOT_YET:
                 pass
-            if probe is not None:
-                state = self._link.peer_state()
-                if state is not PeerState.ALIVE:
-                    self._end(*_ending_for(state))
-                    continue
             if deadline.timeout == 0 or deadline.expired():
                 what = "receiving" if receiving else "sending"
                 raise deadline.error(f"{what} on {self.describe()}")
@@ -273,18 +259,16 @@ class PieceChannel(Channel):
     # Receiving.
 
     def receive(self, *, timeout: float | None = None) -> bytes:
+        if timeout is not None:
+            check_timeout(timeout)
         if self._ready:
-            probe = self._probe_every
-            if probe is None or timeout is None:
-                try:
-                    data = self._take(timeout=timeout if probe is None else probe)
-                except Exception as error:
-                    if probe is None or not isinstance(error, _NOT_YET):
-                        raise self._failed(error, "receiving", timeout) from None
-                else:
-                    if len(data) <= self._fast_receive:
-                        return data
-                    return self._assemble(data, Deadline(timeout))
+            try:
+                data = self._take(timeout=timeout)
+            except Exception as error:
+                raise self._failed(error, "receiving", timeout) from None
+            if len(data) <= self._fast_receive:
+                return data
+            return self._assemble(data, Deadline(timeout))
         return self._assemble(None, self._before_slow_receive(timeout))
 
     def _before_slow_receive(self, timeout: float | None) -> Deadline:

@@ -1,11 +1,11 @@
 """``channel_pair("pipe")``: two anonymous pipes, one per direction (driver).
 
 Frames as in :mod:`.frames`. Where the kernel honours ``RWF_NOWAIT`` on pipes
-(Linux 5.x and later), the descriptors stay blocking: the tries that must not wait
+(Linux 5.x and later), the read ends stay blocking: the reads that must not wait
 say ``RWF_NOWAIT``, and a receive with ``timeout=None`` sleeps in read(2) (one
 system call; close() wakes it by writing a byte into our own pipe through a second
-write end, ``/proc/self/fd/N``). Elsewhere, and for FIFOs, which refuse the flag,
-the descriptors are non-blocking and waits go through ``poll``.
+write end, ``/proc/self/fd/N``). Write ends are non-blocking, and so are both ends
+elsewhere and for FIFOs (which refuse the flag): waits go through ``poll``.
 
 Writing with no reader left raises :class:`PeerDied`, never SIGPIPE, even when a
 program restored SIGPIPE's default action.
@@ -22,15 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._stream import call_without_sigpipe
 from ..errors import from_os_error
-from .core import LinkBase, Option, WaitSpec, Waker, max_size_option
+from .core import LinkBase, Option, WaitSpec, max_size_option
 from .frames import MAX_FRAME, FramedChannel
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
-
-
-def _pwrite_nowait(fd: int, buffers: Sequence[Any]) -> int:
-    return os.pwritev(fd, buffers, -1, os.RWF_NOWAIT)
 
 
 def _pipes_take_rwf_nowait() -> bool:
@@ -60,9 +56,9 @@ class PipeLink(LinkBase):
     can_block = False
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
+        super().__init__()
         self.read_fd = read_fd
         self.write_fd = write_fd
-        self.waker = Waker()
 
     def read(self, view: memoryview) -> int:
         return os.readv(self.read_fd, (view,))
@@ -76,8 +72,8 @@ class PipeLink(LinkBase):
     def writev(self, buffers: Sequence[Buffer]) -> int:
         return call_without_sigpipe(os.writev, self.write_fd, buffers)
 
-    def reading_in_kernel(self) -> bool:
-        return False
+    def wake_reader(self) -> None:
+        pass  # a reader waits in poll, which the waker ends
 
     def grow_write_buffer(self) -> bool:
         try:
@@ -106,47 +102,32 @@ def _rebuild(cls: type[PipeLink], read_dup: Any, write_dup: Any) -> PipeLink:
 
 
 class NowaitPipeLink(PipeLink):
-    """Two anonymous pipes kept blocking: the tries that must not wait say RWF_NOWAIT,
-    and a read with no deadline sleeps in the kernel."""
+    """Two anonymous pipes whose read end stays blocking: a read with no deadline
+    sleeps in the kernel, and the reads that must not wait say RWF_NOWAIT. The
+    write end is non-blocking (its own open file description): writes never sleep."""
 
     can_block = True
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
         os.set_blocking(read_fd, True)
-        os.set_blocking(write_fd, True)
+        os.set_blocking(write_fd, False)
         super().__init__(read_fd, write_fd)
-        self._in_read = False
 
     def read(self, view: memoryview) -> int:
         return os.preadv(self.read_fd, (view,), -1, os.RWF_NOWAIT)
 
     def read_wait(self, view: memoryview) -> int:
-        self._in_read = True
-        try:
-            return os.readv(self.read_fd, (view,))
-        finally:
-            self._in_read = False
+        return os.readv(self.read_fd, (view,))
 
-    def write(self, data: Buffer) -> int:
-        return call_without_sigpipe(_pwrite_nowait, self.write_fd, (data,))
-
-    def writev(self, buffers: Sequence[Buffer]) -> int:
-        return call_without_sigpipe(_pwrite_nowait, self.write_fd, buffers)
-
-    def reading_in_kernel(self) -> bool:
-        return self._in_read
-
-    def interrupt(self) -> None:
-        super().interrupt()
-        if self._in_read:
-            # The reader sleeps in read(2): give it a byte through a write end of
-            # our own (the reader sees the channel closed and ignores it).
-            with contextlib.suppress(OSError):
-                fd = os.open(f"/proc/self/fd/{self.read_fd}", os.O_WRONLY | os.O_NONBLOCK)
-                try:
-                    os.write(fd, b"\0")
-                finally:
-                    os.close(fd)
+    def wake_reader(self) -> None:
+        # A reader asleep in read(2): give it a byte through a write end of our
+        # own (it sees the channel closed and ignores the byte).
+        with contextlib.suppress(OSError):
+            fd = os.open(f"/proc/self/fd/{self.read_fd}", os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(fd, b"\0")
+            finally:
+                os.close(fd)
 
 
 _PIPE_FLAGS = os.O_CLOEXEC if _PIPE_NOWAIT else os.O_NONBLOCK | os.O_CLOEXEC

@@ -84,11 +84,11 @@ def _descriptor(name: str) -> int:
 class ShmLink(LinkBase):
     """Two rings (receive, send) and a descriptor on each, for passing the end on."""
 
-    probe_interval = None
-    guards_itself = True  # a ring's close() wakes its waiters itself
+    probe_interval = None  # the rings watch the peer themselves
     direct_into = True
 
     def __init__(self, receive_ring: Ring, send_ring: Ring, descriptors: tuple[int, int]) -> None:
+        super().__init__()
         self._rx = receive_ring
         self._tx = send_ring
         # A forked child inherits our roles on both rings at once, so a parent that
@@ -105,7 +105,7 @@ class ShmLink(LinkBase):
         self.take_into: Callable[..., int] = receive_ring.receive_into
 
     def interrupt(self) -> None:
-        pass  # the rings' close() wakes their waiters
+        pass  # no call needs marking: a ring's close() wakes its waiters and waits for them
 
     def speak(self) -> None:
         # Take our roles now: the peer learns of our death even before our first message.

@@ -53,24 +53,19 @@ class SocketLink(LinkBase):
     can_block = True
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         sock.setblocking(True)  # tries that must not wait say MSG_DONTWAIT
         self._sock = sock
         self.read_fd = self.write_fd = sock.fileno()
-        self.waker = Waker()
         self._recv_into = sock.recv_into
         self._send = sock.send
         self._sendmsg = sock.sendmsg
-        self._in_read = False
 
     def read(self, view: memoryview) -> int:
         return self._recv_into(view, 0, socket.MSG_DONTWAIT)
 
     def read_wait(self, view: memoryview) -> int:
-        self._in_read = True
-        try:
-            return self._recv_into(view)
-        finally:
-            self._in_read = False
+        return self._recv_into(view)
 
     def write(self, data: Buffer) -> int:
         return self._send(data, _SEND_NOWAIT)
@@ -78,14 +73,9 @@ class SocketLink(LinkBase):
     def writev(self, buffers: Sequence[Buffer]) -> int:
         return self._sendmsg(buffers, (), _SEND_NOWAIT)
 
-    def reading_in_kernel(self) -> bool:
-        return self._in_read
-
-    def interrupt(self) -> None:
-        super().interrupt()
-        if self._in_read:  # recv(2) is woken by nothing else
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RD)
+    def wake_reader(self) -> None:
+        with contextlib.suppress(OSError):  # recv(2) is woken by nothing else
+            self._sock.shutdown(socket.SHUT_RD)
 
     def grow_write_buffer(self) -> bool:
         try:

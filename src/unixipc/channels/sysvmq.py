@@ -27,6 +27,7 @@ are discarded then.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,12 +41,12 @@ from ..errors import (
     IPCError,
     PeerDied,
     ResourceNotFoundError,
-    TimeoutExpired,
-    WouldBlock,
 )
 from ..sysv_mq import SysVMessageQueue
 from ..sysv_mq import _kernel_limit as kernel_limit
 from .core import (
+    RECEIVE,
+    SEND,
     Attempt,
     Channel,
     LinkEnded,
@@ -55,7 +56,14 @@ from .core import (
     refused,
     undone_on_failure,
 )
-from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
+from .liveness import (
+    PROBE_INTERVAL,
+    SEND_SLICE,
+    ListenerToken,
+    TokenLink,
+    TokenPair,
+    remove_tokens,
+)
 from .pieces import PieceChannel
 from .rendezvous import TokenClient, TokenInbox, listener_of, new_token, rendezvous
 
@@ -66,9 +74,6 @@ MAGIC = b"uxs\x02"
 _DATA, _HELLO, _GOODBYE, _REFUSED, _WAKE = b"\x00", b"\x01", b"\x02", b"\x03", b"\x04"
 _DATA_KIND, _GOODBYE_KIND, _WAKE_KIND = 0, 2, 4
 _REQUEST_TYPE = 1
-# A send to a full queue waits in the kernel at most this long at a time, so that
-# a close() from another thread is seen soon (msgsnd cannot be woken).
-_SEND_SLICE = 0.02
 
 
 def max_message_size() -> int:
@@ -129,32 +134,18 @@ class SysVLink(TokenLink):
         self.piece_size = self.rx_piece_size = self.max_message_size + 1  # never split
         self._buffer = bytearray(self.max_message_size + 1)
         self._view = memoryview(self._buffer)
-        self._send = queue.send
-        self._receive_into = queue.receive_into
+        self._send = functools.partial(queue.send, type=send_type)
+        self._receive_mine = functools.partial(queue.receive_into, self._buffer, type=receive_type)
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
-        message = b"".join((_DATA, piece))
-        deadline: Deadline | None = None
-        wait = 0.0
-        while True:
-            try:
-                self._send(message, type=self._tx_type, timeout=wait)
-                return
-            except (WouldBlock, TimeoutExpired):
-                if self.waker.woken:
-                    raise ClosedResourceError from None
-                if deadline is None:
-                    deadline = Deadline(timeout)
-                left = deadline.remaining()
-                if deadline.timeout == 0 or left == 0:
-                    raise
-                wait = _SEND_SLICE if left is None else min(_SEND_SLICE, left)
-            except ResourceNotFoundError:
-                raise self._queue_gone() from None
+        try:
+            self.waited(SEND, self._send, timeout, SEND_SLICE, b"".join((_DATA, piece)))
+        except ResourceNotFoundError:
+            raise self._queue_gone() from None
 
     def take(self, *, timeout: float | None) -> bytes:
         try:
-            size, _ = self._receive_into(self._buffer, type=self._rx_type, timeout=timeout)
+            size, _ = self.waited(RECEIVE, self._receive_mine, timeout, PROBE_INTERVAL)
         except ResourceNotFoundError:
             raise self._queue_gone() from None
         kind = self._buffer[0] if size else -1
@@ -176,13 +167,12 @@ class SysVLink(TokenLink):
         return LinkEnded(ResourceNotFoundError, "the queue was removed under us")
 
     def say_goodbye(self) -> None:
-        self._send(_GOODBYE, type=self._tx_type, timeout=0)
+        self._send(_GOODBYE, timeout=0)
 
     def interrupt(self) -> None:
-        super().interrupt()
-        # A receive asleep in msgrcv takes this at once.
-        with contextlib.suppress(IPCError):
-            self._send(_WAKE, type=self._rx_type, timeout=0)
+        # Sent to our own type: a receive asleep in msgrcv takes it at once.
+        wake = functools.partial(self._queue.send, _WAKE, type=self._rx_type, timeout=0)
+        self.wake_receiver(wake)
 
     def wait_spec(self) -> WaitSpec:
         return WaitSpec(None, None, self.probe_interval)
@@ -194,7 +184,7 @@ class SysVLink(TokenLink):
                 # queue that every connection shares.
                 with contextlib.suppress(IPCError):
                     while True:
-                        self._receive_into(self._buffer, type=self._rx_type, timeout=0)
+                        self._receive_mine(timeout=0)
             self.close_tokens(announce)
         finally:
             self._queue.close()
