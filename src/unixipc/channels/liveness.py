@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from .. import _native
 from ..errors import ClosedResourceError, EndOfChannel, IPCError, PeerDied, from_os_error
-from .core import PROBE, RECEIVE, LinkBase, PeerState, marks_calls, refused
+from .core import PROBE, RECEIVE, SEND, LinkBase, PeerState, marks_calls, refused
 
 _T = TypeVar("_T")
 
@@ -217,15 +217,15 @@ class TokenLink(LinkBase):
         super().__init__()
         self._tokens = tokens
 
-    def waited(
-        self, role: int, call: Callable[..., _T], timeout: float | None, slice_: float, *args: Any
-    ) -> _T:
+    def waited(self, role: int, call: Callable[..., _T], timeout: float | None, *args: Any) -> _T:
         """``call(*args, timeout=...)`` within ``timeout``, marked inside the link
-        for close(): kernel waits of at most ``slice_`` (a send to a full queue can
-        be woken by nothing but room, a receive only by the wake-up interrupt()
-        sends), the peer's token probed between them. Once the peer is gone a
-        receive still gets what it sent before, then EndOfChannel or PeerDied.
+        for close(): kernel waits of at most PROBE_INTERVAL to receive (close()
+        wakes them with a message), SEND_SLICE to send (a send to a full queue can
+        be woken by nothing but room), the peer's token probed between them. Once
+        the peer is gone a receive still gets what it sent before, then
+        EndOfChannel or PeerDied.
         """
+        slice_ = SEND_SLICE if role == SEND else PROBE_INTERVAL
         inside = self.inside
         inside[role] = True
         try:

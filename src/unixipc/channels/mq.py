@@ -36,7 +36,6 @@ from .core import (
     RECEIVE,
     SEND,
     Attempt,
-    Channel,
     LinkEnded,
     Option,
     WaitSpec,
@@ -44,14 +43,7 @@ from .core import (
     positive_option,
     undone_on_failure,
 )
-from .liveness import (
-    PROBE_INTERVAL,
-    SEND_SLICE,
-    ListenerToken,
-    TokenLink,
-    TokenPair,
-    remove_tokens,
-)
+from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
 from .rendezvous import REQUEST_SIZE, TokenClient, TokenInbox, listener_of, new_token, rendezvous
 from .url import posix_name_address
@@ -89,10 +81,10 @@ class MqLink(TokenLink):
         self._send_data = functools.partial(send_queue.send, priority=_DATA)
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
-        self.waited(SEND, self._send_data, timeout, SEND_SLICE, piece)
+        self.waited(SEND, self._send_data, timeout, piece)
 
     def take(self, *, timeout: float | None) -> bytes:
-        data, priority = self.waited(RECEIVE, self._receive, timeout, PROBE_INTERVAL)
+        data, priority = self.waited(RECEIVE, self._receive, timeout)
         if priority == _DATA:
             return data
         if priority == _GOODBYE:
@@ -142,7 +134,7 @@ class MqInbox(TokenInbox):
         self._waker.wait(((self._fd, select.POLLIN),), timeout)
         return self._requests.receive(timeout=0).data
 
-    def open_client(self, token: str) -> Channel | None:
+    def open_client(self, token: str) -> PieceChannel | None:
         """Open a client's queues and tokens and greet it; None if it is gone or bogus."""
         base = self.stem(token)
         # From then on the names live as long as the two ends hold them.
@@ -181,7 +173,7 @@ class _MqClient(TokenClient):
         self.check_greeting(priority == _HELLO and not data)
 
 
-def connect(url: str, name: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
+def connect(url: str, name: str, deadline: Deadline, options: dict[str, Any]) -> PieceChannel:
     """Ask the listener ``name`` for a connection and wait until it accepts."""
     token = new_token()
     base = f"{name}.{token}"

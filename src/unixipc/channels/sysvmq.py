@@ -48,7 +48,6 @@ from .core import (
     RECEIVE,
     SEND,
     Attempt,
-    Channel,
     LinkEnded,
     Option,
     PeerState,
@@ -56,14 +55,7 @@ from .core import (
     refused,
     undone_on_failure,
 )
-from .liveness import (
-    PROBE_INTERVAL,
-    SEND_SLICE,
-    ListenerToken,
-    TokenLink,
-    TokenPair,
-    remove_tokens,
-)
+from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
 from .rendezvous import TokenClient, TokenInbox, listener_of, new_token, rendezvous
 
@@ -139,13 +131,13 @@ class SysVLink(TokenLink):
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
         try:
-            self.waited(SEND, self._send, timeout, SEND_SLICE, b"".join((_DATA, piece)))
+            self.waited(SEND, self._send, timeout, b"".join((_DATA, piece)))
         except ResourceNotFoundError:
             raise self._queue_gone() from None
 
     def take(self, *, timeout: float | None) -> bytes:
         try:
-            size, _ = self.waited(RECEIVE, self._receive_mine, timeout, PROBE_INTERVAL)
+            size, _ = self.waited(RECEIVE, self._receive_mine, timeout)
         except ResourceNotFoundError:
             raise self._queue_gone() from None
         kind = self._buffer[0] if size else -1
@@ -210,7 +202,7 @@ class SysVInbox(TokenInbox):
             raise ClosedResourceError
         return request
 
-    def open_client(self, token: str) -> Channel | None:
+    def open_client(self, token: str) -> PieceChannel | None:
         base = self.stem(token)
         client = _client_id(token)
         with Attempt(lambda: remove_tokens(base), quiet=True) as attempt:
@@ -261,7 +253,7 @@ class _SysVClient(TokenClient):
         self.check_greeting(answer == _HELLO)
 
 
-def connect(url: str, key: int, deadline: Deadline, options: dict[str, Any]) -> Channel:
+def connect(url: str, key: int, deadline: Deadline, options: dict[str, Any]) -> PieceChannel:
     """Ask the listener on queue ``key`` for a connection and wait until it accepts."""
     token = new_token()
     client = _client_id(token)
