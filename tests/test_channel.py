@@ -723,3 +723,14 @@ def test_misspelt_options_and_kinds_are_type_errors(tmp_path: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert [int(line.split(":")[1]) for line in lines] == [3, 4, 5], result.stdout
     assert '"tiemout"' in lines[0]
+
+
+def test_the_option_types_name_exactly_the_options_the_drivers_declare() -> None:
+    from unixipc.channel import ConnectOptions, ListenOptions, PairOptions
+    from unixipc.channels import registry
+
+    schemes = registry.SCHEMES.values()
+    assert ListenOptions.__optional_keys__ == {n for s in schemes for n in s.listen_options}
+    assert ConnectOptions.__optional_keys__ == {n for s in schemes for n in s.connect_options}
+    kinds = registry.PAIRS.values()
+    assert PairOptions.__optional_keys__ == {n for k in kinds for n in k.options}

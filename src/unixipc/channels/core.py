@@ -7,8 +7,8 @@ the facility:
 
 - sticky endings: once the peer is gone, every call raises the same
   :class:`EndOfChannel` / :class:`PeerDied` / :class:`IPCError` again;
-- who says goodbye: an end speaks once used in this process; a fork or a hand-over
-  to a ``multiprocessing`` child makes the copies silent until used;
+- who says goodbye: every end does when closed; a fork or a hand-over to a
+  ``multiprocessing`` child makes the copies silent until used in their process;
 - closing wakes every waiter (trio's ``notify_closing``): ``close()`` marks the end
   closed, wakes the threads and asyncio tasks waiting in it (:meth:`Link.interrupt`,
   the :class:`Waker`, registered :class:`Waiter`\\ s), waits until they have left the

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .. import _native
 from ..errors import ClosedResourceError, EndOfChannel, IPCError, PeerDied, from_os_error
@@ -216,55 +217,72 @@ class TokenLink(LinkBase):
     def __init__(self, tokens: TokenPair) -> None:
         super().__init__()
         self._tokens = tokens
+        self.closing = False  # set by interrupt(): no call starts any more
 
-    def waited(self, role: int, call: Callable[..., _T], timeout: float | None, *args: Any) -> _T:
-        """``call(*args, timeout=...)`` within ``timeout``, marked inside the link
+    #: The first wait of a call, by role (SEND, RECEIVE, PROBE), in seconds.
+    first_waits = (SEND_SLICE, PROBE_INTERVAL, 0.0)
+
+    def waited(
+        self, role: int, call: Callable[..., _T], timeout: float | None, piece: object = None
+    ) -> _T:
+        """``call([piece,] timeout=...)`` within ``timeout``, marked inside the link
         for close(): kernel waits of at most PROBE_INTERVAL to receive (close()
         wakes them with a message), SEND_SLICE to send (a send to a full queue can
-        be woken by nothing but room), the peer's token probed between them. Once
-        the peer is gone a receive still gets what it sent before, then
-        EndOfChannel or PeerDied.
+        be woken by nothing but room), the peer's token probed every
+        PROBE_INTERVAL while waiting and when time runs out. Once the peer is gone
+        a receive still gets what it sent before, then EndOfChannel or PeerDied.
         """
-        slice_ = SEND_SLICE if role == SEND else PROBE_INTERVAL
         inside = self.inside
         inside[role] = True
         try:
-            if self.waker.woken:
+            if self.closing:
                 raise ClosedResourceError
+            wait = self.first_waits[role]
+            if timeout is not None and timeout < wait:
+                wait = timeout
             try:
-                return call(*args, timeout=slice_ if timeout is None else min(timeout, slice_))
+                return call(timeout=wait) if piece is None else call(piece, timeout=wait)
             except (BlockingIOError, TimeoutError):
-                return self._more(role, call, timeout, slice_, args)
+                return self._more(role, call, timeout, wait, piece)
         finally:
             inside[role] = False
 
     def _more(
-        self, role: int, call: Callable[..., _T], timeout: float | None, slice_: float, args: Any
+        self,
+        role: int,
+        call: Callable[..., _T],
+        timeout: float | None,
+        waited: float,
+        piece: object,
     ) -> _T:
-        # The first slice has passed (about as long as it could wait).
-        end = None if timeout is None else time.monotonic() + timeout - min(timeout, slice_)
+        slice_ = SEND_SLICE if role == SEND else PROBE_INTERVAL
+        now = time.monotonic()
+        end = None if timeout is None else now + timeout - waited
+        next_probe = now  # at once: the first wait may have been the whole interval
+        last = call if piece is None else functools.partial(call, piece)
         while True:
-            state = self._tokens.peer_state()
-            if state is not PeerState.ALIVE:
-                if role == RECEIVE:
-                    with contextlib.suppress(BlockingIOError, TimeoutError):
-                        return call(*args, timeout=0)  # what it sent before it went
-                raise EndOfChannel if state is PeerState.CLOSED else PeerDied
-            if self.waker.woken:
-                raise ClosedResourceError
             left = None if end is None else end - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError
+            if (left is not None and left <= 0) or time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + PROBE_INTERVAL
+                state = self._tokens.peer_state()
+                if state is not PeerState.ALIVE:
+                    if role == RECEIVE:
+                        with contextlib.suppress(BlockingIOError, TimeoutError):
+                            return last(timeout=0)  # what it sent before it went
+                    raise EndOfChannel if state is PeerState.CLOSED else PeerDied
+                if left is not None and left <= 0:
+                    raise TimeoutError
             try:
-                return call(*args, timeout=slice_ if left is None else min(slice_, left))
+                return last(timeout=slice_ if left is None else min(slice_, left))
             except (BlockingIOError, TimeoutError):
-                pass
+                if self.closing:
+                    raise ClosedResourceError from None
 
     def peer_state(self) -> PeerState:
         inside = self.inside
         inside[PROBE] = True
         try:
-            return PeerState.ALIVE if self.waker.woken else self._tokens.peer_state()
+            return PeerState.ALIVE if self.closing else self._tokens.peer_state()
         finally:
             inside[PROBE] = False
 
@@ -274,7 +292,7 @@ class TokenLink(LinkBase):
     def wake_receiver(self, send_wake_up: Callable[[], object]) -> None:
         """interrupt(): no call starts any more, and a receive asleep in the kernel
         takes the wake-up message ``send_wake_up`` puts in its own queue."""
-        self.waker.wake()
+        self.closing = True
         if self.inside[RECEIVE]:
             with contextlib.suppress(IPCError):
                 send_wake_up()

@@ -55,7 +55,7 @@ from .core import (
     refused,
     undone_on_failure,
 )
-from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
+from .liveness import PROBE_INTERVAL, ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
 from .rendezvous import TokenClient, TokenInbox, listener_of, new_token, rendezvous
 
@@ -108,6 +108,9 @@ class _QueueOwner:
 
 class SysVLink(TokenLink):
     """A pair of message types of one System V queue, and the connection's tokens."""
+
+    # A send tries IPC_NOWAIT first: a timed msgsnd arms a timer (about 1 us).
+    first_waits = (0.0, PROBE_INTERVAL, 0.0)
 
     def __init__(
         self,
