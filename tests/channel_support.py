@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 import unixipc
 from tests import conftest
 from tests.conftest import PREFIX, Names
@@ -173,6 +175,28 @@ class Endpoint:
         self._cleanup(ours.close)
         self._cleanup(theirs.close)
         return ours, theirs
+
+
+# The fixtures of the channel tests (loaded by conftest.py as a plugin).
+
+
+def _endpoints(name: str, schemes: list[str]) -> Any:
+    """A fixture named ``name`` giving an Endpoint of each of ``schemes`` in turn."""
+
+    @pytest.fixture(name=name, params=schemes)
+    def fixture(
+        request: pytest.FixtureRequest,
+        names: Names,
+        cleanup: Callable[..., None],
+        children: Callable[..., Child],
+    ) -> Endpoint:
+        return Endpoint(request.param, names, cleanup, children)
+
+    return fixture
+
+
+endpoint = _endpoints("endpoint", ALL_SCHEMES)  # connected channels of every scheme
+url_endpoint = _endpoints("url_endpoint", URL_SCHEMES)  # a listener of every URL scheme
 
 
 def close_quietly(*channels: Channel) -> None:

@@ -7,12 +7,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.channel_support import (
-    ALL_SCHEMES,
     CONNECT_OPTIONS,
     LISTEN_OPTIONS,
     URL_SCHEMES,
@@ -22,18 +20,8 @@ from tests.channel_support import (
     url_for,
 )
 from tests.conftest import Names
-from tests.helpers import Child, assert_elapsed
+from tests.helpers import assert_elapsed
 from unixipc import EndOfChannel, MessageTooLarge, PeerDied, TimeoutExpired, WouldBlock, aio
-
-
-@pytest.fixture(params=ALL_SCHEMES)
-def endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
 
 
 def _echo(peer: Peer) -> int:

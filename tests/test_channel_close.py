@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.channel_support import ALL_SCHEMES, URL_SCHEMES, WAIT, Endpoint
+from tests.channel_support import WAIT, Endpoint
 from tests.conftest import Names
 from tests.helpers import Child
 from unixipc import Channel, ClosedResourceError, WouldBlock, aio
@@ -21,26 +21,6 @@ from unixipc import Channel, ClosedResourceError, WouldBlock, aio
 SETTLE = 0.2
 # A woken waiter returns long before this (its own timeout is WAIT).
 WOKEN_WITHIN = WAIT / 3
-
-
-@pytest.fixture(params=ALL_SCHEMES)
-def endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
-
-
-@pytest.fixture(params=URL_SCHEMES)
-def url_endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
 
 
 def _fill(channel: Channel) -> bytes:
