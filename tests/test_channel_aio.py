@@ -221,3 +221,10 @@ def test_aio_channel_pair() -> None:
             assert len(message) == 3_000_000
 
     asyncio.run(main())
+
+
+def test_aio_exports_exactly_its_public_names() -> None:
+    public = {"AsyncChannel", "AsyncListener", "channel_pair", "connect", "listen"}
+    assert public <= set(aio.__all__)
+    for name in aio.__all__:
+        assert getattr(aio, name).__doc__, name
