@@ -32,6 +32,9 @@ from any thread) wakes every task waiting on them with
 they are closed. ``connect`` runs on the helper pool (FIFO and queue connections
 wait for the server's ``accept``); cancelling it stops it within 0.2 s and undoes
 what it made. One task may send and one receive on a channel at the same time.
+
+Topics (:mod:`unixipc.aio.topic`): ``AsyncSubscriber``, ``AsyncPublisher`` and
+``wait`` use the topics' doorbell descriptors: no helper thread at all.
 """
 
 from __future__ import annotations
@@ -51,13 +54,25 @@ from .._resource import Resource
 from ..channels import registry
 from ..channels.core import Channel, Guarded, Listener, WaitSpec
 from ..errors import MessageTooLarge, TimeoutExpired, WouldBlock
+from .topic import AsyncPublisher as AsyncPublisher
+from .topic import AsyncSubscriber as AsyncSubscriber
+from .topic import wait as wait
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Unpack
 
     from ..channel import ConnectOptions, ListenOptions, PairKind, PairOptions
 
-__all__ = ("AsyncChannel", "AsyncListener", "channel_pair", "connect", "listen")
+__all__ = (
+    "AsyncChannel",
+    "AsyncListener",
+    "AsyncPublisher",
+    "AsyncSubscriber",
+    "channel_pair",
+    "connect",
+    "listen",
+    "wait",
+)
 
 _T = TypeVar("_T")
 _A = TypeVar("_A", bound="AsyncChannel")
