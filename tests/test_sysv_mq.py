@@ -102,14 +102,21 @@ def test_open_or_create_then_unlink_by_key(names: Names) -> None:
     assert not sysv_mq.exists(key)
 
 
-def test_keys_in_every_form(names: Names, cleanup: Cleanup) -> None:
-    key = names.key() | 0x80000000  # above 2**31: stored as a negative key_t
+def test_keys_are_unsigned_32_bit_numbers(names: Names, cleanup: Cleanup) -> None:
+    key = names.key() | 0x80000000  # above 2**31: a negative key_t in C
     with SysVMessageQueue.create(key) as queue:
         cleanup(sysv_mq.unlink, key)
-        assert queue.key == key - 2**32
-        with SysVMessageQueue.open(key - 2**32) as same:
+        assert queue.key == queue.info().key == key  # the form ipcs shows
+        with SysVMessageQueue.open(key) as same:
             assert same.id == queue.id
+        # The signed form C would print is refused, rather than silently meaning
+        # another key: -5 would be 0xfffffffb.
+        with pytest.raises(ValueError, match="unsigned 32-bit"):
+            SysVMessageQueue.open(key - 2**32)
         queue.unlink()
+    for bad in (-5, -1, 2**32):
+        with pytest.raises(ValueError, match="key must be between 0 and 0xffffffff"):
+            SysVMessageQueue.create(bad)
 
 
 def test_private_queues_are_reached_by_id_and_pickle_by_id(cleanup: Cleanup) -> None:
@@ -441,7 +448,7 @@ C_FTOK = r"""
 int main(int argc, char **argv)
 {
     for (int i = 2; i < argc; i++) {
-        printf("%d\n", (int)ftok(argv[1], atoi(argv[i])));
+        printf("%u\n", (unsigned)ftok(argv[1], atoi(argv[i])));
     }
     return 0;
 }
@@ -452,16 +459,16 @@ def test_ftok_agrees_with_c(tmp_path: Path) -> None:
     peer = compile_c(C_FTOK, tmp_path, "ftok_peer")
     path = tmp_path / "key-file"
     path.write_text("")
-    ids = [1, 65, 127, 128, 255]
+    # glibc takes any int and uses its low 8 bits; Stevens' programs use 0.
+    ids = [0, 1, 65, 127, 128, 255, 256, 257, -1, -255, 2**31 - 1, -(2**31)]
     result = subprocess.run(
         [str(peer), str(path), *map(str, ids)], capture_output=True, text=True, check=True
     )
     assert [ftok(path, proj_id) for proj_id in ids] == [int(k) for k in result.stdout.split()]
-    assert ftok(str(path), 255) < 0  # a signed key_t, as C gives it
-    with pytest.raises(ValueError, match="proj_id"):
-        ftok(path, 0)
-    with pytest.raises(ValueError, match="proj_id"):
-        ftok(path, 256)
+    assert ftok(str(path), 255) >= 2**31  # the unsigned form, as ipcs shows keys
+    assert ftok(path, 2**40 + 7) == ftok(path, 7)  # any Python int: its low 8 bits
+    with pytest.raises(TypeError, match="proj_id"):
+        ftok(path, "Q")  # type: ignore[arg-type]
     with pytest.raises(ResourceNotFoundError, match="does not exist"):
         ftok(tmp_path / "missing", 1)
 
