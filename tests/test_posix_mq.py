@@ -624,3 +624,47 @@ def test_interpreter_exit_with_a_notification_in_flight_is_clean(
         result = run_python(EXIT_DURING_NOTIFICATION, queue.name)
         assert (result.returncode, result.stderr) == (0, "")
         assert queue.receive(timeout=0).data == b"wake up"
+
+
+NOTIFIED_WITH_VALUE = """
+import signal, sys
+from unixipc import PosixMessageQueue, signals
+with signals.blocked("RTMIN+3"), PosixMessageQueue.open(sys.argv[1]) as queue:
+    queue.request_notification(signal=signal.SIGRTMIN + 3, value=int(sys.argv[2]))
+    print("ready", flush=True)
+    info = signals.wait("RTMIN+3", timeout=60)
+    print(info.code_name, info.value, info.pid, info.uid, flush=True)
+"""
+
+
+def test_a_notification_signal_carries_the_value_when_a_c_program_sends(
+    names: Names, cleanup: Cleanup, tmp_path: Path
+) -> None:
+    peer = compile_c(C_PEER, tmp_path, "mq_peer", "rt")
+    queue = make_queue(names, cleanup)
+    with subprocess.Popen(
+        [sys.executable, "-c", NOTIFIED_WITH_VALUE, queue.name, "-424242"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as waiter:
+        try:
+            assert waiter.stdout is not None
+            assert waiter.stdout.readline() == "ready\n"
+            sender = subprocess.Popen([str(peer), "send", queue.name])
+            assert sender.wait(timeout=60) == 0
+            output, _ = waiter.communicate(timeout=60)
+        finally:
+            waiter.kill()
+    # mq_notify's signal: code SI_MESGQ, the registered value, the C sender's pid and uid.
+    assert output == f"SI_MESGQ -424242 {sender.pid} {os.getuid()}\n"
+    assert queue.receive(timeout=0) == (b"high", 7)
+
+
+def test_a_notification_value_needs_a_signal_and_fits_an_int(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    with pytest.raises(ValueError, match="value goes with a signal"):
+        queue.request_notification(lambda: None, value=3)
+    with pytest.raises(ValueError, match="C int"):
+        queue.request_notification(signal=signal.SIGUSR1, value=2**31)

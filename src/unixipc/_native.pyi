@@ -235,7 +235,14 @@ def record_getlk(
 ) -> tuple[int, int, int, int] | None: ...
 
 # signals.c
+SI_USER: int
+SI_KERNEL: int
 SI_QUEUE: int
+SI_TIMER: int
+SI_MESGQ: int
+SI_ASYNCIO: int
+SI_SIGIO: int
+SI_TKILL: int
 
 def sigqueue(pid: int, signo: int, value: int, /) -> None: ...
 def sigtimedwait(
