@@ -95,7 +95,7 @@ def test_permissions_are_exact_whatever_the_umask(
     path = names.path("fifo")
     old = os.umask(umask)
     try:
-        fifo.mkfifo(path, permissions=permissions)
+        fifo.mkfifo(path, permissions=permissions, allow_world_writable=bool(permissions & 2))
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == permissions

@@ -22,7 +22,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 
-from .errors import ResourceExistsError
+from .errors import from_os_error
 
 
 def creation_mode(permissions: int) -> int:
@@ -68,21 +68,28 @@ def new_node(
     failing if ``path`` exists (neither mkfifo(3) nor bind(2) follows a symlink
     there). The node is then opened ``O_PATH | O_NOFOLLOW``, checked to be of
     ``file_type`` (``stat.S_IFIFO``, ``stat.S_IFSOCK``), and finished by
-    :func:`finish`. If anything fails after the node exists, including a
-    KeyboardInterrupt, the node is removed (if it is still the one made here)
-    before the error propagates. The descriptor is closed when the block ends.
+    :func:`finish`. If anything fails after the node exists, in these steps or
+    in the ``with`` block, including a KeyboardInterrupt, the node is removed (if
+    it is still the one made here) before the error propagates. The descriptor
+    is closed when the block ends; ``/proc/self/fd/<fd>`` reaches the node
+    without following any symlink. OS errors of these steps become the
+    library's errors, naming ``kind`` and ``path``.
     """
-    make(creation_mode(permissions))
+    try:
+        make(creation_mode(permissions))
+    except OSError as error:
+        raise from_os_error(error, kind, path) from None
     fd = -1
     try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-        if stat.S_IFMT(os.fstat(fd).st_mode) != file_type:
-            os.close(fd)
-            fd = -2  # not ours: leave it alone
-            raise ResourceExistsError(
-                errno.EEXIST, f"{kind} {path!r} was replaced while being created", path
-            )
-        finish(fd, permissions, group, path_only=True)
+        try:
+            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if stat.S_IFMT(os.fstat(fd).st_mode) != file_type:
+                os.close(fd)
+                fd = -2  # not ours: leave it alone
+                raise OSError(errno.EEXIST, "replaced by something else while being created")
+            finish(fd, permissions, group, path_only=True)
+        except OSError as error:
+            raise from_os_error(error, kind, path) from None
         yield fd
     except BaseException:
         _remove_if_ours(path, fd, file_type)
