@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import asyncio
 import errno
+import grp
 import os
 import resource
 import shutil
@@ -23,12 +24,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Names
-from tests.helpers import Child, assert_elapsed, compile_c, run_python, wait_until
+from tests.helpers import Child, assert_elapsed, compile_c, fd_count, run_python, wait_until
 from unixipc import (
     ClosedResourceError,
     IPCOSError,
     Message,
     MessageTooLarge,
+    PermissionDeniedError,
     PosixMessageQueue,
     ResourceExistsError,
     ResourceLimitError,
@@ -668,3 +670,105 @@ def test_a_notification_value_needs_a_signal_and_fits_an_int(
         queue.request_notification(lambda: None, value=3)
     with pytest.raises(ValueError, match="C int"):
         queue.request_notification(signal=signal.SIGUSR1, value=2**31)
+
+
+# ---- exact permissions, groups, all-or-nothing creation ----------------------------
+
+NOBODY = 65534
+
+
+def _raiser(error: BaseException) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_create_gives_exact_permissions_and_group_whatever_the_umask(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch, umask: int
+) -> None:
+    modes_before_the_group: list[int] = []
+    real_finish = posix_mq.finish
+
+    def watched(fd: int, permissions: int, group: int | None, **options: bool) -> None:
+        modes_before_the_group.append(os.fstat(fd).st_mode & 0o777)
+        real_finish(fd, permissions, group, **options)
+
+    monkeypatch.setattr(posix_mq, "finish", watched)
+    name = names.posix("mq")
+    old = os.umask(umask)
+    try:
+        queue = PosixMessageQueue.create(
+            name, max_messages=2, max_message_size=64, permissions=0o640, group=NOBODY
+        )
+    finally:
+        os.umask(old)
+    cleanup(posix_mq.unlink, name)
+    cleanup(queue.close)
+    info = queue.info()
+    assert (info.permissions, info.gid) == (0o640, NOBODY)
+    # Owner-only until it had its group: the creator's group never saw it.
+    assert modes_before_the_group[0] & ~0o700 == 0
+    group_name = grp.getgrgid(NOBODY).gr_name
+    named = names.posix("mq")
+    with PosixMessageQueue.create(named, max_messages=1, max_message_size=8, group=group_name) as q:
+        cleanup(posix_mq.unlink, named)
+        assert q.info().gid == NOBODY
+
+
+def test_world_writable_queues_need_saying_so(names: Names, cleanup: Cleanup) -> None:
+    name = names.posix("mq")
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        PosixMessageQueue.create(name, permissions=0o666)
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        PosixMessageQueue.open_or_create(name, permissions=0o622)
+    assert not posix_mq.exists(name)  # refused before any system call
+    queue = PosixMessageQueue.create(
+        name, max_messages=1, max_message_size=8, permissions=0o666, allow_world_writable=True
+    )
+    cleanup(posix_mq.unlink, name)
+    cleanup(queue.close)
+    assert queue.info().permissions == 0o666
+
+
+@pytest.mark.parametrize("step", ["mode", "interrupted", "attach", "getattr"])
+def test_a_create_that_fails_after_the_name_exists_leaves_nothing(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    failure: type[BaseException] = PermissionDeniedError
+    if step == "mode":
+        monkeypatch.setattr(posix_mq, "finish", _raiser(PermissionError(errno.EPERM, "no")))
+    elif step == "interrupted":
+        monkeypatch.setattr(posix_mq, "finish", _raiser(KeyboardInterrupt()))
+        failure = KeyboardInterrupt
+    elif step == "attach":
+        monkeypatch.setattr(PosixMessageQueue, "_attach", _raiser(OSError(errno.EIO, "io")))
+        failure = IPCOSError
+    else:
+        monkeypatch.setattr(posix_mq._native, "mq_getattr", _raiser(OSError(errno.EIO, "io")))
+        failure = IPCOSError
+    name = names.posix("mq")
+    descriptors = fd_count()
+    with pytest.raises(failure):
+        PosixMessageQueue.create(name, max_messages=1, max_message_size=8, group=NOBODY)
+    assert not posix_mq.exists(name)
+    assert fd_count() == descriptors
+    monkeypatch.undo()
+    with PosixMessageQueue.create(name, max_messages=1, max_message_size=8) as queue:
+        cleanup(posix_mq.unlink, name)  # the retry works
+        queue.send(b"ok")
+
+
+def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    for attribute, value in (("_result_type", int), ("_limit", 2**40), ("_handle", 0)):
+        with pytest.raises(AttributeError):
+            setattr(queue, attribute, value)
+    with pytest.raises(RuntimeError, match="attached already"):
+        queue._attach(queue.fileno(), "again", Message)  # type: ignore[attr-defined]
+    assert queue._limit == queue.max_message_size == 256  # read from the kernel
+    queue.send(b"still fine")
+    assert queue.receive(timeout=0) == (b"still fine", 0)

@@ -19,6 +19,7 @@ from tests.helpers import Child, assert_elapsed, compile_c, wait_until
 from unixipc import (
     IPC_PRIVATE,
     ClosedResourceError,
+    IPCOSError,
     MessageTooLarge,
     PermissionDeniedError,
     ResourceExistsError,
@@ -163,6 +164,8 @@ def _send_through_pickled(pickled: bytes) -> None:
         (lambda q: q.receive_into(b"read-only"), TypeError, "buffer must be a writable"),
         (lambda q: q.set_permissions(0o1777), ValueError, "0o777"),
         (lambda q: q.set_max_bytes(0), ValueError, "max_bytes"),
+        (lambda q: q.set_max_bytes(2**64), ValueError, "max_bytes must be at most"),
+        (lambda q: q.set_permissions(0o606), ValueError, "allow_world_writable"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_system_call(
@@ -544,3 +547,97 @@ def test_unusual_but_valid_arguments_take_the_python_path(names: Names, cleanup:
         queue.send()  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         queue.receive(colour="blue")  # type: ignore[call-arg]
+
+
+# ---- exact permissions, groups, all-or-nothing creation, what the C trusts ------------
+
+NOBODY = 65534
+
+
+def _raiser(error: BaseException) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    return fail
+
+
+def test_create_gives_exact_permissions_and_group(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modes_before_the_group: list[int] = []
+    real_set = sysv_mq._native.msgctl_set
+
+    def watched(queue_id: int, *args: object) -> None:
+        modes_before_the_group.append(sysv_mq._native.msgctl_stat(queue_id)["mode"] & 0o777)
+        real_set(queue_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sysv_mq._native, "msgctl_set", watched)
+    key = names.key()
+    with SysVMessageQueue.create(key, permissions=0o640, group=NOBODY) as queue:
+        cleanup(sysv_mq.unlink, key)
+        info = queue.info()
+        assert (info.permissions, info.gid) == (0o640, NOBODY)
+        assert modes_before_the_group == [0o600]  # owner-only until it had its group
+        with pytest.raises(ValueError, match="allow_world_writable"):
+            SysVMessageQueue.create(names.key(), permissions=0o666)
+        queue.set_permissions(0o666, allow_world_writable=True)
+        assert queue.info().permissions == 0o666
+        queue.unlink()
+
+
+@pytest.mark.parametrize("step", ["set", "interrupted", "attach"])
+def test_a_create_that_fails_after_the_queue_exists_leaves_nothing(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    failure: type[BaseException] = IPCOSError
+    if step == "set":
+        monkeypatch.setattr(sysv_mq._native, "msgctl_set", _raiser(OSError(errno.EIO, "io")))
+    elif step == "interrupted":
+        monkeypatch.setattr(sysv_mq._native, "msgctl_set", _raiser(KeyboardInterrupt()))
+        failure = KeyboardInterrupt
+    else:
+        monkeypatch.setattr(SysVMessageQueue, "_attach", _raiser(OSError(errno.EIO, "io")))
+    key = names.key()
+    before = set(sysv_mq.list_ids())
+    with pytest.raises(failure):
+        SysVMessageQueue.create(key, group=NOBODY)
+    assert not sysv_mq.exists(key)
+    assert not set(sysv_mq.list_ids()) - before
+    monkeypatch.undo()
+    with SysVMessageQueue.create(key) as queue:  # the retry works
+        cleanup(sysv_mq.unlink, key)
+        queue.unlink()
+
+
+def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    for attribute, value in (
+        ("_result_type", int),
+        ("_limit", 2**40),
+        ("_send_limit", 2**40),
+        ("_handle", 0),
+        ("_label", "x"),
+    ):
+        with pytest.raises(AttributeError):
+            setattr(queue, attribute, value)
+    with pytest.raises(RuntimeError, match="attached already"):
+        queue._attach(queue.id, "again", SysVMessage)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="tuple subclass"):
+        SysVMessageQueue._attach(SysVMessageQueue.__new__(SysVMessageQueue), queue.id, "x", int)  # type: ignore[attr-defined]
+    queue.send(b"still fine")
+    assert queue.receive(timeout=0) == (b"still fine", 1)
+
+
+def test_set_max_bytes_beyond_an_unsigned_long_raises_and_changes_nothing(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    before = queue.info().max_bytes
+    with pytest.raises(ValueError, match="max_bytes"):
+        queue.set_max_bytes(2**64)  # used to set 0, after which send blocked forever
+    with pytest.raises(OverflowError):
+        sysv_mq._native.msgctl_set(queue.id, 0, 0, 0o600, 2**64)
+    assert queue.info().max_bytes == before
+    queue.send(b"x", timeout=0)

@@ -140,6 +140,14 @@ def _label(key: int, queue_id: int | None = None) -> str:
     return "IPC_PRIVATE" if queue_id is None else f"IPC_PRIVATE id {queue_id}"
 
 
+def _msgget(key: int, flags: int) -> int:
+    name = _label(key)
+    try:
+        return _native.msgget(key, flags, name)
+    except OSError as error:
+        raise from_os_error(error, KIND, name) from None
+
+
 def _gone(error: OSError) -> OSError:
     """EINVAL from an id means the queue is gone (removed): say EIDRM."""
     return OSError(errno.EIDRM, "") if error.errno == errno.EINVAL else error
@@ -222,12 +230,7 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
 
     @classmethod
     def _get(cls, key: int, flags: int) -> SysVMessageQueue:
-        name = _label(key)
-        try:
-            queue_id = _native.msgget(key, flags, name)
-        except OSError as error:
-            raise from_os_error(error, KIND, name) from None
-        return cls(key, queue_id)
+        return cls(key, _msgget(key, flags))
 
     @classmethod
     def create(
@@ -258,10 +261,12 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
         permissions = _check_sysv_permissions(permissions, allow_world_writable)
         gid = check_group(group)
         mode = creation_mode(permissions)
-        queue = cls._get(key, _native.IPC_CREAT | _native.IPC_EXCL | mode)
-        with removed_on_failure(lambda: _native.msgctl_rmid(queue._queue_id)):
-            if mode != permissions or gid is not None:
-                queue._set(permissions=permissions, gid=gid)
+        queue_id = _msgget(key, _native.IPC_CREAT | _native.IPC_EXCL | mode)
+        with removed_on_failure(lambda: _native.msgctl_rmid(queue_id)):
+            queue = cls(key, queue_id)
+            with removed_on_failure(queue.close):
+                if mode != permissions or gid is not None:
+                    queue._set(permissions=permissions, gid=gid)
         return queue
 
     @classmethod
