@@ -114,6 +114,25 @@ def compile_c(source: str, directory: Path, name: str, *libraries: str) -> Path:
     return binary
 
 
+def compile_shared_library(source: str, directory: Path, name: str, *libraries: str) -> Path:
+    """Compile a small shared library (for LD_PRELOAD), warnings as errors."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise RuntimeError("these tests need gcc (or cc) on PATH")
+    source_path = directory / f"{name}.c"
+    source_path.write_text(source)
+    library = directory / f"{name}.so"
+    subprocess.run(
+        [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-shared", "-fPIC"]
+        + ["-o", str(library), str(source_path)]
+        + [f"-l{library}" for library in libraries],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return library
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = CHILD_TIMEOUT) -> None:
     """Poll ``predicate`` until it is true; fail the test if it never becomes true."""
     deadline = time.monotonic() + timeout

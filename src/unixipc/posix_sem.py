@@ -28,12 +28,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import time
 from dataclasses import dataclass
 from types import TracebackType
 
 from . import _native
-from ._deadline import Deadline, check_timeout
+from ._deadline import Deadline
 from ._names import check_int, check_permissions, check_posix_name
 from ._resource import Resource
 from .errors import IPCError, ResourceExistsError, from_os_error
@@ -251,16 +250,15 @@ class PosixSemaphore(Resource):
             if timeout is None:
                 self._handle.acquire(-1)
                 return
-            seconds = check_timeout(timeout)
-            assert seconds is not None  # None was handled above
-            if seconds == 0:
+            deadline = Deadline(timeout)  # math.inf and huge values block
+            if deadline.timeout == 0:
                 acquired = self._handle.try_acquire()
             else:
-                acquired = self._handle.acquire(time.monotonic_ns() + int(seconds * 1e9))
+                acquired = self._handle.acquire(deadline.as_ns())
         except OSError as error:
             raise from_os_error(error, KIND, self._name) from None
         if not acquired:
-            raise Deadline(seconds).error(f"acquiring {self.describe()}")
+            raise deadline.error(f"acquiring {self.describe()}")
 
     def release(self) -> None:
         """Increment the semaphore, waking one waiter.

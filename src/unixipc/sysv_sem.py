@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from . import _native
-from ._deadline import Deadline, check_timeout
+from ._deadline import Deadline
 from ._names import check_int, check_permissions, check_sysv_key
 from ._resource import Resource
 from ._sysv import IPC_PRIVATE, check_id, check_open_key, read_table
@@ -324,14 +324,13 @@ class SysVSemaphoreSet(Resource):
             except OSError as error:
                 raise _error(error, self._name) from None
             return
-        seconds = check_timeout(timeout)
-        assert seconds is not None  # None was handled above
-        deadline_ns = time.monotonic_ns() + int(seconds * 1e9)
+        deadline = Deadline(timeout)  # math.inf and huge values block
+        nowait = deadline.timeout == 0
         try:
-            _native.sysv_sem_op(self.id, operations, self._count, undo, seconds == 0, deadline_ns)
+            _native.sysv_sem_op(self.id, operations, self._count, undo, nowait, deadline.as_ns())
         except OSError as error:
             if error.errno == errno.EAGAIN:
-                raise Deadline(seconds).error(f"operating on {self.describe()}") from None
+                raise deadline.error(f"operating on {self.describe()}") from None
             raise _error(error, self._name) from None
 
     # -- values and counts -------------------------------------------------
