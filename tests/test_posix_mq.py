@@ -10,7 +10,9 @@ import array
 import asyncio
 import errno
 import grp
+import inspect
 import os
+import pydoc
 import resource
 import shutil
 import signal
@@ -35,6 +37,7 @@ from unixipc import (
     ResourceExistsError,
     ResourceLimitError,
     ResourceNotFoundError,
+    SysVMessageQueue,
     TimeoutExpired,
     UnsupportedFeature,
     WouldBlock,
@@ -772,3 +775,44 @@ def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
     assert queue._limit == queue.max_message_size == 256  # read from the kernel
     queue.send(b"still fine")
     assert queue.receive(timeout=0) == (b"still fine", 0)
+
+
+# ---- help() and type checkers see the public methods as the class's own ----------------
+
+
+@pytest.mark.parametrize("cls", [PosixMessageQueue, SysVMessageQueue])
+def test_help_shows_send_and_receive_as_the_class_own_typed_and_documented(cls: type) -> None:
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    own = text.split("Methods defined here:")[1].split("-----")[0]
+    assert "send(self, message: Buffer, /, *," in own
+    assert "receive(self, *," in own
+    assert "receive_into(self, buffer: Buffer, /, *," in own
+    assert "Raises:" in own
+    for inherited in text.split("inherited from unixipc._native")[1:]:
+        assert "receive" not in inherited.split("-----")[0]  # at most its __new__
+    assert "PosixQueueCore" not in own
+    assert "SysVQueueCore" not in own
+    assert inspect.signature(cls.send).parameters["timeout"].default is None
+
+
+MYPY_PROBE = """
+from unixipc import PosixMessageQueue, SysVMessageQueue
+
+def use(queue: PosixMessageQueue, other: SysVMessageQueue) -> None:
+    queue.send(1)
+    other.receive(type="x")
+"""
+
+
+def test_type_checkers_name_the_public_classes(tmp_path: Path) -> None:
+    from mypy import api as mypy_api  # a dev dependency, like pytest
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(MYPY_PROBE)
+    report, _, status = mypy_api.run(
+        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(probe)]
+    )
+    assert status == 1
+    assert '"send" of "PosixMessageQueue"' in report
+    assert '"receive" of "SysVMessageQueue"' in report
+    assert "QueueCore" not in report
