@@ -330,17 +330,7 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject PosixQueueCoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "unixipc._native.PosixQueueCore",
-    .tp_basicsize = sizeof(uq_core),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "The C base of PosixMessageQueue: its send and receive (private).",
-    .tp_new = uq_core_new,
-    .tp_dealloc = (destructor)uq_core_dealloc,
-    .tp_methods = core_methods,
-    .tp_members = uq_core_members,
-};
+UQ_CORE_TYPE(PosixQueueCoreType, "PosixQueueCore", core_methods);
 
 /* ---- public methods that are C methods of a private base -------------------- */
 

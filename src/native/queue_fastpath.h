@@ -347,4 +347,17 @@ static inline PyObject *uq_pair(PyObject *result_type, PyObject *first, PyObject
             "_detach($self, /)\n--\n\nStop using the handle; return it (-1 if none)."                    \
     }
 
+/* The C base type of a queue class, named `name`, with `methods`. */
+#define UQ_CORE_TYPE(variable, name, methods)                                                   \
+    static PyTypeObject variable = {                                                            \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "unixipc._native." name,                       \
+        .tp_basicsize = sizeof(uq_core),                                                        \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,                                   \
+        .tp_doc = "The C base of a message queue class: its send and receive (private).",     \
+        .tp_new = uq_core_new,                                                                  \
+        .tp_dealloc = (destructor)uq_core_dealloc,                                              \
+        .tp_methods = (methods),                                                                \
+        .tp_members = uq_core_members,                                                          \
+    }
+
 #endif

@@ -354,17 +354,7 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject SysVQueueCoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "unixipc._native.SysVQueueCore",
-    .tp_basicsize = sizeof(uq_core),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "The C base of SysVMessageQueue: its send and receive (private).",
-    .tp_new = uq_core_new,
-    .tp_dealloc = (destructor)uq_core_dealloc,
-    .tp_methods = core_methods,
-    .tp_members = uq_core_members,
-};
+UQ_CORE_TYPE(SysVQueueCoreType, "SysVQueueCore", core_methods);
 
 static PyObject *native_msgctl_stat(PyObject *Py_UNUSED(self), PyObject *args)
 {

@@ -24,7 +24,7 @@ from . import _native
 from ._deadline import Deadline, check_timeout
 from ._names import check_bytes_like
 from ._resource import Resource
-from .errors import IPCError, WouldBlock
+from .errors import IPCError, ResourceExistsError, WouldBlock
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -82,10 +82,33 @@ def nbytes(message: object) -> int:
     return check_bytes_like(message, "message").nbytes
 
 
-def buffer_type_error(buffer: object) -> TypeError:
-    return TypeError(
-        f"buffer must be a writable, contiguous bytes-like object, not {type(buffer).__name__}"
-    )
+def writable_view(buffer: object) -> memoryview:
+    """``buffer`` as a flat writable memoryview of bytes, or TypeError naming it."""
+    try:
+        view = memoryview(buffer)  # type: ignore[arg-type]
+    except TypeError:
+        view = None
+    if view is None or view.readonly or not view.contiguous:
+        raise TypeError(
+            f"buffer must be a writable, contiguous bytes-like object, not {type(buffer).__name__}"
+        )
+    return view.cast("B")
+
+
+_Q = TypeVar("_Q")
+
+
+def create_or_open(create: Callable[[], _Q], open_existing: Callable[[], _Q]) -> _Q:
+    """``open_or_create``: create, or open what exists; retry if it vanishes between."""
+    while True:
+        try:
+            return create()
+        except ResourceExistsError:
+            pass
+        try:
+            return open_existing()
+        except FileNotFoundError:
+            continue  # removed between our two calls: try again
 
 
 class QueueBase(Resource):

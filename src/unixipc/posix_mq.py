@@ -49,17 +49,17 @@ from ._names import (
 from ._permissions import creation_mode, finish
 from ._queue import (
     QueueBase,
-    buffer_type_error,
+    create_or_open,
     native_method,
     nbytes,
     plain_timeout,
     removed_on_failure,
+    writable_view,
 )
 from .errors import (
     IPCError,
     IPCOSError,
     MessageTooLarge,
-    ResourceExistsError,
     UnsupportedFeature,
     from_os_error,
 )
@@ -419,22 +419,17 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
         """
         name = check_posix_name(name)
         check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
-        while True:
-            try:
-                return cls.create(
-                    name,
-                    max_messages=max_messages,
-                    max_message_size=max_message_size,
-                    permissions=permissions,
-                    group=group,
-                    allow_world_writable=allow_world_writable,
-                )
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(name)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
+        return create_or_open(
+            lambda: cls.create(
+                name,
+                max_messages=max_messages,
+                max_message_size=max_message_size,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(name),
+        )
 
     # -- messages --
 
@@ -500,18 +495,13 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
         """``receive_into`` for the calls its C fast path does not take."""
         self._check_open()
         seconds = plain_timeout(timeout)
-        try:
-            view = memoryview(buffer)  # type: ignore[arg-type]
-        except TypeError:
-            raise buffer_type_error(buffer) from None
-        if view.readonly or not view.contiguous:
-            raise buffer_type_error(buffer)
+        view = writable_view(buffer)
         if view.nbytes < self._limit:
             raise MessageTooLarge(
                 f"{self.describe()}: a buffer of {view.nbytes} bytes is smaller than "
                 f"its max_message_size of {self.max_message_size}; no message was taken"
             )
-        return _core_receive_into(self, view.cast("B"), timeout=seconds)
+        return _core_receive_into(self, view, timeout=seconds)
 
     def _error(self, error: OSError, what: str, timeout: object) -> IPCError:
         """The exception for a failed send or receive."""

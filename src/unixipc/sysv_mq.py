@@ -33,18 +33,18 @@ from ._names import (
 from ._permissions import creation_mode
 from ._queue import (
     QueueBase,
-    buffer_type_error,
+    create_or_open,
     native_method,
     nbytes,
     plain_timeout,
     removed_on_failure,
+    writable_view,
 )
 from ._sysv import IPC_PRIVATE, check_open_key, format_key, public_key
 from .errors import (
     IPCError,
     MessageTooLarge,
     PermissionDeniedError,
-    ResourceExistsError,
     UnsupportedFeature,
     from_os_error,
 )
@@ -297,20 +297,12 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
         """
         key = check_open_key(key)
         _check_sysv_permissions(permissions, allow_world_writable)
-        while True:
-            try:
-                return cls.create(
-                    key,
-                    permissions=permissions,
-                    group=group,
-                    allow_world_writable=allow_world_writable,
-                )
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(key)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
+        return create_or_open(
+            lambda: cls.create(
+                key, permissions=permissions, group=group, allow_world_writable=allow_world_writable
+            ),
+            lambda: cls.open(key),
+        )
 
     @classmethod
     def open_id(cls, queue_id: int) -> SysVMessageQueue:
@@ -466,15 +458,10 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
         message_type = _check_receive_type(type)
         seconds = plain_timeout(timeout)
         _check_receive_flags(message_type, truncate, except_type)
-        try:
-            view = memoryview(buffer)  # type: ignore[arg-type]
-        except TypeError:
-            raise buffer_type_error(buffer) from None
-        if view.readonly or not view.contiguous:
-            raise buffer_type_error(buffer)
+        view = writable_view(buffer)
         return _core_receive_into(
             self,
-            view.cast("B"),
+            view,
             type=message_type,
             timeout=seconds,
             truncate=bool(truncate),
