@@ -244,8 +244,12 @@ class _NotificationDispatcher:
         with self._lock:
             if self._pipe is None:
                 read_fd, write_fd = os.pipe()  # close-on-exec: a new program has no thread
+                mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [])
                 thread = threading.Thread(
-                    target=self._run, args=(read_fd,), name="unixipc-mq-notifications", daemon=True
+                    target=self._run,
+                    args=(read_fd, mask),
+                    name="unixipc-mq-notifications",
+                    daemon=True,
                 )
                 thread.start()
                 self._pipe = (read_fd, write_fd)
@@ -257,7 +261,10 @@ class _NotificationDispatcher:
         with self._lock:
             self._callbacks.pop(token, None)
 
-    def _run(self, read_fd: int) -> None:
+    def _run(self, read_fd: int, mask: set[_signal.Signals]) -> None:
+        # Our own thread takes no signal, so that one the program blocks in its
+        # threads to wait for (signals.wait) never reaches its default action here.
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         while True:
             try:
                 data = os.read(read_fd, 4 * 256)  # each write is one atomic 4-byte token
@@ -271,7 +278,10 @@ class _NotificationDispatcher:
                 if callback is not None:
                     with contextlib.suppress(RuntimeError):  # interpreter shutting down
                         threading.Thread(
-                            target=callback, name="unixipc-mq-notify", daemon=True
+                            target=_with_mask,
+                            args=(mask, callback),
+                            name="unixipc-mq-notify",
+                            daemon=True,
                         ).start()
 
     def forget_after_fork(self) -> None:
@@ -283,6 +293,12 @@ class _NotificationDispatcher:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._pipe = None
+
+
+def _with_mask(mask: set[_signal.Signals], callback: Callable[[], object]) -> None:
+    """Run a callback with the signal mask of the thread that first registered one."""
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+    callback()
 
 
 _dispatcher = _NotificationDispatcher()
