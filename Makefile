@@ -27,7 +27,7 @@ pytest: $(INSTALLED)
 
 # Regenerate docs/benchmarks.md (report), docs/benchmarks.png and .json: a full run, about 10 minutes.
 bench-docs: $(INSTALLED)
-	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/benchmarks.png --json docs/benchmarks.json
+	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/benchmarks.png --json-file docs/benchmarks.json
 
 # Reinstall when the build description or the C sources change.
 $(INSTALLED): pyproject.toml $(wildcard src/native/*.c src/native/*.h)

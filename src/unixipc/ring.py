@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import struct
 import time
 import weakref
 from collections.abc import Iterator
@@ -110,6 +112,129 @@ def unlink(name: str) -> None:
         _unlink_shm(name)
     except IPCOSError as error:
         raise from_os_error(error, KIND, name) from None
+
+
+# --- For the inspector (unixipc.inspect): a ring read through a descriptor, never attached.
+# These mirror struct ring_header and struct ring_slot in src/native/ring.c;
+# tests/test_inspect.py checks them against Ring.info() of a live ring.
+_LAYOUT = struct.Struct("<8sIIQQIIQQ")  # magic, version, header/capacity/data/slots, key, max
+_POSITIONS = struct.Struct("<Q56xQ56xQ")  # tail, head, free: one cache line each
+_POSITIONS_AT = 64
+_SLOT = struct.Struct("<IIIIQQQQQQ")  # state, roles, pid, waiting, claim, read, view ranges
+_SLOT_ATTACHED = 1
+_RECORD = struct.Struct("<IIQ")  # length, size, tag
+_KIND_MESSAGE, _KIND_PADDING = 1, 2
+_F_OFD_GETLK, _F_OFD_SETLK = 36, 37
+_FLOCK = struct.Struct("hhqqi4x")
+_MESSAGE_WALK_LIMIT = 100_000
+
+
+def _tag_base(position: int, key: int) -> int:
+    z = position ^ key
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & ~15
+
+
+def _lock_byte_held(fd: int, byte: int) -> bool:
+    """Whether a handle holds the lock byte (F_OFD_GETLK: a question, not a lock)."""
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, _F_OFD_GETLK, request)
+    except OSError:
+        return True  # as the ring itself decides: an error counts as alive
+    return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
+
+def _inspect(fd: int) -> dict[str, object] | None:
+    """What a ring open on ``fd`` (read-only is enough) holds, or None if it is no ring.
+
+    Reads with pread and asks the kernel about the lock bytes; attaches nothing,
+    takes no lock and writes nothing. ``dead_handles`` are handles that were
+    never closed and whose lock the kernel released: their process died.
+    """
+    header = os.pread(fd, _LAYOUT.size, 0)
+    if len(header) < _LAYOUT.size:
+        return None
+    magic, version, header_bytes, capacity, data_offset, slot_count, slot_bytes, key, _max = (
+        _LAYOUT.unpack(header)
+    )
+    if magic != _MAGIC:
+        return None
+    layout_ok = (
+        version == 2
+        and data_offset == header_bytes + slot_count * slot_bytes
+        and slot_bytes == _SLOT.size
+        and 0 < capacity <= MAX_CAPACITY
+        and os.fstat(fd).st_size >= data_offset + capacity
+    )
+    if not layout_ok:
+        return {"layout": "unknown", "version": version}
+    tail, head, free = _POSITIONS.unpack(os.pread(fd, _POSITIONS.size, _POSITIONS_AT))
+    slots = os.pread(fd, slot_count * slot_bytes, header_bytes)
+    producers: list[int] = []
+    consumers: list[int] = []
+    handles: list[int] = []
+    dead_roles = 0
+    dead = 0
+    for index in range(slot_count):
+        state, roles, pid, *_ranges = _SLOT.unpack_from(slots, index * slot_bytes)
+        if state != _SLOT_ATTACHED:
+            continue
+        if not _lock_byte_held(fd, index):
+            dead += 1
+            dead_roles |= roles
+            continue
+        handles.append(pid)
+        if roles & _PRODUCER:
+            producers.append(pid)
+        if roles & _CONSUMER:
+            consumers.append(pid)
+    messages: int | None = 0
+    position = head
+    for _ in range(_MESSAGE_WALK_LIMIT):
+        if position >= tail:
+            break
+        record = os.pread(fd, _RECORD.size, data_offset + position % capacity)
+        _length, record_size, tag = _RECORD.unpack(record)
+        base = _tag_base(position, key)
+        if tag not in (base | _KIND_MESSAGE, base | _KIND_PADDING) or record_size < _RECORD.size:
+            break  # not committed yet
+        messages = (messages or 0) + (tag == base | _KIND_MESSAGE)
+        position += record_size
+    else:
+        messages = None  # too many to count here
+    return {
+        "capacity": capacity,
+        "used_bytes": max(tail - free, 0),
+        "messages": messages,
+        "bytes_written": tail,
+        "bytes_read": head,
+        "handles": len(handles),
+        "dead_handles": dead,
+        "dead_roles": [
+            role for bit, role in ((1, "producer"), (2, "consumer")) if dead_roles & bit
+        ],
+        "producers": len(producers),
+        "consumers": len(consumers),
+        "handle_pids": sorted(set(handles)),
+        "producer_pids": sorted(set(producers)),
+        "consumer_pids": sorted(set(consumers)),
+    }
+
+
+def _lock_abandoned(fd: int) -> bool:
+    """For removal: take every handle's lock byte at once (``fd`` open for writing).
+
+    True means no handle was alive and none can attach until ``fd`` is closed.
+    """
+    slot_count = _LAYOUT.unpack(os.pread(fd, _LAYOUT.size, 0))[5]
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, slot_count, 0)
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, request)
+    except OSError:
+        return False
+    return True
 
 
 def _stop_at(point: str | None) -> None:

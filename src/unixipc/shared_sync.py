@@ -121,6 +121,26 @@ _U32 = 1 << 32
 _WAKE_STEP = 2047  # FUTEX_WAKE_OP adds at most this much at once
 
 
+def _inspect(head: bytes) -> dict[str, object] | None:
+    """For the inspector: what the first bytes of a shared memory object say, or None.
+
+    A mutex-based object reports the thread id in its robust mutex's lock word
+    (glibc: the owner's tid, with the kernel's OWNER_DIED bit), read without locking.
+    """
+    if len(head) < _MUTEX_AT + 4:
+        return None
+    magic = int.from_bytes(head[_MAGIC_AT : _MAGIC_AT + 4], "little")
+    kind = _KIND_BY_MAGIC.get(magic)
+    if kind is None:
+        return {"object": "shared sync (being created)"} if magic == _INITIALIZING else None
+    word = int.from_bytes(head[_MUTEX_AT : _MUTEX_AT + 4], "little")
+    return {
+        "object": kind,
+        "locked_by_tid": (word & 0x3FFFFFFF) or None,
+        "owner_died": bool(word & 0x40000000),
+    }
+
+
 def _round_up(size: int) -> int:
     return -(-size // _ALIGNMENT) * _ALIGNMENT
 
