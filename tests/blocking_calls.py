@@ -440,13 +440,13 @@ def _accept_case(scheme: str) -> None:
     @case(f"listen({scheme!r}).accept")
     def _(s: Scratch) -> Blocked:
         listener, url = _listener(s, scheme)
-        clients: list[unixipc.Channel] = []
-        s.later(lambda: [client.close() for client in clients])
+        ends: list[unixipc.Channel] = []  # closed at the end: a client may still be greeting
+        s.later(lambda: [end.close() for end in ends])
 
         def call(timeout: float | None) -> None:
-            listener.accept(timeout=timeout).close()
+            ends.append(listener.accept(timeout=timeout))
 
-        return Blocked(call, lambda _: clients.append(unixipc.connect(url, timeout=30)))
+        return Blocked(call, lambda _: ends.append(unixipc.connect(url, timeout=30)))
 
 
 def _receive_case(scheme: str) -> None:

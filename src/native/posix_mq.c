@@ -247,12 +247,7 @@ static PyObject *send_impl(uq_core *self, PyObject *const *args, Py_ssize_t narg
         (values[0] != NULL && !uq_plain_long(values[0], 0, MQ_PRIO_MAX - 1, &priority))) {
         goto slow;
     }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        goto slow;
-    }
-    if (view.len > self->send_limit) {
-        PyBuffer_Release(&view);
+    if (!uq_message(self, args[0], &view)) {
         goto slow;
     }
     mq_call call = {(mqd_t)self->handle, view.buf, (size_t)view.len, (unsigned int)priority,

@@ -237,6 +237,21 @@ static inline int uq_plain_long(PyObject *arg, long minimum, long maximum, long 
     return 1;
 }
 
+/* The message of a send as a contiguous buffer of at most send_limit bytes: 1,
+ * with `view` to release; 0 (nothing to release, no exception) otherwise. */
+static inline int uq_message(uq_core *self, PyObject *message, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(message, view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (view->len > self->send_limit) {
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
 /* Call the Python method `name` with exactly the arguments this call got.
  * `name` NULL means the call came from that Python method, after validation:
  * then nothing may go back to Python (that would loop); a SystemError says so. */

@@ -264,12 +264,7 @@ static PyObject *send_impl(uq_core *self, PyObject *const *args, Py_ssize_t narg
         !plain_timeout(values[1], &flags, &deadline)) {
         goto slow;
     }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        goto slow;
-    }
-    if (view.len > self->send_limit) {
-        PyBuffer_Release(&view);
+    if (!uq_message(self, args[0], &view)) {
         goto slow;
     }
     int error = send_message(self->handle, view.buf, view.len, mtype, flags, deadline);
