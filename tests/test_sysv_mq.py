@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import conftest
 from tests.conftest import Names
 from tests.helpers import Child, assert_elapsed, compile_c, wait_until
 from unixipc import (
@@ -641,3 +642,80 @@ def test_set_max_bytes_beyond_an_unsigned_long_raises_and_changes_nothing(
         sysv_mq._native.msgctl_set(queue.id, 0, 0, 0o600, 2**64)
     assert queue.info().max_bytes == before
     queue.send(b"x", timeout=0)
+
+
+C_FTOK_ZERO_PEER = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+
+/* As Stevens' programs do: one key, ftok(path, 0), for a queue, a semaphore set
+ * and a segment. Says "ready KEY", then waits for the Python side's answers. */
+int main(int argc, char **argv)
+{
+    if (argc != 2) return 2;
+    key_t key = ftok(argv[1], 0);
+    int queue = msgget(key, IPC_CREAT | IPC_EXCL | 0600);
+    int semaphores = semget(key, 1, IPC_CREAT | IPC_EXCL | 0600);
+    int segment = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+    if (key == -1 || queue < 0 || semaphores < 0 || segment < 0) { perror("create"); return 1; }
+    char *memory = shmat(segment, NULL, 0);
+    if (memory == (char *)-1) { perror("shmat"); return 1; }
+    strcpy(memory, "hello from C");
+    struct { long mtype; char mtext[64]; } message = {3, "from C"};
+    struct sembuf post = {0, 1, 0};
+    size_t length = strlen(message.mtext);
+    if (msgsnd(queue, &message, length, 0) != 0 || semop(semaphores, &post, 1) != 0) {
+        perror("send");
+        return 1;
+    }
+    printf("ready %u\n", (unsigned)key);
+    fflush(stdout);
+    ssize_t n = msgrcv(queue, &message, sizeof message.mtext, 4, 0);
+    if (n < 0) { perror("msgrcv"); return 1; }
+    struct sembuf wait = {0, -1, 0};
+    if (semop(semaphores, &wait, 1) != 0) { perror("semop"); return 1; }
+    printf("%.*s|%s\n", (int)n, message.mtext, memory);
+    shmdt(memory);
+    return 0;
+}
+"""
+
+
+def test_a_c_program_and_unixipc_meet_on_an_ftok_key_with_proj_id_0(
+    tmp_path: Path, cleanup: Cleanup
+) -> None:
+    from unixipc import SysVSemaphoreSet, SysVSharedMemory, sysv_sem, sysv_shm
+
+    peer = compile_c(C_FTOK_ZERO_PEER, tmp_path, "ftok_zero_peer")
+    facilities = (sysv_mq, sysv_sem, sysv_shm)
+    for attempt in range(100):  # a file whose key no object of this IPC namespace uses
+        path = tmp_path / f"key-file-{attempt}"
+        path.write_text("")
+        key = ftok(path, 0)
+        if not any(facility.exists(key) for facility in facilities):
+            break
+    with subprocess.Popen([str(peer), str(path)], stdout=subprocess.PIPE, text=True) as c:
+        try:
+            assert c.stdout is not None
+            assert c.stdout.readline() == f"ready {key}\n"  # the same key, the same form
+            conftest._sysv_keys.add(key)  # for the session's leak check
+            for facility in facilities:  # the C program made them: ours to remove
+                cleanup(facility.unlink, key)
+            with SysVMessageQueue.open(key) as queue:
+                assert queue.receive(type=3, timeout=30) == (b"from C", 3)
+                queue.send(b"from Python", type=4, timeout=30)
+            with SysVSharedMemory.open(key) as memory:
+                assert bytes(memory.buf[:12]) == b"hello from C"
+                memory.buf[:18] = b"hello from Python\0"
+            with SysVSemaphoreSet.open(key) as semaphores:
+                semaphores.op([(0, -1)], timeout=30)  # the C side's post
+                semaphores.op([(0, 1)], timeout=30)  # ours, which it waits for
+            output, _ = c.communicate(timeout=60)
+        finally:
+            c.kill()
+    assert c.returncode == 0
+    assert output == "from Python|hello from Python\n"

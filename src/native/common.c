@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 int64_t unixipc_monotonic_ns(void)
@@ -96,6 +97,10 @@ static PyObject *monotonic_to_clock(PyObject *Py_UNUSED(self), PyObject *const *
     }
     long clock = PyLong_AsLong(args[1]);
     if (clock == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (clock < 0 || clock > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "clock_id out of range");
         return NULL;
     }
     if (deadline == UNIXIPC_NO_DEADLINE) {
