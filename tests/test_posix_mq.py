@@ -772,6 +772,8 @@ def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
             setattr(queue, attribute, value)
     with pytest.raises(RuntimeError, match="attached already"):
         queue._attach(queue.fileno(), "again", Message)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"use PosixMessageQueue.create\(...\)"):
+        PosixMessageQueue("/jobs")  # type: ignore[call-arg]  # as posix_ipc users write
     assert queue._limit == queue.max_message_size == 256  # read from the kernel
     queue.send(b"still fine")
     assert queue.receive(timeout=0) == (b"still fine", 0)

@@ -626,7 +626,9 @@ def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
     with pytest.raises(RuntimeError, match="attached already"):
         queue._attach(queue.id, "again", SysVMessage)  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="tuple subclass"):
-        SysVMessageQueue._attach(SysVMessageQueue.__new__(SysVMessageQueue), queue.id, "x", int)  # type: ignore[attr-defined]
+        sysv_mq._native.SysVQueueCore()._attach(queue.id, "x", int)
+    with pytest.raises(TypeError, match=r"use SysVMessageQueue.create\(...\)"):
+        SysVMessageQueue(queue.key, queue.id)
     queue.send(b"still fine")
     assert queue.receive(timeout=0) == (b"still fine", 1)
 

@@ -22,13 +22,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* mq_open(name, flags, mode, max_messages, max_message_size, created=None)
+ * With a list `created`, the new descriptor is appended to it before returning,
+ * so that a creator interrupted as the call returns still finds it. */
 static PyObject *native_mq_open(PyObject *Py_UNUSED(self), PyObject *args)
 {
     const char *name;
     int flags, mode;
     long max_messages, max_message_size;
-    if (!PyArg_ParseTuple(args, "siill:mq_open", &name, &flags, &mode, &max_messages,
-                          &max_message_size)) {
+    PyObject *created = NULL;
+    if (!PyArg_ParseTuple(args, "siill|O!:mq_open", &name, &flags, &mode, &max_messages,
+                          &max_message_size, &PyList_Type, &created)) {
         return NULL;
     }
     if (mode < 0 || mode > 07777) {
@@ -47,6 +51,10 @@ static PyObject *native_mq_open(PyObject *Py_UNUSED(self), PyObject *args)
         mqd = mq_open(name, flags, (mode_t)mode, attr_arg);
         Py_END_ALLOW_THREADS
         if (mqd != (mqd_t)-1) {
+            if (created != NULL && unixipc_note_created(created, (long)mqd) < 0) {
+                mq_close(mqd);
+                return NULL;
+            }
             return PyLong_FromLong((long)mqd);
         }
         if (errno != EINTR) {
@@ -489,8 +497,9 @@ static PyObject *native_mq_notify_signal(PyObject *Py_UNUSED(self), PyObject *ar
 
 static PyMethodDef posix_mq_methods[] = {
     {"mq_open", native_mq_open, METH_VARARGS,
-     "mq_open(name, flags, mode, max_messages, max_message_size) -> mqd\n\n"
-     "Open or create a POSIX message queue; max_messages < 0 uses the system defaults."},
+     "mq_open(name, flags, mode, max_messages, max_message_size, created=None) -> mqd\n\n"
+     "Open or create a POSIX message queue; max_messages < 0 uses the system defaults;\n"
+     "the new descriptor is also appended to the list `created`."},
     {"mq_close", native_mq_close, METH_O, "mq_close(mqd) -> None"},
     {"mq_unlink", native_mq_unlink, METH_VARARGS,
      "mq_unlink(name) -> None\n\nRemove a POSIX message queue's name."},

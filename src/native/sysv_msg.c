@@ -45,13 +45,16 @@ static PyObject *native_ftok(PyObject *Py_UNUSED(self), PyObject *args)
     return PyLong_FromUnsignedLong((unsigned long)(uint32_t)key);
 }
 
-/* msgget(key, flags, name=None) -> msqid; the key in signed or unsigned 32-bit form. */
+/* msgget(key, flags, name=None, created=None) -> msqid; the key in signed or
+ * unsigned 32-bit form. With a list `created`, the new id is appended to it
+ * before returning, so that a creator interrupted as the call returns still
+ * finds (and removes) the queue. */
 static PyObject *native_msgget(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     long key;
     int flags;
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "msgget(key, flags, name=None)");
+    if (nargs < 2 || nargs > 4 || (nargs == 4 && !PyList_Check(args[3]))) {
+        PyErr_SetString(PyExc_TypeError, "msgget(key, flags, name=None, created: list=None)");
         return NULL;
     }
     if (uq_parse_long(args[0], INT_MIN, (long)UINT32_MAX, &key) < 0 ||
@@ -60,7 +63,10 @@ static PyObject *native_msgget(PyObject *Py_UNUSED(self), PyObject *const *args,
     }
     int id = msgget((key_t)(uint32_t)key, flags);
     if (id < 0) {
-        return uq_raise_named(errno, nargs == 3 ? args[2] : NULL);
+        return uq_raise_named(errno, nargs >= 3 && args[2] != Py_None ? args[2] : NULL);
+    }
+    if (nargs == 4 && unixipc_note_created(args[3], id) < 0) {
+        return NULL;
     }
     return PyLong_FromLong(id);
 }
@@ -428,7 +434,8 @@ static PyMethodDef sysv_msg_methods[] = {
     {"ftok", native_ftok, METH_VARARGS,
      "ftok(path, proj_id) -> key\n\nThe C library's ftok(3), in unsigned 32-bit form."},
     {"msgget", (PyCFunction)(void (*)(void))native_msgget, METH_FASTCALL,
-     "msgget(key, flags, name=None) -> msqid\n\nThe key in signed or unsigned 32-bit form."},
+     "msgget(key, flags, name=None, created=None) -> msqid\n\n"
+     "The key in signed or unsigned 32-bit form; a new id is also appended to `created`."},
     {"msgctl_stat", native_msgctl_stat, METH_VARARGS,
      "msgctl_stat(msqid, name=None) -> dict\n\nIPC_STAT, with the fields named."},
     {"msgctl_set", native_msgctl_set, METH_VARARGS,

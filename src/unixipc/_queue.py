@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _native
 from ._deadline import Deadline, check_timeout
 from ._names import check_bytes_like
 from ._resource import Resource
-from .errors import IPCError, ResourceExistsError, WouldBlock
+from .errors import IPCError, WouldBlock
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -95,22 +95,6 @@ def writable_view(buffer: object) -> memoryview:
     return view.cast("B")
 
 
-_Q = TypeVar("_Q")
-
-
-def create_or_open(create: Callable[[], _Q], open_existing: Callable[[], _Q]) -> _Q:
-    """``open_or_create``: create, or open what exists; retry if it vanishes between."""
-    while True:
-        try:
-            return create()
-        except ResourceExistsError:
-            pass
-        try:
-            return open_existing()
-        except FileNotFoundError:
-            continue  # removed between our two calls: try again
-
-
 class QueueBase(Resource):
     """The Python half of a message queue: attaching, errors, closing."""
 
@@ -151,16 +135,3 @@ class QueueBase(Resource):
         # A stale number could be reused by another open: the C never uses it again.
         if handle >= 0:
             self._close_handle(handle)
-
-
-@contextlib.contextmanager
-def removed_on_failure(remove: Callable[[], object]) -> Iterator[None]:
-    """Run ``remove()`` (errors suppressed) if the block fails in any way, including
-    a KeyboardInterrupt, then let the error propagate: a create that fails after
-    the name exists leaves nothing."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            remove()
-        raise

@@ -47,15 +47,8 @@ from ._names import (
     check_posix_name,
 )
 from ._permissions import creation_mode, finish
-from ._queue import (
-    QueueBase,
-    create_or_open,
-    native_method,
-    nbytes,
-    plain_timeout,
-    removed_on_failure,
-    writable_view,
-)
+from ._queue import QueueBase, native_method, nbytes, plain_timeout, writable_view
+from ._resource import all_or_nothing, on_failure, open_or_create
 from .errors import (
     IPCError,
     IPCOSError,
@@ -316,6 +309,7 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create")
 
     def __init__(self, name: str, mqd: int, readable: bool, writable: bool) -> None:
         """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`.
@@ -342,6 +336,7 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
     # -- opening --
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         name: str,
@@ -379,19 +374,21 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
         )
         gid = check_group(group)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
-        mode = creation_mode(permissions)
+        created: list[int] = []  # the descriptor, noted by the C as mq_open returns
+        made: list[PosixMessageQueue] = []
+        on_failure(lambda: _undo_create(name, created, made))
         try:
-            mqd = _native.mq_open(name, flags, mode, max_messages, max_message_size)
+            mqd = _native.mq_open(
+                name, flags, creation_mode(permissions), max_messages, max_message_size, created
+            )
         except OSError as error:
             raise _open_error(error, name, (max_messages, max_message_size)) from None
-        with removed_on_failure(lambda: _native.mq_unlink(name)):
-            queue = cls(name, mqd, readable=True, writable=True)
-            with removed_on_failure(queue.close):
-                try:
-                    finish(mqd, permissions, gid)
-                except OSError as error:
-                    raise from_os_error(error, KIND, name) from None
-            return queue
+        made.append(cls._make(name, mqd, readable=True, writable=True))
+        try:
+            finish(mqd, permissions, gid)
+        except OSError as error:
+            raise from_os_error(error, KIND, name) from None
+        return made[0]
 
     @classmethod
     def open(cls, name: str, *, read: bool = True, write: bool = True) -> PosixMessageQueue:
@@ -411,7 +408,7 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
             mqd = _native.mq_open(name, flags, 0, -1, -1)
         except OSError as error:
             raise _open_error(error, name, None) from None
-        return cls(name, mqd, readable=read, writable=write)
+        return cls._make(name, mqd, readable=read, writable=write)
 
     @classmethod
     def open_or_create(
@@ -435,7 +432,7 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
         """
         name = check_posix_name(name)
         check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
-        return create_or_open(
+        return open_or_create(
             lambda: cls.create(
                 name,
                 max_messages=max_messages,
@@ -638,6 +635,16 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
     def _close_handle(self, handle: int) -> None:
         self._forget_notification()  # closing the descriptor cancels it in the kernel
         _native.mq_close(handle)
+
+
+def _undo_create(name: str, created: list[int], made: list[PosixMessageQueue]) -> None:
+    """What a failed create leaves: a descriptor not yet owned by a queue object
+    (the object, journaled too, closes its own), and the name."""
+    if created:
+        if not made:
+            with contextlib.suppress(OSError):
+                _native.mq_close(created[0])
+        _native.mq_unlink(name)
 
 
 # The C methods that the slow paths call with validated arguments.

@@ -30,17 +30,9 @@ from ._names import (
     check_permissions,
     check_sysv_key,
 )
-from ._permissions import creation_mode
-from ._queue import (
-    QueueBase,
-    create_or_open,
-    native_method,
-    nbytes,
-    plain_timeout,
-    removed_on_failure,
-    writable_view,
-)
-from ._sysv import IPC_PRIVATE, check_open_key, format_key, public_key
+from ._queue import QueueBase, native_method, nbytes, plain_timeout, writable_view
+from ._resource import all_or_nothing, open_or_create
+from ._sysv import IPC_PRIVATE, SysVKind, check_open_key, format_key, public_key
 from .errors import (
     IPCError,
     MessageTooLarge,
@@ -134,18 +126,25 @@ def _check_receive_flags(message_type: int, truncate: object, except_type: objec
             raise ValueError(f"except_type needs a type > 0, got {message_type!r}")
 
 
+def _set_owner(queue_id: int, gid: int, permissions: int) -> None:
+    """IPC_SET of the group and mode (the owner and max_bytes stay)."""
+    status = _native.msgctl_stat(queue_id)
+    _native.msgctl_set(queue_id, status["uid"], gid, permissions, status["max_bytes"])
+
+
+_QUEUES = SysVKind(
+    KIND,
+    find=lambda key: _native.msgget(key, 0),
+    remove=_native.msgctl_rmid,
+    set_owner=_set_owner,
+    limits={},
+)
+
+
 def _label(key: int, queue_id: int | None = None) -> str:
     if key != IPC_PRIVATE:
         return format_key(key)
     return "IPC_PRIVATE" if queue_id is None else f"IPC_PRIVATE id {queue_id}"
-
-
-def _msgget(key: int, flags: int) -> int:
-    name = _label(key)
-    try:
-        return _native.msgget(key, flags, name)
-    except OSError as error:
-        raise from_os_error(error, KIND, name) from None
 
 
 def _gone(error: OSError) -> OSError:
@@ -157,17 +156,8 @@ def _gone(error: OSError) -> OSError:
 
 
 def exists(key: int) -> bool:
-    """True if a System V message queue with ``key`` exists."""
-    key = check_open_key(key)
-    try:
-        _native.msgget(key, 0)
-    except OSError as error:
-        if error.errno == errno.ENOENT:
-            return False
-        if error.errno == errno.EACCES:
-            return True
-        raise from_os_error(error, KIND, format_key(key)) from None
-    return True
+    """True if a System V message queue with ``key`` exists (also one we may not open)."""
+    return _QUEUES.exists(check_open_key(key))
 
 
 def unlink(key: int) -> None:
@@ -179,11 +169,7 @@ def unlink(key: int) -> None:
         PermissionDeniedError: not its owner or creator.
     """
     key = check_open_key(key)
-    name = format_key(key)
-    try:
-        _native.msgctl_rmid(_native.msgget(key, 0, name), name)
-    except OSError as error:
-        raise from_os_error(error, KIND, name) from None
+    _QUEUES.remove(_QUEUES.find(key), format_key(key))
 
 
 def list_ids() -> list[int]:
@@ -217,6 +203,7 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create", "open_id")
 
     def __init__(self, key: int, queue_id: int) -> None:
         """Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`."""
@@ -229,10 +216,7 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
             raise from_os_error(_gone(error), KIND, name) from None
 
     @classmethod
-    def _get(cls, key: int, flags: int) -> SysVMessageQueue:
-        return cls(key, _msgget(key, flags))
-
-    @classmethod
+    @all_or_nothing
     def create(
         cls,
         key: int,
@@ -260,14 +244,18 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
         key = check_sysv_key(key)
         permissions = _check_sysv_permissions(permissions, allow_world_writable)
         gid = check_group(group)
-        mode = creation_mode(permissions)
-        queue_id = _msgget(key, _native.IPC_CREAT | _native.IPC_EXCL | mode)
-        with removed_on_failure(lambda: _native.msgctl_rmid(queue_id)):
-            queue = cls(key, queue_id)
-            with removed_on_failure(queue.close):
-                if mode != permissions or gid is not None:
-                    queue._set(permissions=permissions, gid=gid)
-        return queue
+
+        def make(mode: int, created: list[int]) -> None:
+            _native.msgget(key, _native.IPC_CREAT | _native.IPC_EXCL | mode, _label(key), created)
+
+        return _QUEUES.create(
+            key,
+            permissions,
+            gid,
+            make,
+            lambda queue_id: cls._make(key, queue_id),
+            {errno.ENOSPC: "kernel.msgmni queues on the system"},
+        )
 
     @classmethod
     def open(cls, key: int) -> SysVMessageQueue:
@@ -277,7 +265,8 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
             ResourceNotFoundError: no queue with ``key``.
             PermissionDeniedError: its permissions forbid access.
         """
-        return cls._get(check_open_key(key), 0)
+        key = check_open_key(key)
+        return cls._make(key, _QUEUES.find(key))
 
     @classmethod
     def open_or_create(
@@ -297,7 +286,7 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
         """
         key = check_open_key(key)
         _check_sysv_permissions(permissions, allow_world_writable)
-        return create_or_open(
+        return open_or_create(
             lambda: cls.create(
                 key, permissions=permissions, group=group, allow_world_writable=allow_world_writable
             ),
@@ -321,7 +310,7 @@ class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
         except OSError as error:
             code = errno.ENOENT if error.errno in (errno.EINVAL, errno.EIDRM) else error.errno
             raise from_os_error(OSError(code, ""), KIND, f"id {queue_id}") from None
-        return cls(key, queue_id)
+        return cls._make(key, queue_id)
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
         self._check_open()
