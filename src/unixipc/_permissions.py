@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
 
+from ._resource import on_failure
 from .errors import from_os_error
 
 
@@ -70,45 +72,57 @@ def new_node(
     ``file_type`` (``stat.S_IFIFO``, ``stat.S_IFSOCK``), and finished by
     :func:`finish`. If anything fails after the node exists, in these steps or
     in the ``with`` block, including a KeyboardInterrupt, the node is removed (if
-    it is still the one made here) before the error propagates. The descriptor
+    it is still the one made here) before the error propagates; inside an
+    :func:`~unixipc._resource.all_or_nothing` creation, also if that fails later. The descriptor
     is closed when the block ends; ``/proc/self/fd/<fd>`` reaches the node
     without following any symlink. OS errors of these steps become the
     library's errors, naming ``kind`` and ``path``.
     """
+    free = not os.path.lexists(path)  # else make() fails, and nothing here is ours
     try:
         make(creation_mode(permissions))
     except OSError as error:
         raise from_os_error(error, kind, path) from None
+    except BaseException:  # interrupted (a signal handler raised): made or not
+        if free:
+            _remove_if_ours(path, None, file_type)
+        raise
     fd = -1
+    made: tuple[int, int] | None = None  # the node's identity, once checked
     try:
         try:
             fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-            if stat.S_IFMT(os.fstat(fd).st_mode) != file_type:
-                os.close(fd)
-                fd = -2  # not ours: leave it alone
+            status = os.fstat(fd)
+            if stat.S_IFMT(status.st_mode) != file_type:
+                free = False  # not ours: leave it alone
                 raise OSError(errno.EEXIST, "replaced by something else while being created")
+            made = identity(status)
+            # If the creation this is part of fails later (after this block too,
+            # a signal handler raising included), the node goes.
+            on_failure(functools.partial(_remove_if_ours, path, made, file_type))
             finish(fd, permissions, group, path_only=True)
         except OSError as error:
             raise from_os_error(error, kind, path) from None
         yield fd
+        fd, done = -1, fd
+        os.close(done)
     except BaseException:
-        _remove_if_ours(path, fd, file_type)
-        raise
-    finally:
         if fd >= 0:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if free:
+            _remove_if_ours(path, made, file_type)
+        raise
 
 
-def _remove_if_ours(path: str, fd: int, file_type: int) -> None:
-    """Remove ``path`` if it is the node made here: the one open on ``fd``; or,
-    when it was never opened (interrupted just after it was made), a node of the
-    type made, owned by us."""
-    if fd == -2:
-        return
+def _remove_if_ours(path: str, made: tuple[int, int] | None, file_type: int) -> None:
+    """Remove ``path`` if it is the node made here: the one whose identity is
+    ``made``; or, when it was not seen yet (interrupted just after it was made),
+    a node of the type made, owned by us, where nothing was before."""
     with contextlib.suppress(OSError):
         found = os.lstat(path)
-        if fd >= 0:
-            if identity(found) != identity(os.fstat(fd)):
+        if made is not None:
+            if identity(found) != made:
                 return
         elif stat.S_IFMT(found.st_mode) != file_type or found.st_uid != os.geteuid():
             return

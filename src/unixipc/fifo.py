@@ -23,6 +23,7 @@ from typing import Literal, overload
 from ._deadline import Deadline
 from ._names import check_group, check_path, check_permissions
 from ._permissions import new_node
+from ._resource import all_or_nothing
 from ._stream import ByteStreamReader, ByteStreamWriter, register_for_multiprocessing
 from .errors import ResourceExistsError, from_os_error
 
@@ -33,6 +34,7 @@ KIND = "FIFO"
 Access = Literal["r", "w"]
 
 
+@all_or_nothing
 def mkfifo(
     path: str | os.PathLike[str],
     *,
@@ -132,6 +134,7 @@ class Fifo:
         timeout: float | None = ...,
     ) -> FifoWriter: ...
     @staticmethod
+    @all_or_nothing
     def create(
         path: str | os.PathLike[str],
         access: Access,
@@ -209,6 +212,7 @@ class Fifo:
         timeout: float | None = ...,
     ) -> FifoWriter: ...
     @staticmethod
+    @all_or_nothing
     def open_or_create(
         path: str | os.PathLike[str],
         access: Access,

@@ -375,20 +375,21 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
         gid = check_group(group)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
         created: list[int] = []  # the descriptor, noted by the C as mq_open returns
-        made: list[PosixMessageQueue] = []
-        on_failure(lambda: _undo_create(name, created, made))
+        # If this creation fails from here on, the name goes (if it was made); the
+        # queue object, journaled as it opens, releases its descriptor.
+        on_failure(lambda: _native.mq_unlink(name) if created else None)
         try:
             mqd = _native.mq_open(
                 name, flags, creation_mode(permissions), max_messages, max_message_size, created
             )
         except OSError as error:
             raise _open_error(error, name, (max_messages, max_message_size)) from None
-        made.append(cls._make(name, mqd, readable=True, writable=True))
+        queue = cls._make(name, mqd, readable=True, writable=True)
         try:
             finish(mqd, permissions, gid)
         except OSError as error:
             raise from_os_error(error, KIND, name) from None
-        return made[0]
+        return queue
 
     @classmethod
     def open(cls, name: str, *, read: bool = True, write: bool = True) -> PosixMessageQueue:
@@ -635,16 +636,6 @@ class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
     def _close_handle(self, handle: int) -> None:
         self._forget_notification()  # closing the descriptor cancels it in the kernel
         _native.mq_close(handle)
-
-
-def _undo_create(name: str, created: list[int], made: list[PosixMessageQueue]) -> None:
-    """What a failed create leaves: a descriptor not yet owned by a queue object
-    (the object, journaled too, closes its own), and the name."""
-    if created:
-        if not made:
-            with contextlib.suppress(OSError):
-                _native.mq_close(created[0])
-        _native.mq_unlink(name)
 
 
 # The C methods that the slow paths call with validated arguments.

@@ -52,6 +52,7 @@ from typing import Any, Final, Literal, TypeVar, overload
 from ._deadline import Deadline, wait_fd
 from ._names import check_bytes_like, check_group, check_int, check_path, check_permissions
 from ._permissions import identity, new_node
+from ._resource import all_or_nothing, on_failure
 from .errors import (
     ClosedResourceError,
     EndOfChannel,
@@ -1299,6 +1300,7 @@ def unix_listen(
     allowed_uids: Literal["any"] | None = ...,
     allowed_gids: None = ...,
 ) -> BoundUnixSocket: ...
+@all_or_nothing
 def unix_listen(
     path: str | os.PathLike[str],
     *,
@@ -1368,8 +1370,12 @@ def unix_listen(
     check_int(backlog, "backlog", minimum=0)
     uids, gids = _peer_sets(kind, abstract, allowed_uids, allowed_gids)
     cls: type[BoundUnixSocket] = BoundUnixSocket if kind == "datagram" else UnixListener
-    sock = cls(socket.AF_UNIX, socket_type | socket.SOCK_CLOEXEC)
+    # The object first, the descriptor in it next: whatever interrupts this
+    # (a signal handler raising), nothing is left open and unreachable.
+    sock = cls.__new__(cls)
+    on_failure(sock.close)  # if this creation fails, even after the block below
     try:
+        socket.socket.__init__(sock, socket.AF_UNIX, socket_type | socket.SOCK_CLOEXEC)
         if abstract:
             try:
                 sock.bind(address)
