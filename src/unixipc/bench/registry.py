@@ -6,7 +6,7 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, peers
+from .adapters import c, channels, facilities, oncrpc, peers
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
@@ -49,6 +49,15 @@ TRANSPORTS: tuple[Transport, ...] = (
     c.CPipeTransport(),
     c.CRingTransport(),
     c.CMemcpyTransport(),
+    # Sun RPC to one C server (rpcgen): the Python client, then the C client
+    oncrpc.SunRpcNullTcp(),
+    oncrpc.SunRpcNullUdp(),
+    oncrpc.SunRpcEchoTcp(),
+    oncrpc.SunRpcEchoUdp(),
+    oncrpc.CSunRpcNullTcp(),
+    oncrpc.CSunRpcNullUdp(),
+    oncrpc.CSunRpcEchoTcp(),
+    oncrpc.CSunRpcEchoUdp(),
 )
 
 

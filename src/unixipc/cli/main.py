@@ -30,6 +30,8 @@ SUBCOMMANDS = (
     "signal",
     "channel",
     "ring",
+    "rpcinfo",
+    "rpcgen",
 )
 
 _JSON_HELP = "print data as JSON (accepted before or after the subcommand)"
