@@ -1181,6 +1181,8 @@ def _remove_leftover(path: str) -> None:
     of which disturbs the live server (no connection is queued); a file with no
     socket behind it gives ECONNREFUSED.
     """
+    if not os.path.lexists(path):  # the usual case, without raising and catching
+        return
     try:
         info = os.lstat(path)
     except FileNotFoundError:
