@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests import blocking_calls, conftest
-from tests.helpers import CHILD_TIMEOUT
+from tests.helpers import CHILD_TIMEOUT, compile_c
 from unixipc import _deadline
 
 CASES = sorted(blocking_calls.CASES)
@@ -279,10 +279,8 @@ class _Worker:
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Worker]:
-    from tests.helpers import compile_shared_library
-
     directory = tmp_path_factory.mktemp("clock_shim")
-    shim = compile_shared_library(SHIM, directory, "clock_shim", "dl")
+    shim = compile_c(SHIM, directory, "clock_shim", "dl", shared=True)
     running = _Worker(shim, directory / "worker.log")
     yield running
     running.stop()
