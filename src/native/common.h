@@ -87,5 +87,7 @@ int unixipc_init_shared_sync(PyObject *module);
 int unixipc_init_file_lock(PyObject *module);
 int unixipc_init_signals(PyObject *module);
 int unixipc_init_ring(PyObject *module);
+int unixipc_init_doorbell(PyObject *module);
+int unixipc_init_topic(PyObject *module);
 
 #endif

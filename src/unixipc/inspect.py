@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _liveness, _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq
+from . import _liveness, _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
 from ._proc import (
     FileLockEntry,
     Holder,
@@ -403,6 +403,10 @@ def _recognise(item: IPCObject, fd: int, context: _Context) -> IPCObject:
         return replace(
             item, unixipc="liveness token", state="live" if owner else "stale", details=details
         )
+    published = topic._inspect(fd)
+    if published is not None:
+        state = "live" if published.get("publishers") or published.get("subscribers") else "idle"
+        return replace(item, unixipc="topic", state=state, details=published)
     synced = shared_sync._inspect(os.pread(fd, _HEAD_BYTES, 0))
     if synced is not None:
         return replace(item, unixipc=str(synced["object"]), details=synced)
