@@ -317,6 +317,46 @@ def _(s: Scratch) -> Blocked:
     return Blocked(lambda t: sender.send(b"y" * 512, timeout=t), lambda _: receiver.receive())
 
 
+# ---- topics and waiting on many objects -----------------------------------------------
+
+
+def _topic_ends(s: Scratch) -> tuple[Any, Any]:
+    name = s.posix("topic")
+    topic = unixipc.Topic.create(name, capacity=4096, max_message_size=512)
+    s.later(topic.close)
+    s.later(topic.unlink)
+    publisher = topic.publisher()
+    subscriber = topic.subscribe()
+    s.later(publisher.close)
+    s.later(subscriber.close)
+    return publisher, subscriber
+
+
+@case("topic.Subscriber.receive")
+def _(s: Scratch) -> Blocked:
+    publisher, subscriber = _topic_ends(s)
+    return Blocked(lambda t: subscriber.receive(timeout=t), lambda _: publisher.publish(b"x"))
+
+
+@case("topic.Publisher.publish")
+def _(s: Scratch) -> Blocked:
+    publisher, subscriber = _topic_ends(s)
+    with contextlib.suppress(unixipc.WouldBlock):
+        while True:  # a blocking subscriber that reads nothing: the topic fills up
+            publisher.publish(b"y" * 256, timeout=0)
+    return Blocked(
+        lambda t: publisher.publish(b"y" * 256, timeout=t), lambda _: subscriber.receive()
+    )
+
+
+@case("wait")
+def _(s: Scratch) -> Blocked:
+    reader, writer = Pipe.create()
+    s.later(reader.close)
+    s.later(writer.close)
+    return Blocked(lambda t: unixipc.wait([reader], timeout=t), lambda _: writer.send_all(b"x"))
+
+
 # ---- pipes, FIFOs, sockets, signals ----------------------------------------------------
 
 
