@@ -234,7 +234,7 @@ def check_codec_allowed(codec: Codec, channel: Channel) -> None:
     Raises:
         ValueError: the codec needs an authenticated channel and this one is not.
     """
-    if codec.safe or getattr(channel, "authenticated", False) is True:
+    if codec.safe or channel.authenticated is True:
         return
     raise ValueError(
         f"codec={codec.name!r} runs only on an authenticated channel (its peer could "
