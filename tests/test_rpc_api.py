@@ -272,4 +272,3 @@ def test_example_service(names: Names) -> None:
     assert "divide(1, 0) raised remotely: ZeroDivisionError - division by zero" in output
     assert "asyncio gather: ['hello, a', 'hello, b', 'hello, c']" in output
     assert output.rstrip().endswith("done")
-
