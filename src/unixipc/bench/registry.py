@@ -6,13 +6,15 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, peers
+from .adapters import c, channels, facilities, oncrpc, peers, rpc, topics
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
     # unixipc, each facility through its own API
     facilities.RingTransport(),
     facilities.RingBatchTransport(),
+    topics.TopicTransport(),
+    topics.TopicBatchTransport(),
     facilities.PipeTransport(),
     facilities.FifoTransport(),
     facilities.UnixSocketTransport(),
@@ -42,6 +44,17 @@ TRANSPORTS: tuple[Transport, ...] = (
     peers.PosixIpcTransport(),
     peers.SysvIpcTransport(),
     peers.IceoryxTransport(),
+    topics.ZmqPubSubTransport(),
+    # remote procedure calls: unixipc.rpc, then what users pick instead
+    rpc.RpcShmTransport(),
+    rpc.RpcUnixTransport(),
+    rpc.RpcShmThroughputTransport(),
+    rpc.RpcUnixThroughputTransport(),
+    rpc.MpManagerTransport(),
+    rpc.XmlRpcTransport(),
+    rpc.Pyro5Transport(),
+    rpc.RpycTransport(),
+    rpc.GrpcTransport(),
     # the physical limit
     c.CSpinTransport(),
     c.CHybridTransport(),
@@ -50,6 +63,15 @@ TRANSPORTS: tuple[Transport, ...] = (
     c.CSpscTransport(),
     c.CRingTransport(),
     c.CMemcpyTransport(),
+    # Sun RPC to one C server (rpcgen): the Python client, then the C client
+    oncrpc.SunRpcNullTcp(),
+    oncrpc.SunRpcNullUdp(),
+    oncrpc.SunRpcEchoTcp(),
+    oncrpc.SunRpcEchoUdp(),
+    oncrpc.CSunRpcNullTcp(),
+    oncrpc.CSunRpcNullUdp(),
+    oncrpc.CSunRpcEchoTcp(),
+    oncrpc.CSunRpcEchoUdp(),
 )
 
 

@@ -124,6 +124,12 @@ def register(commands: Any) -> None:
         help=f"put the report between the {DOC_BEGIN} and {DOC_END} lines of a Markdown file",
     )
     parser.add_argument("--list", action="store_true", help="list the transports and exit")
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="only the topic fan-out section: 1 publisher -> 4 subscriber processes, "
+        "1 MiB loans, peers, idle CPU (see unixipc.bench.fanout)",
+    )
     parser.set_defaults(func=run_command)
 
 
@@ -188,6 +194,12 @@ def _list(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args)
+    if args.fanout:
+        from ..bench.fanout import format_fanout, run_fanout
+
+        seconds = args.seconds or (0.3 if args.quick else 1.0)
+        print(format_fanout(*run_fanout(seconds=seconds, peers=not args.no_peers)))
+        return 0
     options = options_from(args)
     if args.plot:
         try:  # fail before measuring, not after

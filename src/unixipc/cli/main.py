@@ -30,6 +30,9 @@ SUBCOMMANDS = (
     "signal",
     "channel",
     "ring",
+    "rpc",
+    "rpcinfo",
+    "rpcgen",
 )
 
 _JSON_HELP = "print data as JSON (accepted before or after the subcommand)"
