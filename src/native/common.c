@@ -76,7 +76,55 @@ static PyObject *monotonic_to_clock(PyObject *Py_UNUSED(self), PyObject *const *
     return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000 + ts.tv_nsec);
 }
 
+/* ---- the exception classes of unixipc.errors -------------------------------- */
+
+/* In the order of enum unixipc_error. */
+static const char *const error_names[UNIXIPC_ERROR_COUNT] = {
+    "IPCError",        "ClosedResourceError", "WouldBlock",   "TimeoutExpired",
+    "MessageTooLarge", "PeerDied",            "EndOfChannel",
+};
+static PyObject *error_classes[UNIXIPC_ERROR_COUNT]; /* strong references */
+
+PyObject *unixipc_error_class(enum unixipc_error which)
+{
+    if (error_classes[which] == NULL) {
+        PyErr_Format(PyExc_SystemError,
+                     "unixipc._native needs %s: import unixipc (its errors module hands the "
+                     "exception classes over)",
+                     error_names[which]);
+    }
+    return error_classes[which];
+}
+
+static PyObject *set_error_classes(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL ||
+        PyDict_GET_SIZE(kwargs) != UNIXIPC_ERROR_COUNT) {
+        PyErr_SetString(PyExc_TypeError, "set_error_classes() takes the classes by name, "
+                                         "each exactly once");
+        return NULL;
+    }
+    PyObject *given[UNIXIPC_ERROR_COUNT];
+    for (int i = 0; i < UNIXIPC_ERROR_COUNT; i++) {
+        given[i] = PyDict_GetItemString(kwargs, error_names[i]);
+        if (given[i] == NULL || !PyExceptionClass_Check(given[i])) {
+            PyErr_Format(PyExc_TypeError, "set_error_classes() needs %s, an exception class",
+                         error_names[i]);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < UNIXIPC_ERROR_COUNT; i++) {
+        Py_INCREF(given[i]);
+        Py_XSETREF(error_classes[i], given[i]);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef common_methods[] = {
+    {"set_error_classes", (PyCFunction)(void (*)(void))set_error_classes,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_error_classes(**classes) -> None\n\n"
+     "Hand the C core the exception classes it raises (unixipc.errors does, at import)."},
     {"monotonic_to_clock", (PyCFunction)(void (*)(void))monotonic_to_clock, METH_FASTCALL,
      "monotonic_to_clock(deadline_ns, clock_id) -> int\n\n"
      "The absolute time in ns on clock_id that corresponds to a CLOCK_MONOTONIC deadline."},

@@ -187,3 +187,21 @@ def from_os_error(
         return ResourceLimitError(code, f"{kind} {name!r}{what} ({limit})", str(name))
     cls = _BY_ERRNO.get(code, IPCOSError)
     return cls(code, f"{kind} {name!r}{what}", str(name))
+
+
+def _hand_over_to_the_c_core() -> None:
+    # The C core raises these classes; it never imports Python modules itself.
+    from . import _native
+
+    _native.set_error_classes(
+        IPCError=IPCError,
+        ClosedResourceError=ClosedResourceError,
+        WouldBlock=WouldBlock,
+        TimeoutExpired=TimeoutExpired,
+        MessageTooLarge=MessageTooLarge,
+        PeerDied=PeerDied,
+        EndOfChannel=EndOfChannel,
+    )
+
+
+_hand_over_to_the_c_core()
