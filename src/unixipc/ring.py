@@ -33,10 +33,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import _native
+from ._memory import reserve
 from ._names import check_int, check_permissions, check_posix_name
 from ._resource import Resource
 from .errors import IPCError, IPCOSError, ResourceExistsError, from_os_error
-from .posix_shm import PosixSharedMemory
+from .posix_shm import DEV_SHM, PosixSharedMemory
 from .posix_shm import unlink as _unlink_shm
 
 __all__ = ("Ring", "RingInfo", "exists", "list_names", "unlink")
@@ -185,29 +186,61 @@ class Ring(Resource, _native.RingCore):
 
         ``capacity`` is rounded up to a multiple of 64; the largest message is
         half of it less 16 bytes (``max_message_size``), so that a message
-        always fits in one piece.
+        always fits in one piece. The ring's memory is reserved at once, and the
+        name appears only when the ring is complete: a failure (or an exception
+        from a signal handler, such as KeyboardInterrupt) leaves nothing.
 
         Raises:
             ResourceExistsError: ``name`` exists already.
-            ResourceLimitError: no memory for the ring.
+            ResourceLimitError: no room for the ring in /dev/shm (or no memory).
         """
         name = check_posix_name(name)
         capacity = _check_capacity(capacity)
         permissions = check_permissions(permissions)
+        size = _native.RING_DATA_OFFSET + capacity
+        # Built unnamed (O_TMPFILE) and named last, with link(2), which fails if the
+        # name exists: nobody ever sees half a ring, and before the link nothing
+        # needs removing. After it, an exception (from a signal handler) can still
+        # come: _unpublish then removes the name. Descriptors to close are popped
+        # from `closing` first, so that none is ever closed twice.
+        closing: list[int] = []
+        memory: PosixSharedMemory | None = None
+        created: Ring | None = None
         try:
-            memory = PosixSharedMemory.create(
-                name, _native.RING_DATA_OFFSET + capacity, permissions=permissions
-            )
-        except IPCOSError as error:
-            raise from_os_error(error, KIND, name) from None
-        try:
-            _native.ring_initialize(memory.buf, capacity, int.from_bytes(os.urandom(8), "little"))
-            return cls(memory)
-        except BaseException:
+            try:
+                directory = os.open(DEV_SHM, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                closing.append(directory)
+                flags = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
+                fd = os.open(".", flags, 0o600, dir_fd=directory)
+                closing.append(fd)
+                os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
+                os.ftruncate(fd, size)
+                reserve(fd, size, kind=KIND, name=name, filesystem=DEV_SHM)
+                memory = PosixSharedMemory(name, os.dup(fd), read_only=False)
+                key = int.from_bytes(os.urandom(8), "little")
+                _native.ring_initialize(memory.buf, capacity, key)
+                created = cls(memory)
+                # linkat(AT_SYMLINK_FOLLOW) through /proc names the unnamed file.
+                os.link(f"/proc/self/fd/{fd}", name[1:], dst_dir_fd=directory)
+            finally:
+                while closing:
+                    os.close(closing.pop())
+            return created
+        except BaseException as error:
+            # Never let a cleanup error replace the exception propagating. (A handle
+            # made just before an interrupt, but not yet assigned, closes when collected.)
             with contextlib.suppress(Exception):
-                memory.close()
+                while closing:
+                    os.close(closing.pop())
+            if memory is not None:
+                _unpublish(memory, f"{DEV_SHM}/{name[1:]}")
             with contextlib.suppress(Exception):
-                _unlink_shm(name)
+                if created is not None:
+                    created.close()
+                elif memory is not None:
+                    memory.close()
+            if isinstance(error, OSError) and not isinstance(error, IPCError):
+                raise from_os_error(error, KIND, name) from None
             raise
 
     @classmethod
@@ -461,6 +494,21 @@ def _check_capacity(capacity: object) -> int:
     if value > MAX_CAPACITY:
         raise ValueError(f"capacity must be <= {MAX_CAPACITY}, got {value}")
     return (value + 63) // 64 * 64
+
+
+def _unpublish(memory: PosixSharedMemory, path: str) -> None:
+    """After a failed create: remove the name if the link gave it to our object.
+
+    The object's link count says whether link(2) happened (the exception may
+    have come right after it); the name is removed only if it still leads there.
+    """
+    with contextlib.suppress(Exception):
+        ours = os.fstat(memory.fileno())
+        if ours.st_nlink == 0:
+            return
+        named = os.stat(path, follow_symlinks=False)
+        if (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino):
+            os.unlink(path)
 
 
 def _wait_until_initialized(memory: PosixSharedMemory) -> None:
