@@ -36,10 +36,12 @@ sanitize: $(INSTALLED)
 	$(BIN)/python tools/sanitize.py run -- -q $(SANITIZE_TESTS)
 
 # Not part of `make test`: rings and channels under load for SOAK_SECONDS (an
-# hour by default), every message counted (benchmarks/soak.py).
+# hour by default), every message counted (benchmarks/soak.py); SOAK_RATE caps
+# each sender's messages per second (0: none) on a shared machine.
 SOAK_SECONDS ?= 3600
+SOAK_RATE ?= 0
 soak: $(INSTALLED)
-	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS)
+	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS) --rate $(SOAK_RATE)
 
 # Regenerate docs/benchmarks.md (report), docs/benchmarks.png and .json: a full run, about 10 minutes.
 bench-docs: $(INSTALLED)
