@@ -2,6 +2,7 @@
 
     python tools/sanitize.py build [--out DIR]
     python tools/sanitize.py run [--out DIR] [-- pytest arguments...]
+    python tools/sanitize.py exec [--out DIR] -- COMMAND [ARGUMENTS...]
 
 (DIR: build/sanitize by default.)
 
@@ -25,6 +26,9 @@ directory ``OUT/reports``, with:
 
 Its exit status is pytest's, or 1 if a report was written even though every test
 passed. Reports are printed at the end.
+
+``exec`` does the same for any command (a stress script, a fuzzer): for example
+``python tools/sanitize.py exec -- python benchmarks/ring_stress.py --seconds 60``.
 """
 
 from __future__ import annotations
@@ -138,7 +142,8 @@ def environment(path: Path, reports: Path) -> dict[str, str]:
     return env
 
 
-def run(out: Path, pytest_args: list[str]) -> int:
+def run(out: Path, command: list[str]) -> int:
+    """Run `command` on the sanitized build; its status, or 1 if it left reports."""
     path = build(out)
     reports = out / "reports"
     shutil.rmtree(reports, ignore_errors=True)
@@ -150,7 +155,7 @@ def run(out: Path, pytest_args: list[str]) -> int:
     ).stdout.strip()
     if not loaded.startswith(str(path)):
         raise SystemExit(f"sanitize: the sanitized build was not the one loaded ({loaded})")
-    status = subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env).returncode
+    status = subprocess.run(command, env=env).returncode
     found = sorted(reports.iterdir())
     for report in found:
         print(f"==== {report.name}\n{report.read_text(errors='replace')}", file=sys.stderr)
@@ -161,17 +166,21 @@ def run(out: Path, pytest_args: list[str]) -> int:
 
 
 def main() -> int:
-    argv = sys.argv[1:]
+    argv = sys.argv[1:]  # before "--": ours; after it: pytest's, or the command to run
     pytest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("build", "run"))
+    parser.add_argument("command", choices=("build", "run", "exec"))
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "sanitize")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build(args.out))
         return 0
-    return run(args.out, pytest_args)
+    if args.command == "exec":
+        if not pytest_args:
+            parser.error("exec needs a command after --")
+        return run(args.out, pytest_args)
+    return run(args.out, [sys.executable, "-m", "pytest", *pytest_args])
 
 
 if __name__ == "__main__":
