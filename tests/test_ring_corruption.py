@@ -72,7 +72,7 @@ CALLS = {
 }
 
 
-def _damaged(name: str, damage: str, call: str, timeout: float = 60) -> str:
+def _damaged(name: str, damage: str, call: str, timeout: float = 120) -> str:
     """Run ``damage`` then ``call`` in a fresh interpreter; return what the call did."""
     code = f"{PRELUDE}\n{damage}\nreport(lambda: {call})\nmemory.close()\nhandle.close()\n"
     done = run_python(code, name, check=False, timeout=timeout)
@@ -197,8 +197,8 @@ DAMAGES = {
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_a_position_overwritten_from_a_second_mapping_raises(name: str, damage: str) -> None:
     setup = "handle.send_many([bytes([65 + i]) * 100 for i in range(3)])\n" + DAMAGES[damage]
-    calls = "[handle.receive(timeout=2) for _ in range(4)] + [handle.send(b'z' * 100, timeout=2)]"
-    out = _damaged(name, setup, calls, timeout=60)
+    calls = "[handle.receive(timeout=20) for _ in range(4)] + [handle.send(b'z' * 100, timeout=20)]"
+    out = _damaged(name, setup, calls)
     assert "IPCError:" in out, out
     assert "is corrupt" in out
 
@@ -211,7 +211,7 @@ def test_a_stray_record_header_at_free_raises_for_the_producer(name: str) -> Non
         "positions(free=get(192) - 16)\n"  # inside the last, consumed, record
         "[handle.send(b'b' * 1000, timeout=0) for _ in range(3)]"
     )
-    out = _damaged(name, setup, "handle.send(b'c' * 1000, timeout=2)")
+    out = _damaged(name, setup, "handle.send(b'c' * 1000, timeout=20)")
     assert "is corrupt" in out, out
 
 
@@ -229,7 +229,7 @@ def test_a_damaged_slot_claim_never_pads_outside_the_ring(name: str) -> None:
         "put(slot + 24, tail + 8)\n"  # whose end is misaligned
         "handle.receive()"
     )
-    out = _damaged(name, setup, "handle.receive(timeout=2)")
+    out = _damaged(name, setup, "handle.receive(timeout=20)")
     assert "is corrupt" in out, out
 
 

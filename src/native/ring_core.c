@@ -1148,41 +1148,53 @@ static int confirm_bad(struct ring *ring, uint64_t head)
     return corrupt(ring, "a record header is invalid", head);
 }
 
-/* Take one message into what the sink gives. Returns RING_OK, TAKE_EMPTY or an error. */
-static int take_one(struct ring *ring, ring_sink sink, void *context, uint32_t *length)
+/* The message at the head, skipping padding (given back at once) and reporting a
+ * bad header. Returns RING_OK (`seen` describes it), TAKE_EMPTY or an error. */
+static int head_message(struct ring *ring, struct seen *seen)
 {
-    struct ring_header *header = ring->header;
-    struct ring_slot *slot = &ring->slots[ring->slot];
     for (;;) {
         uint64_t head;
         int status = read_head(ring, &head);
         if (status != RING_OK) {
             return status;
         }
-        struct seen seen;
-        int kind = peek(ring, head, &seen);
+        int kind = peek(ring, head, seen);
+        if (kind == PEEK_MESSAGE) {
+            return RING_OK;
+        }
         if (kind == PEEK_EMPTY) {
             return TAKE_EMPTY;
         }
-        if (kind == PEEK_BAD) {
-            status = confirm_bad(ring, head);
-            if (status != RING_OK) {
-                return status;
-            }
+        if (kind == PEEK_PADDING) {
+            skip_padding(ring, seen);
             continue;
         }
-        if (kind == PEEK_PADDING) {
-            skip_padding(ring, &seen);
-            continue;
+        status = confirm_bad(ring, head);
+        if (status != RING_OK) {
+            return status;
+        }
+    }
+}
+
+/* Take one message into what the sink gives. Returns RING_OK, TAKE_EMPTY or an error. */
+static int take_one(struct ring *ring, ring_sink sink, void *context, uint32_t *length)
+{
+    struct ring_slot *slot = &ring->slots[ring->slot];
+    for (;;) {
+        struct seen seen;
+        int status = head_message(ring, &seen);
+        if (status != RING_OK) {
+            return status;
         }
         /* Ask for the target before claiming, so that a refusal loses no message. */
         char *target = sink(context, 0, seen.length);
         if (target == NULL) {
             return RING_REFUSED;
         }
+        uint64_t head = seen.position;
         STORE(&slot->read_start, head);
         STORE(&slot->read_end, head + seen.size);
-        if (!CAS(&header->head, &head, head + seen.size)) {
+        if (!CAS(&ring->header->head, &head, head + seen.size)) {
             withdraw_range(&slot->read_start, &slot->read_end);
             continue;
         }
@@ -1308,37 +1320,24 @@ int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_
         return RING_NO_SLOT;
     }
     ring_publish_roles(ring, RING_CONSUMER);
-    struct ring_header *header = ring->header;
     struct ring_slot *slot = &ring->slots[ring->slot];
     for (;;) {
-        uint64_t head;
-        int status = read_head(ring, &head);
-        if (status != RING_OK) {
-            return status;
-        }
         struct seen seen;
-        int kind = peek(ring, head, &seen);
-        if (kind == PEEK_PADDING) {
-            skip_padding(ring, &seen);
-            continue;
-        }
-        if (kind == PEEK_BAD) {
-            status = confirm_bad(ring, head);
-            if (status != RING_OK) {
-                return status;
-            }
-            continue;
-        }
-        if (kind == PEEK_EMPTY) {
+        int status = head_message(ring, &seen);
+        if (status == TAKE_EMPTY) {
             status = wait_or_give_up(ring, WAIT_FOR_DATA, 0, deadline, waiter);
             if (status != RING_OK) {
                 return status;
             }
             continue;
         }
+        if (status != RING_OK) {
+            return status;
+        }
+        uint64_t head = seen.position;
         STORE(&slot->view_start, head);
         STORE(&slot->view_end, head + seen.size);
-        if (!CAS(&header->head, &head, head + seen.size)) {
+        if (!CAS(&ring->header->head, &head, head + seen.size)) {
             withdraw_range(&slot->view_start, &slot->view_end);
             continue;
         }
