@@ -215,13 +215,16 @@ struct positions {
 /* A consistent look at free, head and tail, loaded in that order (so that
  * free <= head <= tail holds for what was read, whatever moves meanwhile), then
  * free once more: when that fresher free is still behind the tail read, it is
- * used, and tail - free <= capacity must hold for it. Anything else is damage. */
-static int read_positions(struct ring *ring, struct positions *out)
+ * used, and tail - free <= capacity must hold for it. Anything else is damage.
+ * Producers looking for space leave head out (with_head 0): consumers write its
+ * line for every message (measured: 4 KiB streaming lost 20%), they check
+ * free <= head themselves, and a sleeper checks all three. */
+static int read_positions(struct ring *ring, struct positions *out, int with_head)
 {
     struct ring_header *header = ring->header;
     for (int attempt = 0;; attempt++) {
         uint64_t free_position = LOAD(&header->free);
-        uint64_t head = LOAD(&header->head);
+        uint64_t head = with_head ? LOAD(&header->head) : free_position;
         uint64_t tail = LOAD(&header->tail);
         uint64_t fresher = LOAD(&header->free);
         if (!position_ok(free_position) || !position_ok(fresher)) {
@@ -235,6 +238,9 @@ static int read_positions(struct ring *ring, struct positions *out)
         }
         if (free_position > head) {
             return corrupt(ring, "free is past head", free_position);
+        }
+        if (free_position > tail) {
+            return corrupt(ring, "free is past tail", free_position);
         }
         if (head > tail) {
             return corrupt(ring, "head is past tail", head);
@@ -256,18 +262,29 @@ static int read_positions(struct ring *ring, struct positions *out)
     }
 }
 
-/* The consumers' fast look at head: free is loaded first, so free <= head must hold. */
+/* The consumers' fast look at head: aligned, in range, and not behind what this
+ * handle saw before (it only grows). The rest costs a load of a line that the
+ * other side's hardware prefetchers pull away (measured: 100 ns more per round
+ * trip), so it is checked where the values come for free: free <= head when
+ * records are given back (release_records), all of them whenever a call waits. */
 static inline int read_head(struct ring *ring, uint64_t *head)
 {
-    uint64_t free_position = LOAD(&ring->header->free);
     uint64_t at = LOAD(&ring->header->head);
-    if (UNLIKELY(!position_ok(at) || !position_ok(free_position) || free_position > at)) {
+    if (UNLIKELY(!position_ok(at) || at < ring->seen_head)) {
         struct positions positions;
-        int status = read_positions(ring, &positions);
-        return status != RING_OK ? status : corrupt(ring, "free or head is invalid", at);
+        int status = read_positions(ring, &positions, 1);
+        return status != RING_OK ? status : corrupt(ring, "head moved backwards", at);
     }
+    ring->seen_head = at;
     *head = at;
     return RING_OK;
+}
+
+/* Damage found by release_records, which cannot report it itself (the records
+ * were taken and copied): the next call reports it. */
+static inline int damage_found(const struct ring *ring)
+{
+    return UNLIKELY(ring->damaged) ? RING_CORRUPT : RING_OK;
 }
 
 /* ------------------------------------------------------------------ liveness */
@@ -475,6 +492,10 @@ static void release_records(struct ring *ring, uint64_t start, uint64_t end,
     uint64_t expected = start;
     if (CAS(&header->free, &expected, end)) {
         sweep_free(ring, end);
+    } else if (expected > start) {
+        /* free passed records that we still held: impossible unless damaged. */
+        ring->damaged = 1;
+        corrupt(ring, "free passed records being read", expected);
     } else {
         /* An older record is still being read: mark ours for its reader to sweep
          * (once marked, a record may be freed and overwritten at once). */
@@ -545,7 +566,7 @@ static int recover_dead_claims(struct ring *ring)
         return RING_OK; /* another process is recovering */
     }
     struct positions positions;
-    int status = read_positions(ring, &positions);
+    int status = read_positions(ring, &positions, 1);
     int padded = 0;
     uint64_t position = positions.head;
     if (status == RING_OK && position < positions.tail) {
@@ -625,7 +646,7 @@ static int recover_dead_readers(struct ring *ring)
     int reclaimed = 0;
     for (int round = 0; round < 64 && status == RING_OK; round++) {
         struct positions positions;
-        status = read_positions(ring, &positions);
+        status = read_positions(ring, &positions, 1);
         uint64_t position = positions.free;
         if (status != RING_OK || position >= positions.head) {
             break;
@@ -926,7 +947,7 @@ static int claim(struct ring *ring, uint64_t size, uint64_t *start, uint64_t *en
         if (UNLIKELY(!position_ok(tail) || tail < ring->cached_free ||
                      claim_end - ring->cached_free > ring->capacity)) {
             struct positions positions;
-            int status = read_positions(ring, &positions);
+            int status = read_positions(ring, &positions, 0);
             if (status != RING_OK) {
                 return status;
             }
@@ -949,14 +970,6 @@ static int claim(struct ring *ring, uint64_t size, uint64_t *start, uint64_t *en
             return RING_OK;
         }
     }
-}
-
-/* The claim is all committed: nothing of it needs recovery any more. */
-static inline void end_claim(struct ring *ring)
-{
-    struct ring_slot *slot = &ring->slots[ring->slot];
-    STORE(&slot->claim_end, 0);
-    STORE(&slot->claim_start, 0);
 }
 
 /* Write a record's payload and header at `position`; the caller commits it. */
@@ -1000,6 +1013,9 @@ int ring_send(struct ring *ring, const void *payload, uint64_t length, int64_t d
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
     }
+    if (damage_found(ring) != RING_OK) {
+        return RING_CORRUPT;
+    }
     if (length > ring->max_message) {
         return RING_TOO_LARGE;
     }
@@ -1028,7 +1044,6 @@ int ring_send(struct ring *ring, const void *payload, uint64_t length, int64_t d
     /* Commit: the exchange is also the barrier before reading the waiter count. */
     __atomic_exchange_n(&record_at(ring, position)->tag, make_tag(ring, position, KIND_MESSAGE),
                         __ATOMIC_SEQ_CST);
-    end_claim(ring);
     wake_readers(ring);
     return RING_OK;
 }
@@ -1039,6 +1054,9 @@ int ring_send_many(struct ring *ring, const struct ring_message *messages, size_
     *sent = 0;
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
+    }
+    if (damage_found(ring) != RING_OK) {
+        return RING_CORRUPT;
     }
     for (size_t i = 0; i < count; i++) {
         if (messages[i].length > ring->max_message) {
@@ -1052,7 +1070,7 @@ int ring_send_many(struct ring *ring, const struct ring_message *messages, size_
     while (done < count) {
         /* Lay out as many messages as fit in the free space, padding at the lap's end. */
         struct positions positions;
-        int status = read_positions(ring, &positions);
+        int status = read_positions(ring, &positions, 0);
         if (status != RING_OK) {
             *sent = done;
             return status;
@@ -1101,7 +1119,6 @@ int ring_send_many(struct ring *ring, const struct ring_message *messages, size_
             position += size;
         }
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        end_claim(ring);
         wake_readers(ring);
         done = fit;
     }
@@ -1214,6 +1231,9 @@ int ring_receive(struct ring *ring, ring_sink sink, void *context, uint32_t *len
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
     }
+    if (damage_found(ring) != RING_OK) {
+        return RING_CORRUPT;
+    }
     ring_publish_roles(ring, RING_CONSUMER);
     for (;;) {
         int status = take_one(ring, sink, context, length);
@@ -1233,6 +1253,9 @@ int ring_receive_many(struct ring *ring, size_t max_count, ring_sink sink, void 
     *count = 0;
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
+    }
+    if (damage_found(ring) != RING_OK) {
+        return RING_CORRUPT;
     }
     ring_publish_roles(ring, RING_CONSUMER);
     struct ring_header *header = ring->header;
@@ -1318,6 +1341,9 @@ int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_
 {
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
+    }
+    if (damage_found(ring) != RING_OK) {
+        return RING_CORRUPT;
     }
     ring_publish_roles(ring, RING_CONSUMER);
     struct ring_slot *slot = &ring->slots[ring->slot];
@@ -1429,6 +1455,8 @@ const char *ring_attach(struct ring *ring, void *base, size_t length)
     ring->spin_ns = SPIN_START_NS;
     uint64_t free_position = LOAD(&header->free);
     ring->cached_free = position_ok(free_position) ? free_position : 0;
+    uint64_t head = LOAD(&header->head);
+    ring->seen_head = position_ok(head) ? head : 0;
     ring->seen_producer_event = LOAD(&header->producer_event);
     ring->seen_consumer_event = LOAD(&header->consumer_event);
     return NULL;
@@ -1532,13 +1560,16 @@ void ring_detach(struct ring *ring, int announce)
 
 int ring_snapshot(struct ring *ring, struct ring_snapshot *out)
 {
+    if (damage_found(ring) != RING_OK) {
+        return RING_CORRUPT;
+    }
     struct census census;
     take_census(ring, &census);
     out->producers = census.producers;
     out->consumers = census.consumers;
     out->attached = census.attached;
     struct positions positions;
-    int status = read_positions(ring, &positions);
+    int status = read_positions(ring, &positions, 1);
     if (status != RING_OK) {
         return status;
     }

@@ -142,6 +142,8 @@ struct ring {
     int view_open;
     uint64_t view_start, view_end;
     uint64_t cached_free; /* producer's last look at free */
+    uint64_t seen_head;   /* consumer's last look at head (it only grows) */
+    int damaged;          /* damage was found where it could not be reported: report it next */
     int64_t spin_ns;      /* adaptive spin before sleeping */
     int sleep_first;      /* waits left that skip the spin (peer on our CPU) */
     int64_t last_check_ns;
