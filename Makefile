@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest sanitize soak clean bench-docs
+.PHONY: run test lint typecheck pytest sanitize soak clean bench-docs system-deps
 
 run: $(INSTALLED)
 	$(BIN)/unixipc demo
@@ -22,8 +22,25 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy --strict src
 	$(BIN)/python -m mypy.stubtest unixipc._native
 
-pytest: $(INSTALLED)
+pytest: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest
+
+# The Sun RPC interop tests build C peers with rpcgen and libtirpc and run the real
+# rpcbind (Debian packages; installed here with apt-get when missing and root).
+RPC_PACKAGES_MISSING = $(strip \
+	$(if $(wildcard /usr/sbin/rpcbind /sbin/rpcbind),,rpcbind) \
+	$(if $(shell command -v rpcgen),,rpcsvc-proto) \
+	$(if $(wildcard /usr/include/tirpc/rpc/rpc.h),,libtirpc-dev))
+system-deps:
+ifneq ($(RPC_PACKAGES_MISSING),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(RPC_PACKAGES_MISSING) (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(RPC_PACKAGES_MISSING); \
+	else \
+		echo "missing $(RPC_PACKAGES_MISSING): run as root, or: sudo apt-get install $(RPC_PACKAGES_MISSING)" >&2; \
+		exit 1; \
+	fi
+endif
 
 # The C-heavy tests again, on the C extension built with AddressSanitizer and
 # UndefinedBehaviorSanitizer in build/sanitize (the normal build is untouched);
@@ -45,7 +62,7 @@ soak: $(INSTALLED)
 
 # Regenerate docs/benchmarks.md (report), docs/benchmarks.png and .json: a full run, about 10 minutes.
 bench-docs: $(INSTALLED)
-	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/benchmarks.png --json docs/benchmarks.json
+	$(BIN)/unixipc bench --doc docs/benchmarks.md --plot docs/benchmarks.png --json-file docs/benchmarks.json
 
 # Reinstall when the build description or the C sources change.
 $(INSTALLED): pyproject.toml $(wildcard src/native/*.c src/native/*.h)

@@ -13,6 +13,7 @@ PUBLIC = {
     "WouldBlock",
     "TimeoutExpired",
     "MessageTooLarge",
+    "MessagesMissed",
     "OwnerDied",
     "PeerDied",
     "EndOfChannel",
@@ -79,6 +80,13 @@ PUBLIC = {
     "Ring",
     "RingInfo",
     "ring",
+    # topics and waiting on many objects
+    "Topic",
+    "TopicInfo",
+    "topic",
+    "WaitSet",
+    "wait",
+    "waitset",
     # the inspector
     "inspect",
     # sockets and signals

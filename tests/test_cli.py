@@ -38,7 +38,7 @@ def test_fifo_create_send_receive_unlink(names: Names) -> None:
     path = names.path("cli")
     created = unixipc_cli("--json", "fifo", "create", path, "--permissions", "0640")
     assert created.returncode == 0, created.stderr
-    assert json.loads(created.stdout) == {"path": path, "permissions": "0o640"}
+    assert json.loads(created.stdout) == {"kind": "fifo", "name": path, "permissions": "0640"}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     receiver = subprocess.Popen(
         [*COMMAND, "--json", "fifo", "receive", path, "--timeout", "60"],
@@ -49,7 +49,12 @@ def test_fifo_create_send_receive_unlink(names: Names) -> None:
     assert sent.returncode == 0, sent.stderr
     output, _ = receiver.communicate(timeout=60)
     assert receiver.returncode == 0
-    assert json.loads(output) == {"path": path, "bytes": 20, "data": "hello from the shell"}
+    assert json.loads(output) == {
+        "path": path,
+        "bytes": 20,
+        "data": "hello from the shell",
+        "encoding": "utf-8",
+    }
     assert unixipc_cli("fifo", "unlink", path).returncode == 0
     assert not os.path.exists(path)
 

@@ -33,7 +33,7 @@ def test_shm_create_write_read_info_unlink(names: Names, cleanup: Callable[..., 
     name = names.posix("cli")
     created = json.loads(run_ok("--json", "shm", "create", name, "32", "--permissions", "0640"))
     cleanup(posix_shm.unlink, name)
-    assert created == {"name": name, "size": 32, "permissions": "0o640"}
+    assert created == {"kind": "posix-shm", "name": name, "size": 32, "permissions": "0640"}
     assert stat.S_IMODE(os.stat(f"/dev/shm{name}").st_mode) == 0o640
     assert json.loads(run_ok("--json", "shm", "write", name, "hello", "--offset", "4")) == {
         "name": name,
@@ -49,7 +49,7 @@ def test_shm_create_write_read_info_unlink(names: Names, cleanup: Callable[..., 
     assert info == {
         "name": name,
         "size": 32,
-        "permissions": "0o640",
+        "permissions": "0640",
         "uid": os.getuid(),
         "gid": os.getgid(),
     }
@@ -101,19 +101,23 @@ def test_sem_create_wait_post_value_unlink(names: Names, cleanup: Callable[..., 
 def test_sysv_shm_create_info_unlink(names: Names, cleanup: Callable[..., None]) -> None:
     key = names.key()
     cleanup(sysv_shm.unlink, key)
-    created = json.loads(run_ok("--json", "sysv-shm", "create", hex(key), "4096"))
-    assert created["key"] == key
+    created = json.loads(run_ok("--json", "sysv-shm", "create", "--json", hex(key), "4K"))
+    assert created["key"] == f"{key:#010x}"
     assert created["size"] == 4096
     with SysVSharedMemory.open(key) as memory:
+        before = memory.info()
         assert memory.id == created["id"]
         info = json.loads(run_ok("--json", "sysv-shm", "info", str(key)))
         assert info["id"] == memory.id
-        assert info["attach_count"] == 1  # this test's attachment
+        assert info["attached"] == 1  # this test's attachment: info itself never attaches
         assert info["creator_pid"] != os.getpid()
-        assert info["permissions"] == "0o600"
+        assert info["permissions"] == "0600"
+        assert info["attach_time"].endswith("+00:00")  # ISO 8601
         text = run_ok("sysv-shm", "info", hex(key))
         assert f"key: {key:#010x}" in text
         assert "size: 4096" in text
+        after = memory.info()
+        assert (after.last_pid, after.attach_time) == (before.last_pid, before.attach_time)
     assert run_ok("sysv-shm", "unlink", hex(key)) == ""
     assert not sysv_shm.exists(key)
     missing = unixipc_cli("sysv-shm", "info", hex(key))
@@ -122,10 +126,12 @@ def test_sysv_shm_create_info_unlink(names: Names, cleanup: Callable[..., None])
 
 
 def test_sysv_shm_ipc_private_by_id() -> None:
-    segment_id = int(run_ok("sysv-shm", "create", "0", "64"))
+    line = run_ok("sysv-shm", "create", "0", "64")
+    assert line.startswith("created sysv-shm IPC_PRIVATE: key 0x00000000, id ")
+    segment_id = int(line.split("id ")[1].split(",")[0])
     try:
         info = json.loads(run_ok("--json", "sysv-shm", "info", str(segment_id), "--id"))
-        assert (info["key"], info["size"]) == (0, 64)
+        assert (info["key"], info["size"]) == ("0x00000000", 64)
     finally:
         run_ok("sysv-shm", "unlink", str(segment_id), "--id")
     assert segment_id not in sysv_shm.list_ids()

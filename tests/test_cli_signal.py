@@ -114,4 +114,4 @@ def test_sending_to_a_missing_process() -> None:
         missing = int(pid_max.read()) + 1
     result = unixipc_cli("signal", "send", str(missing), "USR1")
     assert result.returncode == 1
-    assert result.stderr == f"unixipc signal: error: [Errno 3] process {missing} does not exist\n"
+    assert result.stderr == f"unixipc signal: error: process {missing} does not exist\n"

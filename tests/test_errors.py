@@ -15,6 +15,7 @@ EXPECTED_BASES = {
     "WouldBlock": (errors.IPCError, BlockingIOError),
     "TimeoutExpired": (errors.IPCError, TimeoutError),
     "MessageTooLarge": (errors.IPCError, ValueError),
+    "MessagesMissed": (errors.IPCError,),
     "OwnerDied": (errors.IPCError,),
     "PeerDied": (errors.IPCError, BrokenPipeError),
     "EndOfChannel": (errors.IPCError, EOFError),

@@ -44,10 +44,11 @@ def test_mq_create_send_receive_info_unlink(names: Names, cleanup: Callable[...,
         )
     )
     assert created == {
+        "kind": "posix-mq",
         "name": name,
         "max_messages": 4,
         "max_message_size": 64,
-        "permissions": "0o640",
+        "permissions": "0640",
     }
     ok("mq", "send", name, "low")
     assert json.loads(ok("--json", "mq", "send", name, "high", "--priority", "5")) == {
@@ -56,12 +57,13 @@ def test_mq_create_send_receive_info_unlink(names: Names, cleanup: Callable[...,
         "priority": 5,
     }
     info = json.loads(ok("--json", "mq", "info", name))
-    assert (info["current_messages"], info["max_messages"], info["permissions"]) == (2, 4, 0o640)
+    assert (info["current_messages"], info["max_messages"], info["permissions"]) == (2, 4, "0640")
     assert "current_messages: 2" in ok("mq", "info", name)
     assert json.loads(ok("--json", "mq", "receive", name)) == {
         "name": name,
         "bytes": 4,
         "data": "high",
+        "encoding": "utf-8",
         "priority": 5,
     }
     assert ok("mq", "receive", name, "--timeout", "5") == "low\n"
@@ -105,13 +107,14 @@ def test_sysv_mq_by_key_in_decimal_and_hex(names: Names, cleanup: Callable[..., 
         "id": created["id"],
         "bytes": 5,
         "data": "three",
+        "encoding": "utf-8",
         "type": 3,
     }
     ok("sysv-mq", "send", hex(key), "a longer message", "--type", "2")
     info = json.loads(ok("--json", "sysv-mq", "info", hex(key)))
     assert (info["current_messages"], info["permissions"], info["key"]) == (
         2,
-        "0o600",
+        "0600",
         f"0x{key:08x}",
     )
     assert ok("sysv-mq", "receive", hex(key), "--type", "-1") == "one\n"
@@ -147,7 +150,8 @@ def test_sysv_mq_private_and_ftok(tmp_path: Path, cleanup: Callable[..., None]) 
     cleanup(sysv_mq.unlink, key)
     output = ok("sysv-mq", "create", "--ftok", f"{path}:Q")
     with SysVMessageQueue.open(key) as queue:
-        assert output == f"key 0x{key & 0xFFFFFFFF:08x} id {queue.id}\n"
+        expected = f"created sysv-mq 0x{key & 0xFFFFFFFF:08x}: id {queue.id}, permissions 0600\n"
+        assert output == expected
     ok("sysv-mq", "unlink", str(key))
     for bad in (["--ftok", "no-colon"], ["--key", "zz"], []):
         assert cli("sysv-mq", "create", *bad).returncode == 2

@@ -245,7 +245,9 @@ def test_removal_wakes_every_waiter(key: int) -> None:
 
 def _create_slowly(key: int, flag: str) -> None:
     # A creator that follows the protocol but takes its time between its steps.
-    sem_id = _native.sysv_sem_create(key, 2, 0o600)
+    created: list[int] = []
+    _native.sysv_sem_create(key, 2, 0o600, created)
+    sem_id = created[0]
     Path(flag).touch()
     time.sleep(0.5)
     _native.sysv_sem_setall(sem_id, [3, 5])
@@ -288,7 +290,9 @@ def test_a_set_nobody_operated_on_is_opened_after_a_short_wait(
     key: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sysv_sem, "INIT_WAIT", 0.3)
-    sem_id = _native.sysv_sem_create(key, 1, 0o600)  # as ipcmk -S would: never operated on
+    created: list[int] = []
+    _native.sysv_sem_create(key, 1, 0o600, created)  # as ipcmk -S would: never operated on
+    sem_id = created[0]
     started = time.monotonic()
     with SysVSemaphoreSet.open(key) as semaphores:
         assert semaphores.id == sem_id

@@ -38,6 +38,17 @@ PyObject *unixipc_raise_errno(const char *name)
     return PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
 }
 
+int unixipc_note_created(PyObject *created, long id)
+{
+    PyObject *number = PyLong_FromLong(id);
+    if (number == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(created, number);
+    Py_DECREF(number);
+    return rc;
+}
+
 int unixipc_parse_deadline(PyObject *arg, int64_t *out)
 {
     long long value = PyLong_AsLongLong(arg);

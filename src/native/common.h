@@ -31,6 +31,11 @@ int unixipc_after_eintr(void);
 /* Set OSError from errno, naming the object (`name` may be NULL). Returns NULL. */
 PyObject *unixipc_raise_errno(const char *name);
 
+/* Append a newly created object's id to the Python list `created` (an out
+ * parameter): the caller then finds it to remove even if a signal handler
+ * raises before the returned id is stored. Returns 0, or -1 with an exception. */
+int unixipc_note_created(PyObject *created, long id);
+
 /* Parse an int64 deadline argument; -1 means none. */
 int unixipc_parse_deadline(PyObject *arg, int64_t *out);
 
@@ -85,5 +90,7 @@ int unixipc_init_shared_sync(PyObject *module);
 int unixipc_init_file_lock(PyObject *module);
 int unixipc_init_signals(PyObject *module);
 int unixipc_init_ring(PyObject *module);
+int unixipc_init_doorbell(PyObject *module);
+int unixipc_init_topic(PyObject *module);
 
 #endif

@@ -20,6 +20,8 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_file_lock,
     unixipc_init_signals,
     unixipc_init_ring,
+    unixipc_init_doorbell,
+    unixipc_init_topic,
 };
 
 static int native_exec(PyObject *module)

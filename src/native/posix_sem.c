@@ -1,7 +1,7 @@
 /* POSIX semaphores, named and memory-based. System calls (library functions):
  * sem_open, sem_close, sem_unlink, sem_init (pshared), sem_wait, sem_trywait,
- * sem_clockwait (CLOCK_MONOTONIC; sem_timedwait on CLOCK_REALTIME where the C
- * library lacks it), sem_post, sem_getvalue.
+ * sem_clockwait (CLOCK_MONOTONIC, glibc >= 2.30: a step of the wall clock changes
+ * no timeout), sem_post, sem_getvalue.
  *
  * PosixSemaphoreHandle holds the sem_t pointer. A memory-based one also holds
  * a buffer export of the memory it lives in, so that memory cannot be unmapped
@@ -14,10 +14,6 @@
 #include <semaphore.h>
 #include <stdalign.h>
 #include <sys/stat.h>
-
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-#define HAVE_SEM_CLOCKWAIT 1
-#endif
 
 typedef struct {
     PyObject_HEAD
@@ -171,18 +167,11 @@ static PyObject *handle_acquire(PosixSemaphoreHandle *self, PyObject *arg)
             Py_END_ALLOW_THREADS
         } else {
             struct timespec at;
-#ifdef HAVE_SEM_CLOCKWAIT
             at.tv_sec = (time_t)(deadline / 1000000000);
             at.tv_nsec = (long)(deadline % 1000000000);
             Py_BEGIN_ALLOW_THREADS
             rc = sem_clockwait(self->sem, CLOCK_MONOTONIC, &at);
             Py_END_ALLOW_THREADS
-#else
-            unixipc_abstime(deadline, CLOCK_REALTIME, &at);
-            Py_BEGIN_ALLOW_THREADS
-            rc = sem_timedwait(self->sem, &at);
-            Py_END_ALLOW_THREADS
-#endif
         }
         if (rc == 0) {
             self->waiting--;

@@ -1,5 +1,5 @@
 /* System V semaphore sets. System calls: semget, semop/semtimedop, semctl
- * (IPC_STAT, IPC_RMID, GETALL, SETALL, GETVAL, SETVAL, GETNCNT, GETZCNT, GETPID).
+ * (IPC_STAT, IPC_SET, IPC_RMID, GETALL, SETALL, GETVAL, SETVAL, GETNCNT, GETZCNT, GETPID).
  *
  * Sets are plain integers (key, id). sysv_sem_op applies a list of
  * (index, delta) atomically, with SEM_UNDO and IPC_NOWAIT as asked, and with
@@ -27,14 +27,20 @@ static PyObject *native_sysv_sem_create(PyObject *Py_UNUSED(self), PyObject *arg
 {
     int key, count;
     unsigned int permissions;
-    if (!PyArg_ParseTuple(args, "iiI:sysv_sem_create", &key, &count, &permissions)) {
+    PyObject *created;
+    if (!PyArg_ParseTuple(args, "iiIO!:sysv_sem_create", &key, &count, &permissions,
+                          &PyList_Type, &created)) {
         return NULL;
     }
     int id = semget((key_t)key, count, IPC_CREAT | IPC_EXCL | (int)(permissions & 0777));
     if (id < 0) {
         return unixipc_raise_errno(NULL);
     }
-    return PyLong_FromLong(id);
+    if (unixipc_note_created(created, id) < 0) {
+        semctl(id, 0, IPC_RMID);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *native_sysv_sem_find(PyObject *Py_UNUSED(self), PyObject *args)
@@ -72,6 +78,24 @@ static PyObject *native_sysv_sem_stat(PyObject *Py_UNUSED(self), PyObject *args)
                          status.sem_perm.gid, status.sem_perm.cuid, status.sem_perm.cgid,
                          (unsigned int)status.sem_perm.mode, (unsigned long)status.sem_nsems,
                          (long long)status.sem_otime, (long long)status.sem_ctime);
+}
+
+static PyObject *native_sysv_sem_set(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    int id;
+    unsigned int gid, mode;
+    struct semid_ds status;
+    if (!PyArg_ParseTuple(args, "iII:sysv_sem_set", &id, &gid, &mode) ||
+        stat_set(id, &status) < 0) {
+        return NULL;
+    }
+    status.sem_perm.gid = (gid_t)gid;
+    status.sem_perm.mode = (unsigned short)(mode & 0777);
+    union semun arg = {.buf = &status};
+    if (semctl(id, 0, IPC_SET, arg) < 0) {
+        return unixipc_raise_errno(NULL);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *native_sysv_sem_remove(PyObject *Py_UNUSED(self), PyObject *args)
@@ -342,7 +366,10 @@ static PyObject *native_sysv_sem_setval(PyObject *Py_UNUSED(self), PyObject *arg
 
 static PyMethodDef sysv_sem_methods[] = {
     {"sysv_sem_create", native_sysv_sem_create, METH_VARARGS,
-     "sysv_sem_create(key, count, permissions) -> id\n\nsemget with IPC_CREAT|IPC_EXCL."},
+     "sysv_sem_create(key, count, permissions, created) -> None\n\n"
+     "semget with IPC_CREAT|IPC_EXCL; the new id is appended to the list `created`."},
+    {"sysv_sem_set", native_sysv_sem_set, METH_VARARGS,
+     "sysv_sem_set(id, gid, permissions) -> None\n\nsemctl IPC_SET of the group and mode."},
     {"sysv_sem_find", native_sysv_sem_find, METH_VARARGS,
      "sysv_sem_find(key) -> id\n\nsemget of an existing set."},
     {"sysv_sem_stat", native_sysv_sem_stat, METH_VARARGS,

@@ -1,4 +1,5 @@
-/* System V shared memory. System calls: shmget, shmat, shmdt, shmctl (IPC_STAT, IPC_RMID).
+/* System V shared memory. System calls: shmget, shmat, shmdt, shmctl (IPC_STAT, IPC_SET,
+ * IPC_RMID).
  *
  * Segments are named by plain integers (key, id). The only object here is
  * SysVAttachment: the address shmat hands out, exported through the buffer
@@ -23,14 +24,20 @@ static PyObject *native_sysv_shm_create(PyObject *Py_UNUSED(self), PyObject *arg
     int key;
     Py_ssize_t size;
     unsigned int permissions;
-    if (!PyArg_ParseTuple(args, "inI:sysv_shm_create", &key, &size, &permissions)) {
+    PyObject *created;
+    if (!PyArg_ParseTuple(args, "inIO!:sysv_shm_create", &key, &size, &permissions, &PyList_Type,
+                          &created)) {
         return NULL;
     }
     int id = shmget((key_t)key, (size_t)size, IPC_CREAT | IPC_EXCL | (int)(permissions & 0777));
     if (id < 0) {
         return unixipc_raise_errno(NULL);
     }
-    return PyLong_FromLong(id);
+    if (unixipc_note_created(created, id) < 0) {
+        shmctl(id, IPC_RMID, NULL);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *native_sysv_shm_get(PyObject *Py_UNUSED(self), PyObject *args)
@@ -69,6 +76,23 @@ static PyObject *native_sysv_shm_stat(PyObject *Py_UNUSED(self), PyObject *args)
                          (long long)status.shm_atime, (long long)status.shm_dtime,
                          (long long)status.shm_ctime, (int)status.shm_cpid, (int)status.shm_lpid,
                          (unsigned long)status.shm_nattch);
+}
+
+static PyObject *native_sysv_shm_set(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    int id;
+    unsigned int gid, mode;
+    struct shmid_ds status;
+    if (!PyArg_ParseTuple(args, "iII:sysv_shm_set", &id, &gid, &mode) ||
+        stat_segment(id, &status) < 0) {
+        return NULL;
+    }
+    status.shm_perm.gid = (gid_t)gid;
+    status.shm_perm.mode = (unsigned short)(mode & 0777);
+    if (shmctl(id, IPC_SET, &status) < 0) {
+        return unixipc_raise_errno(NULL);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *native_sysv_shm_remove(PyObject *Py_UNUSED(self), PyObject *args)
@@ -208,7 +232,10 @@ static PyTypeObject SysVAttachmentType = {
 
 static PyMethodDef sysv_shm_methods[] = {
     {"sysv_shm_create", native_sysv_shm_create, METH_VARARGS,
-     "sysv_shm_create(key, size, permissions) -> id\n\nshmget with IPC_CREAT|IPC_EXCL."},
+     "sysv_shm_create(key, size, permissions, created) -> None\n\n"
+     "shmget with IPC_CREAT|IPC_EXCL; the new id is appended to the list `created`."},
+    {"sysv_shm_set", native_sysv_shm_set, METH_VARARGS,
+     "sysv_shm_set(id, gid, permissions) -> None\n\nshmctl IPC_SET of the group and mode."},
     {"sysv_shm_get", native_sysv_shm_get, METH_VARARGS,
      "sysv_shm_get(key) -> id\n\nshmget of an existing segment."},
     {"sysv_shm_attach", native_sysv_shm_attach, METH_VARARGS,

@@ -28,6 +28,8 @@ from . import sockets as sockets
 from . import sysv_mq as sysv_mq
 from . import sysv_sem as sysv_sem
 from . import sysv_shm as sysv_shm
+from . import topic as topic
+from . import waitset as waitset
 from ._stream import PIPE_BUF as PIPE_BUF
 from ._sysv import IPC_PRIVATE as IPC_PRIVATE
 from ._sysv import ftok as ftok
@@ -41,6 +43,7 @@ from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
 from .errors import IPCError as IPCError
 from .errors import IPCOSError as IPCOSError
+from .errors import MessagesMissed as MessagesMissed
 from .errors import MessageTooLarge as MessageTooLarge
 from .errors import OwnerDied as OwnerDied
 from .errors import PeerDied as PeerDied
@@ -81,6 +84,10 @@ from .sysv_mq import SysVMessageQueue as SysVMessageQueue
 from .sysv_mq import SysVMessageQueueInfo as SysVMessageQueueInfo
 from .sysv_sem import SysVSemaphoreSet as SysVSemaphoreSet
 from .sysv_shm import SysVSharedMemory as SysVSharedMemory
+from .topic import Topic as Topic
+from .topic import TopicInfo as TopicInfo
+from .waitset import WaitSet as WaitSet
+from .waitset import wait as wait
 
 try:
     __version__: str = _version("unixipc")
@@ -106,6 +113,7 @@ __all__ = (
     "MappedFile",
     "Message",
     "MessageTooLarge",
+    "MessagesMissed",
     "OwnerDied",
     "PeerDied",
     "PermissionDeniedError",
@@ -134,7 +142,10 @@ __all__ = (
     "SysVSemaphoreSet",
     "SysVSharedMemory",
     "TimeoutExpired",
+    "Topic",
+    "TopicInfo",
     "UnsupportedFeature",
+    "WaitSet",
     "WouldBlock",
     "__version__",
     "aio",
@@ -160,4 +171,7 @@ __all__ = (
     "sysv_mq",
     "sysv_sem",
     "sysv_shm",
+    "topic",
+    "wait",
+    "waitset",
 )

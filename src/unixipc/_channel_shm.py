@@ -414,7 +414,7 @@ def _rebuild(
     for name, dup in (receive, send):
         fd = dup.detach()
         descriptors.append(fd)
-        rings.append(Ring(PosixSharedMemory(name, os.dup(fd), False)))
+        rings.append(Ring(PosixSharedMemory._adopt(name, os.dup(fd), False)))
     # The receiving process owns it now: it takes its roles at once.
     return ShmChannel(
         url,

@@ -28,10 +28,13 @@ def check_timeout(timeout: object, argument: str = "timeout") -> float | None:
         raise TypeError(
             f"{argument} must be a number of seconds or None, not {type(timeout).__name__}"
         )
-    value = float(timeout)
+    try:
+        value = float(timeout)
+    except OverflowError:  # an int beyond any float
+        value = math.inf if timeout > 0 else -math.inf
     if math.isnan(value) or value < 0:
         raise ValueError(f"{argument} must be >= 0 seconds or None, got {timeout!r}")
-    return value
+    return None if value == math.inf else value  # math.inf blocks, as None does
 
 
 class Deadline:
@@ -68,7 +71,9 @@ class Deadline:
         """The deadline on CLOCK_MONOTONIC in ns for the C layer, or -1 for none."""
         if self._at is None:
             return NO_DEADLINE_NS
-        return int(self._at * 1e9)
+        at = self._at * 1e9
+        # A deadline beyond what int64 ns holds (about 292 years) blocks.
+        return NO_DEADLINE_NS if at >= 2**63 - 1 else int(at)
 
     def error(self, what: str) -> IPCError:
         """The exception for running out of time: WouldBlock for 0, else TimeoutExpired."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grp
 import os
+from collections.abc import Callable
 
 __all__ = (
     "check_bytes_like",
@@ -16,10 +17,14 @@ __all__ = (
     "check_path",
     "check_permissions",
     "check_posix_name",
+    "check_semaphore_name",
     "check_sysv_key",
+    "is_valid",
 )
 
 NAME_MAX = 255
+#: How the C library names a semaphore's file in /dev/shm: this prefix + the name's rest.
+SEMAPHORE_FILE_PREFIX = "sem."
 
 
 def check_int(value: object, argument: str, *, minimum: int | None = None) -> int:
@@ -83,19 +88,64 @@ def check_path(value: object, argument: str = "path") -> str:
     return path
 
 
-def check_posix_name(value: object, argument: str = "name") -> str:
-    """A POSIX IPC name: '/' followed by 1..NAME_MAX-1 characters, no other '/'."""
+def _check_posix_name(value: object, argument: str, longest: int, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a str such as '/jobs', not {type(value).__name__}")
+    rest = value[1:]
+    try:
+        size = len(rest.encode())
+    except UnicodeEncodeError:
+        size = -1
     if not value.startswith("/"):
-        raise ValueError(f"{argument} must start with '/', got {value!r}")
-    if len(value) < 2 or len(value.encode()) > NAME_MAX:
-        raise ValueError(f"{argument} must have 1 to {NAME_MAX - 1} bytes after '/', got {value!r}")
-    if "/" in value[1:]:
-        raise ValueError(f"{argument} must not contain '/' after the first, got {value!r}")
-    if "\0" in value:
-        raise ValueError(f"{argument} must not contain NUL characters")
-    return value
+        problem = "must start with '/'"
+    elif size < 0:
+        problem = "must be encodable as UTF-8"
+    elif not 1 <= size <= longest:
+        problem = f"must have 1 to {longest} bytes after the '/'{what}"
+    elif "/" in rest:
+        problem = "must not contain '/' after the first"
+    elif "\0" in rest:
+        problem = "must not contain NUL characters"
+    elif rest in (".", ".."):
+        problem = "must not be '/.' or '/..'"
+    else:
+        return value
+    raise ValueError(
+        f"{argument} {problem}, got {value!r} (the rule: '/' then 1 to {longest} bytes, "
+        "no other '/', no NUL, not '.' or '..')"
+    )
+
+
+def check_posix_name(value: object, argument: str = "name") -> str:
+    """A POSIX shared memory or message queue name: '/' and 1..NAME_MAX bytes.
+
+    The kernel keeps each as a file named by what follows the '/', so the rest
+    is a file name: at most NAME_MAX (255) bytes, no '/', no NUL, not '.' or '..'.
+    """
+    return _check_posix_name(value, argument, NAME_MAX, "")
+
+
+def check_semaphore_name(value: object, argument: str = "name") -> str:
+    """A named POSIX semaphore's name: as :func:`check_posix_name`, at most 251 bytes.
+
+    The C library keeps the semaphore as the file ``sem.<rest>`` in /dev/shm, so
+    the rest has four bytes less room.
+    """
+    return _check_posix_name(
+        value,
+        argument,
+        NAME_MAX - len(SEMAPHORE_FILE_PREFIX),
+        " (a semaphore's file is 'sem.' + it)",
+    )
+
+
+def is_valid(check: Callable[[object], object], value: object) -> bool:
+    """True if ``check`` accepts ``value``; its TypeError still propagates."""
+    try:
+        check(value)
+    except ValueError:
+        return False
+    return True
 
 
 def check_sysv_key(value: object, argument: str = "key") -> int:

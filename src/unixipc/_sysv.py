@@ -10,13 +10,29 @@ opened by its id instead. Linux lists every object in /proc/sysvipc/<table>.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import _native
 from ._names import check_int, check_path, check_sysv_key
-from .errors import from_os_error
+from ._resource import on_failure
+from .errors import IPCError, from_os_error
 
-__all__ = ("IPC_PRIVATE", "check_id", "check_open_key", "format_key", "ftok", "read_table")
+__all__ = (
+    "IPC_PRIVATE",
+    "SysVKind",
+    "check_id",
+    "check_open_key",
+    "format_key",
+    "ftok",
+    "read_table",
+)
+
+_T = TypeVar("_T")
 
 #: The key that always creates a new object, found again only by its id.
 IPC_PRIVATE: int = _native.IPC_PRIVATE
@@ -87,3 +103,100 @@ def read_table(table: str) -> list[dict[str, int]]:
             return rows
     except (FileNotFoundError, StopIteration):
         return []
+
+
+class SysVKind:
+    """One kind of System V object (segments, semaphore sets): finding, removing,
+    creating whole, and what its errors mean, written once for every kind."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        find: Callable[[int], int],
+        remove: Callable[[int], None],
+        set_owner: Callable[[int, int, int], None],
+        limits: dict[int, str],
+    ) -> None:
+        self.kind = kind
+        self._find = find
+        self._remove = remove
+        self._set_owner = set_owner
+        self._limits = limits  # errno -> the kernel limit it stands for, on any call
+
+    @staticmethod
+    def describe(key: int) -> str:
+        """The key as messages show it: IPC_PRIVATE, or 0x-prefixed hex."""
+        return "IPC_PRIVATE" if key == IPC_PRIVATE else format_key(key)
+
+    def error(self, error: OSError, what: object, *, gone: int = errno.EIDRM) -> IPCError:
+        """The exception for a failed call on an id (EINVAL: no such id, any more)."""
+        if error.errno == errno.EINVAL:
+            error = OSError(gone, error.strerror)
+        limit = self._limits.get(error.errno or 0)
+        return from_os_error(error, self.kind, what, limit=limit)
+
+    def find(self, key: int) -> int:
+        """The id of the object with ``key``."""
+        try:
+            return self._find(key)
+        except OSError as error:
+            raise from_os_error(error, self.kind, self.describe(key)) from None
+
+    def exists(self, key: int) -> bool:
+        """True if an object of this kind has ``key`` (even one we may not open)."""
+        try:
+            self._find(key)
+        except OSError as error:
+            return error.errno != errno.ENOENT
+        return True
+
+    def remove(self, object_id: int, what: object) -> None:
+        """IPC_RMID."""
+        try:
+            self._remove(object_id)
+        except OSError as error:
+            raise self.error(error, what) from None
+
+    def _remove_quietly(self, object_id: int) -> None:
+        with contextlib.suppress(OSError):
+            self._remove(object_id)
+
+    def create(
+        self,
+        key: int,
+        permissions: int,
+        gid: int | None,
+        make: Callable[[int, list[int]], None],
+        then: Callable[[int], _T],
+        creation_limits: dict[int, str],
+    ) -> _T:
+        """Create an object whole or not at all: ``make(mode, created)``, then ``then(id)``.
+
+        ``make`` appends the new id to ``created`` before it returns (in C), so
+        that whatever fails afterwards (``then``, setting the group, a signal
+        handler raising), the object is removed before the error propagates.
+        System V ignores the umask, so the mode is exact from the start; with a
+        group to set, the object starts with the owner's bits only, so that the
+        creator's own group never has access meanwhile, and gets its group and
+        mode in one IPC_SET.
+        """
+        created: list[int] = []
+        try:
+            try:
+                make(permissions if gid is None else permissions & 0o700, created)
+            except OSError as error:
+                limit = creation_limits.get(error.errno or 0)
+                raise from_os_error(error, self.kind, self.describe(key), limit=limit) from None
+            # From here on, a failure of the whole creation (of an outer call too)
+            # removes the object.
+            on_failure(functools.partial(self._remove_quietly, created[0]))
+            if gid is not None:
+                self._set_owner(created[0], gid, permissions)
+            return then(created[0])
+        except BaseException as error:
+            if created:
+                self._remove_quietly(created[0])
+            if isinstance(error, OSError) and not isinstance(error, IPCError):
+                raise self.error(error, self.describe(key)) from None
+            raise

@@ -11,6 +11,7 @@ Python programmer would already catch for that situation::
     ├── OwnerDied                              a robust mutex's holder died; state may be torn
     ├── PeerDied (BrokenPipeError)             the other end is gone (died, or no reader left)
     ├── EndOfChannel (EOFError)                the peer closed its end cleanly
+    ├── MessagesMissed                         a topic's publishers overtook a subscriber
     ├── UnsupportedFeature (NotImplementedError)  not on this platform or kernel
     └── IPCOSError (OSError)                   errno kept, .filename is the object's name
         ├── ResourceExistsError (FileExistsError)
@@ -35,6 +36,7 @@ __all__ = (
     "IPCError",
     "IPCOSError",
     "MessageTooLarge",
+    "MessagesMissed",
     "OwnerDied",
     "PeerDied",
     "PermissionDeniedError",
@@ -99,6 +101,16 @@ class PeerDied(IPCError, BrokenPipeError):
 
 class EndOfChannel(IPCError, EOFError):
     """The peer closed its end cleanly before the expected data arrived."""
+
+
+class MessagesMissed(IPCError):
+    """A topic subscriber with ``overflow="drop"`` was overtaken by its publishers.
+
+    ``count`` is exactly how many messages it lost. The receive that raises
+    takes nothing: the next one returns the oldest message still there.
+    """
+
+    count: int = 0
 
 
 class UnsupportedFeature(IPCError, NotImplementedError):

@@ -34,41 +34,57 @@ milliseconds of the timeout while sleeping in the kernel (no polling);
 Persistence: process. The kernel releases every lock when its holder dies,
 however it dies; the lock file itself stays (it is an ordinary file).
 
+Lock files: a missing file is created with exactly ``permissions`` (no umask),
+owned by ``group`` if given; it starts with the owner's bits only and gets its
+group and then its final bits through the descriptor, so it is never more open
+than asked. A symbolic link at the path is never followed: locking it raises
+an error instead of locking (or creating) whatever it points to.
+
 Portability: Linux (flock, fcntl record locks; OFD locks need Linux >= 3.15).
 On NFS, Linux emulates flock with fcntl locks, so the two kinds then interact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 
 from . import _native
 from ._deadline import Deadline
-from ._names import check_int, check_path, check_permissions
-from ._resource import Resource
-from .errors import DeadlockError, IPCError, UnsupportedFeature, from_os_error
+from ._names import check_group, check_int, check_path, check_permissions
+from ._resource import Lockable
+from .errors import (
+    DeadlockError,
+    IPCError,
+    IPCOSError,
+    ResourceNotFoundError,
+    UnsupportedFeature,
+    from_os_error,
+)
 
 __all__ = ("FileLock", "LockHolder", "RecordLock")
 
 NO_DEADLINE = -1
 
 
-def _open_lock_file(path: str, flags: int, permissions: int, kind: str) -> int:
-    """Open ``path`` for locking, creating it with exactly ``permissions`` if missing.
+def _open_lock_file(path: str, flags: int, permissions: int, group: int | None, kind: str) -> int:
+    """Open ``path`` for locking, creating it (exactly ``permissions``, ``group``) if missing.
 
     A directory can be locked too (as flock(1) allows): it is opened read-only.
+    A symbolic link is never followed.
     """
-    flags |= os.O_CLOEXEC | os.O_NOCTTY
+    flags |= os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
     while True:
         try:
             try:
-                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, permissions)
+                # The owner's bits only until the group and the final bits are set.
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, permissions & 0o700)
             except FileExistsError:
                 try:
                     return os.open(path, flags)
@@ -77,16 +93,81 @@ def _open_lock_file(path: str, flags: int, permissions: int, kind: str) -> int:
                 except IsADirectoryError:
                     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
+                if group is not None:
+                    os.fchown(fd, -1, group)
                 os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
-            except OSError:
+            except BaseException:
+                with contextlib.suppress(OSError):  # remove it only if it is still ours
+                    if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                        os.unlink(path)
                 os.close(fd)
                 raise
             return fd
         except OSError as error:
-            raise from_os_error(error, kind, path) from None
+            raise _path_error(error, kind, path) from None
 
 
-class FileLock(Resource):
+def _path_error(error: OSError, kind: str, path: str) -> IPCError:
+    """What a failed open of a lock file means, in words."""
+    if error.errno == errno.ELOOP:
+        return IPCOSError(
+            errno.ELOOP,
+            f"{kind} {path!r}: the path is a symbolic link, which unixipc never follows",
+            path,
+        )
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        directory = os.path.dirname(path) or "."
+        return ResourceNotFoundError(
+            error.errno,
+            f"{kind} {path!r}: the directory {directory!r} does not exist "
+            "(or a part of its path is not a directory)",
+            path,
+        )
+    return from_os_error(error, kind, path)
+
+
+class _OneHolder(Lockable):
+    """What FileLock and RecordLock share: one object is one holder (one acquire at
+    a time), and a forked child never takes over, or lets go of, its parent's hold."""
+
+    def _start_holding(self) -> None:
+        self._state = threading.Lock()
+        self._busy = False
+
+    def _is_held(self) -> bool:
+        raise NotImplementedError
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: the hold is the parent's; forget it without unlocking."""
+        raise NotImplementedError
+
+    @property
+    def locked(self) -> bool:
+        """True while this object holds its lock."""
+        self._forget_inherited()
+        return self._is_held()
+
+    @contextlib.contextmanager
+    def _acquiring(self) -> Iterator[None]:
+        """Around one acquire: refuse a second hold, or another thread's acquire meanwhile."""
+        self._check_open()
+        self._forget_inherited()
+        with self._state:
+            if self._is_held() or self._busy:
+                raise IPCError(
+                    f"{self.describe()} is already held by this {type(self).__name__} object"
+                )
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
+    def _not_held(self) -> IPCError:
+        return IPCError(f"{self.describe()} is not held by this {type(self).__name__} object")
+
+
+class FileLock(_OneHolder):
     """An flock(2) lock on a whole file: shared or exclusive, released when the holder dies.
 
     ``with FileLock(path):`` holds an exclusive lock for the block. One FileLock
@@ -96,34 +177,39 @@ class FileLock(Resource):
 
     kind = "file lock"
 
-    def __init__(self, path: str | os.PathLike[str], *, permissions: int = 0o600) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> None:
         """Describe the lock; nothing is opened until ``acquire``.
 
-        ``permissions`` apply if acquiring creates the file.
+        ``permissions`` and ``group`` (a gid or a group name) apply if acquiring
+        creates the file; world-writable permissions need
+        ``allow_world_writable=True``.
         """
         self.path = check_path(path)
-        self.permissions = check_permissions(permissions)
+        self.permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
+        self.group = check_group(group)
         self._fd: int | None = None
         self._pid = 0  # the process that took the lock
         self._shared = False
-        self._state = threading.Lock()
-        self._busy = False
+        self._start_holding()
         self._opened(self.path)
 
+    def _is_held(self) -> bool:
+        return self._fd is not None
+
     def _forget_inherited(self) -> None:
-        """In a forked child: the lock belongs to the parent; drop only our copy of the fd."""
         with self._state:
             fd = self._fd
             if fd is None or self._pid == os.getpid():
                 return
             self._fd = None
         os.close(fd)  # never LOCK_UN: that would release the parent's lock
-
-    @property
-    def locked(self) -> bool:
-        """True while this object holds the lock."""
-        self._forget_inherited()
-        return self._fd is not None
 
     @property
     def shared(self) -> bool:
@@ -138,18 +224,14 @@ class FileLock(Resource):
             TimeoutExpired: ``timeout`` ran out.
             IPCError: this object already holds the lock (release it first).
             PermissionDeniedError: the file cannot be opened or created.
+            ResourceNotFoundError: the directory does not exist.
+            IPCOSError: the path is a symbolic link (never followed).
         """
-        self._check_open()
         if not isinstance(shared, bool):
             raise TypeError("shared must be a bool")
         deadline = Deadline(timeout)
-        self._forget_inherited()
-        with self._state:
-            if self._fd is not None or self._busy:
-                raise IPCError(f"{self.describe()} is already held by this FileLock object")
-            self._busy = True
-        try:
-            fd = _open_lock_file(self.path, os.O_RDONLY, self.permissions, self.kind)
+        with self._acquiring():
+            fd = _open_lock_file(self.path, os.O_RDONLY, self.permissions, self.group, self.kind)
             try:
                 operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
                 if deadline.timeout == 0:
@@ -168,8 +250,6 @@ class FileLock(Resource):
                 self._fd = fd
                 self._pid = os.getpid()
                 self._shared = shared
-        finally:
-            self._busy = False
 
     def release(self) -> None:
         """Unlock and close the file.
@@ -182,7 +262,7 @@ class FileLock(Resource):
         with self._state:
             fd = self._fd
             if fd is None:
-                raise IPCError(f"{self.describe()} is not held by this FileLock object")
+                raise self._not_held()
             self._fd = None
         try:
             # Unlock explicitly: a child that inherited the descriptor would otherwise
@@ -204,17 +284,8 @@ class FileLock(Resource):
         """A short description naming the object, used in messages."""
         return f"{self.kind} on {self.path!r}"
 
-    def __enter__(self) -> FileLock:
+    def _hold(self) -> None:
         self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "locked" if self._fd is not None else "unlocked"
@@ -242,7 +313,7 @@ class LockHolder:
     length: int
 
 
-class RecordLock(Resource):
+class RecordLock(_OneHolder):
     """An fcntl(2) lock on bytes ``start`` .. ``start + length`` of a file (length 0: to the end).
 
     ``per_open_file=False`` (POSIX record locks): owned by the process, with
@@ -261,13 +332,20 @@ class RecordLock(Resource):
         length: int = 0,
         *,
         per_open_file: bool = False,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> None:
-        """Open ``path_or_fd`` (a path is created with 0o600 if missing; a descriptor
-        stays the caller's, and must be open for writing for exclusive locks).
+        """Open ``path_or_fd``: a path is created if missing (with exactly
+        ``permissions``, owned by ``group`` if given; never through a symbolic
+        link); a descriptor stays the caller's, and must be open for writing for
+        exclusive locks.
 
         Raises:
             UnsupportedFeature: ``per_open_file=True`` on a kernel without OFD locks.
             PermissionDeniedError: the file cannot be opened.
+            ResourceNotFoundError: the directory does not exist.
+            IPCOSError: the path is a symbolic link (never followed).
         """
         self.start = check_int(start, "start", minimum=0)
         self.length = check_int(length, "length", minimum=0)
@@ -275,11 +353,12 @@ class RecordLock(Resource):
             raise TypeError("per_open_file must be a bool")
         if per_open_file and not _native.HAVE_OFD_LOCKS:
             raise UnsupportedFeature("open-file-description (OFD) locks are not available here")
+        permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
+        gid = check_group(group)
         self.per_open_file = per_open_file
         self._held: bool | None = None  # None: not held; else True for exclusive
         self._held_by = 0  # the process that took the lock
-        self._state = threading.Lock()
-        self._busy = False
+        self._start_holding()
         if isinstance(path_or_fd, int) and not isinstance(path_or_fd, bool):
             fd = check_int(path_or_fd, "path_or_fd", minimum=0)
             try:
@@ -293,10 +372,10 @@ class RecordLock(Resource):
             return
         path = check_path(path_or_fd, "path_or_fd")
         try:
-            self._fd = _open_lock_file(path, os.O_RDWR, 0o600, self.kind)
+            self._fd = _open_lock_file(path, os.O_RDWR, permissions, gid, self.kind)
         except PermissionError:
             # Shared locks need only read access.
-            self._fd = _open_lock_file(path, os.O_RDONLY, 0o600, self.kind)
+            self._fd = _open_lock_file(path, os.O_RDONLY, permissions, gid, self.kind)
         self.path = path
         self._owns_fd = True
         self._opened(path)
@@ -308,10 +387,7 @@ class RecordLock(Resource):
             if self._held is not None and self._held_by != os.getpid():
                 self._held = None
 
-    @property
-    def locked(self) -> bool:
-        """True while this object holds its range locked."""
-        self._forget_inherited()
+    def _is_held(self) -> bool:
         return self._held is not None
 
     def fileno(self) -> int:
@@ -330,16 +406,10 @@ class RecordLock(Resource):
             IPCError: this object already holds the range (release it first).
             UnsupportedFeature: the kernel lacks OFD locks.
         """
-        self._check_open()
         if not isinstance(exclusive, bool):
             raise TypeError("exclusive must be a bool")
         deadline = Deadline(timeout)
-        self._forget_inherited()
-        with self._state:
-            if self._held is not None or self._busy:
-                raise IPCError(f"{self.describe()} is already held by this RecordLock object")
-            self._busy = True
-        try:
+        with self._acquiring():
             lock_type = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
             try:
                 if deadline.timeout == 0:
@@ -357,8 +427,6 @@ class RecordLock(Resource):
             with self._state:
                 self._held = exclusive
                 self._held_by = os.getpid()
-        finally:
-            self._busy = False
 
     def _error(self, error: OSError, deadline: Deadline, exclusive: bool) -> IPCError:
         code = error.errno
@@ -391,7 +459,7 @@ class RecordLock(Resource):
         self._forget_inherited()
         with self._state:
             if self._held is None:
-                raise IPCError(f"{self.describe()} is not held by this RecordLock object")
+                raise self._not_held()
             self._held = None
         try:
             _native.record_lock(
@@ -448,14 +516,5 @@ class RecordLock(Resource):
         end = "end" if self.length == 0 else str(self.start + self.length)
         return f"{kind} on {self._name!r} bytes {self.start}..{end}"
 
-    def __enter__(self) -> RecordLock:
+    def _hold(self) -> None:
         self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()

@@ -11,23 +11,26 @@ spawned or unrelated processes), and disappears when the last of them unmaps it.
 Persistence: process.
 
 Both offer ``buf``, ``size`` and ``as_array(dtype, shape, offset=0)``, a
-zero-copy NumPy view. Portability: POSIX mmap/msync; anonymous shared mappings
-are in every modern UNIX.
+zero-copy NumPy view. A mapped file is never reached through a symbolic link:
+``create`` makes the file whole (exact permissions, reserved blocks) before its
+name appears, and ``open`` refuses a link at the path. Portability: POSIX
+mmap/msync (Linux for the O_TMPFILE creation; elsewhere the file is created
+with O_EXCL at mode 0 and completed in place); anonymous shared mappings are in
+every modern UNIX.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
-import stat
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ._memory import MemoryBase
-from ._names import check_int, check_path, check_permissions
-from .errors import PermissionDeniedError, ResourceExistsError, from_os_error
+from ._memory import FileMemory, MemoryBase, create_file, is_regular_file, mount_point
+from ._names import check_group, check_int, check_path, check_permissions
+from ._resource import all_or_nothing, open_or_create
+from .errors import IPCOSError, from_os_error
 
 __all__ = ("AnonymousSharedMemory", "MappedFile", "MappedFileInfo", "unlink")
 
@@ -60,71 +63,115 @@ def unlink(path: str | os.PathLike[str]) -> None:
         raise from_os_error(error, KIND, path) from None
 
 
-class MappedFile(MemoryBase):
-    """A regular file mapped shared into memory; ``buf`` is the file's contents."""
+def _split(path: str) -> tuple[str, str]:
+    directory, filename = os.path.split(path)
+    if not filename or filename in (".", ".."):
+        raise ValueError(f"path must name a file, got {path!r}")
+    return directory or ".", filename
+
+
+class MappedFile(FileMemory):
+    """A regular file mapped shared into memory; ``buf`` is the file's contents.
+
+    Made by :meth:`create`, :meth:`open` or :meth:`open_or_create`.
+    """
 
     kind = KIND
 
-    def __init__(self, path: str, fd: int, read_only: bool) -> None:
-        """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
-        self.path = path
-        self.read_only = read_only
-        self._fd = fd
-        try:
-            self._set_mapping(self._map_file(os.fstat(fd).st_size))
-        except OSError as error:
-            os.close(fd)
-            raise from_os_error(error, KIND, path) from None
-        self._opened(path)
-
-    def _map_file(self, size: int) -> mmap.mmap | None:
-        access = mmap.ACCESS_READ if self.read_only else mmap.ACCESS_WRITE
-        return mmap.mmap(self._fd, size, access=access) if size else None
+    @property
+    def path(self) -> str:
+        """The file's path, as given."""
+        return self._where
 
     @classmethod
+    @all_or_nothing
     def create(
-        cls, path: str | os.PathLike[str], size: int, *, permissions: int = 0o600
+        cls,
+        path: str | os.PathLike[str],
+        size: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> MappedFile:
         """Create the file ``path`` with ``size`` zero bytes and map it.
 
+        The file appears whole or not at all: exactly ``permissions`` whatever
+        the umask, owned by ``group`` (a gid or a group name) if given, and its
+        blocks allocated (a full filesystem is an error now, not a SIGBUS at
+        the first write). A symbolic link at ``path`` is never followed.
+
         Raises:
-            ResourceExistsError: a file exists at ``path`` already.
+            ResourceExistsError: something exists at ``path`` already.
             ResourceNotFoundError: the directory does not exist.
             ResourceLimitError: no room for ``size`` bytes.
+            ValueError: ``permissions`` let every user write, without
+                ``allow_world_writable=True``.
         """
         path = check_path(path)
+        directory, filename = _split(path)
         check_int(size, "size", minimum=0)
-        permissions = check_permissions(permissions)
-        fd = cls._open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, permissions)
-        try:
-            os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
-            os.ftruncate(fd, size)
-        except OSError as error:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise from_os_error(error, KIND, path) from None
-        return cls(path, fd, read_only=False)
+        permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
+        gid = check_group(group)
+        return create_file(
+            directory,
+            filename,
+            size,
+            permissions=permissions,
+            group=gid,
+            kind=KIND,
+            name=path,
+            filesystem=mount_point(directory),
+            make=lambda fd: cls._make(path, fd, None, False),
+        )
 
     @classmethod
+    @all_or_nothing
     def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> MappedFile:
         """Map the existing file ``path``, all of it (read-only if asked).
 
         Raises:
             ResourceNotFoundError: no file at ``path``.
             PermissionDeniedError: its permissions forbid this access.
+            IPCOSError: ``path`` is a symbolic link (never followed).
+            ValueError: ``path`` is not a regular file.
         """
         path = check_path(path)
         if not isinstance(read_only, bool):
             raise TypeError("read_only must be a bool")
-        fd = cls._open(path, os.O_RDONLY if read_only else os.O_RDWR, 0)
-        return cls(path, fd, read_only=read_only)
+        flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise IPCOSError(
+                    errno.ELOOP,
+                    f"{KIND} {path!r} is a symbolic link, which unixipc never follows",
+                    path,
+                ) from None
+            raise from_os_error(error, KIND, path) from None
+        try:
+            regular = is_regular_file(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not regular:
+            os.close(fd)
+            raise ValueError(f"{path!r} is not a regular file: only those can be mapped")
+        return cls._adopt(path, fd, read_only)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
-        cls, path: str | os.PathLike[str], size: int, *, permissions: int = 0o600
+        cls,
+        path: str | os.PathLike[str],
+        size: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> MappedFile:
-        """Open ``path`` if it exists, else create it with ``size`` bytes.
+        """Open ``path`` if it exists, else create it with ``size`` bytes (as :meth:`create`).
 
         An existing file keeps its own size.
 
@@ -133,31 +180,20 @@ class MappedFile(MemoryBase):
             PermissionDeniedError: the file's permissions forbid writing.
         """
         path = check_path(path)
+        _split(path)
         check_int(size, "size", minimum=0)
-        check_permissions(permissions)
-        while True:
-            try:
-                return cls.create(path, size, permissions=permissions)
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(path)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
-
-    @staticmethod
-    def _open(path: str, flags: int, permissions: int) -> int:
-        try:
-            fd = os.open(path, flags | os.O_CLOEXEC, permissions)
-        except OSError as error:
-            raise from_os_error(error, KIND, path) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ValueError(f"{path!r} is not a regular file: only those can be mapped")
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        check_permissions(permissions, allow_world_writable=allow_world_writable)
+        check_group(group)
+        return open_or_create(
+            lambda: cls.create(
+                path,
+                size,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(path),
+        )
 
     def flush(self, offset: int = 0, size: int | None = None) -> None:
         """Write changed pages back to the file now and wait for it (msync MS_SYNC).
@@ -185,40 +221,8 @@ class MappedFile(MemoryBase):
         except OSError as error:
             raise from_os_error(error, KIND, self.path) from None
 
-    def resize(self, size: int) -> None:
-        """Change the file's size to ``size`` bytes and map all of it.
-
-        Growing adds zero bytes. Other processes keep their mappings at the old
-        size; if the file shrinks, their access past the new end raises SIGBUS.
-
-        Raises:
-            IPCError: views of ``buf`` (memoryviews, NumPy arrays) are still alive;
-                nothing changed.
-            PermissionDeniedError: the file was opened read-only.
-            ResourceLimitError: no room for ``size`` bytes.
-        """
-        check_int(size, "size", minimum=0)
-        self._check_open()
-        if self.read_only:
-            raise PermissionDeniedError(
-                errno.EBADF, f"{self.describe()} was opened read-only: it cannot resize", self.path
-            )
-        self._drop_mapping("resize")
-        try:
-            os.ftruncate(self._fd, size)
-            self._set_mapping(self._map_file(size))
-        except OSError as error:
-            with contextlib.suppress(OSError):  # map whatever size it has now
-                self._set_mapping(self._map_file(os.fstat(self._fd).st_size))
-            raise from_os_error(error, KIND, self.path) from None
-
-    def fileno(self) -> int:
-        """The descriptor of the file."""
-        self._check_open()
-        return self._fd
-
     def info(self) -> MappedFileInfo:
-        """Size, permissions, owner and modification time of the file."""
+        """Size (now, whatever this mapping's), permissions, owner and modification time."""
         self._check_open()
         status = os.fstat(self._fd)
         return MappedFileInfo(
@@ -247,23 +251,19 @@ class MappedFile(MemoryBase):
         Raises:
             IPCError: views of ``buf`` are still alive; the file stays mapped.
         """
-        if self._closed:
-            return
-        self._drop_mapping("close")
         super().close()
-
-    def _release(self) -> None:
-        os.close(self._fd)
 
 
 class AnonymousSharedMemory(MemoryBase):
     """Memory shared with the children this process forks afterwards (MAP_SHARED|MAP_ANONYMOUS).
 
     It has no name: only ``fork`` passes it on. Spawned and unrelated processes
-    need a named object (:class:`~unixipc.PosixSharedMemory`) instead.
+    need a named object (:class:`~unixipc.PosixSharedMemory`) instead. Made by
+    :meth:`create`.
     """
 
     kind = "anonymous shared memory"
+    _factories = ("create",)
 
     def __init__(self, mapping: mmap.mmap) -> None:
         """Use :meth:`create`."""
@@ -271,6 +271,7 @@ class AnonymousSharedMemory(MemoryBase):
         self._opened(f"{len(mapping)} bytes")
 
     @classmethod
+    @all_or_nothing
     def create(cls, size: int) -> AnonymousSharedMemory:
         """Map ``size`` zero bytes, shared with children forked after this call.
 
@@ -282,7 +283,7 @@ class AnonymousSharedMemory(MemoryBase):
             mapping = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         except OSError as error:
             raise from_os_error(error, "anonymous shared memory", f"{size} bytes") from None
-        return cls(mapping)
+        return cls._make(mapping)
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(

@@ -14,29 +14,38 @@ shared memory object (POSIX, System V, a mapped file, an anonymous mapping),
 and last as long as that memory. The semaphore keeps the memory mapped: close
 the semaphore before the memory.
 
-Timed waits use CLOCK_MONOTONIC (sem_clockwait, glibc >= 2.30; elsewhere
-sem_timedwait on CLOCK_REALTIME). A semaphore has no owner: if a process dies
+Timed waits use CLOCK_MONOTONIC (sem_clockwait, glibc >= 2.30), so a change
+of the wall clock neither stretches nor cuts them. A semaphore has no owner: if a process dies
 while holding it, nothing releases it (System V's SEM_UNDO does; see
 :class:`~unixipc.SysVSemaphoreSet`).
 
 Portability: POSIX; on Linux a named semaphore ``/name`` is the file
-/dev/shm/sem.name, which is where ``list_names()`` and ``info()`` look.
+/dev/shm/sem.name, which is where ``list_names()`` and ``info()`` look, and
+how ``create`` makes one whole: the file is prepared without a name (exact
+permissions and group, its page reserved, the semaphore initialized) and then
+linked into place, as the C library itself does, so it is never more open than
+asked and a failed create leaves nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import time
 from dataclasses import dataclass
-from types import TracebackType
 
 from . import _native
-from ._deadline import Deadline, check_timeout
-from ._names import check_int, check_permissions, check_posix_name
-from ._resource import Resource
-from .errors import IPCError, ResourceExistsError, from_os_error
+from ._deadline import Deadline
+from ._memory import FileMemory, create_file
+from ._names import (
+    SEMAPHORE_FILE_PREFIX,
+    check_group,
+    check_int,
+    check_permissions,
+    check_semaphore_name,
+    is_valid,
+)
+from ._resource import Lockable, Resource, all_or_nothing, open_or_create
+from .errors import IPCError, from_os_error
 
 __all__ = (
     "VALUE_MAX",
@@ -77,13 +86,17 @@ def _check_value(value: object) -> int:
     return checked
 
 
-def _file(name: str) -> str:
-    return f"{_DEV_SHM}/sem.{name[1:]}"
+def _filename(name: str) -> str:
+    return SEMAPHORE_FILE_PREFIX + name[1:]
 
 
 def exists(name: str) -> bool:
-    """True if a named POSIX semaphore called ``name`` exists."""
-    name = check_posix_name(name)
+    """True if a named POSIX semaphore called ``name`` exists.
+
+    False for a string that is not a valid name (no semaphore can have it).
+    """
+    if not is_valid(check_semaphore_name, name):
+        return False
     try:
         handle = _native.posix_sem_open(name, 0, 0, 0)
     except OSError as error:
@@ -98,7 +111,12 @@ def list_names() -> list[str]:
         entries = os.listdir(_DEV_SHM)
     except FileNotFoundError:
         return []
-    return sorted("/" + entry[4:] for entry in entries if entry.startswith("sem.") and entry[4:])
+    prefix = SEMAPHORE_FILE_PREFIX
+    return sorted(
+        "/" + entry[len(prefix) :]
+        for entry in entries
+        if entry.startswith(prefix) and len(entry) > len(prefix)
+    )
 
 
 def unlink(name: str) -> None:
@@ -108,17 +126,27 @@ def unlink(name: str) -> None:
         ResourceNotFoundError: no semaphore called ``name``.
         PermissionDeniedError: not allowed to remove it.
     """
-    name = check_posix_name(name)
+    name = check_semaphore_name(name)
     try:
         _native.posix_sem_unlink(name)
     except OSError as error:
         raise from_os_error(error, KIND, name) from None
 
 
-class PosixSemaphore(Resource):
-    """A POSIX semaphore, named or placed in shared memory; ``with sem:`` holds it."""
+class _SemaphoreFile(FileMemory):
+    """The file of a named semaphore while ``create`` prepares it."""
 
     kind = KIND
+
+
+class PosixSemaphore(Lockable):
+    """A POSIX semaphore, named or placed in shared memory; ``with sem:`` holds it.
+
+    Made by :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`in_buffer`.
+    """
+
+    kind = KIND
+    _factories = ("create", "open", "open_or_create", "in_buffer")
 
     #: Bytes a memory-based semaphore takes (sizeof(sem_t)) and its alignment.
     SIZE: int = _native.POSIX_SEM_SIZE
@@ -133,27 +161,57 @@ class PosixSemaphore(Resource):
     # -- opening -----------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, *, value: int, permissions: int = 0o600) -> PosixSemaphore:
+    @all_or_nothing
+    def create(
+        cls,
+        name: str,
+        *,
+        value: int,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> PosixSemaphore:
         """Create the named semaphore ``name`` holding ``value``.
 
-        The semaphore appears with its value already set (the C library creates
-        it under a temporary name and links it into place), so no opener ever
-        sees it half-made.
+        The semaphore appears whole: its file is prepared without a name
+        (exactly ``permissions`` whatever the umask, owned by ``group`` if given,
+        the semaphore initialized) and then linked into place, so no opener ever
+        sees it half-made or more open than asked, and a failure (a signal
+        included) leaves nothing.
 
         Raises:
             ResourceExistsError: ``name`` exists already.
             ResourceLimitError: too many open files or no room in /dev/shm.
+            ValueError: ``permissions`` let every user write, without
+                ``allow_world_writable=True``.
         """
-        name = check_posix_name(name)
+        name = check_semaphore_name(name)
         value = _check_value(value)
-        permissions = check_permissions(permissions)
-        handle = cls._sem_open(name, os.O_CREAT | os.O_EXCL, permissions, value)
-        # sem_open applies the umask; make the bits exactly those asked for.
-        with contextlib.suppress(OSError):
-            os.chmod(_file(name), permissions)
-        return cls(handle, name, name)
+        permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
+        gid = check_group(group)
+
+        def initialize(memory: memoryview) -> None:
+            _native.posix_sem_init(memory, 0, value).close()
+
+        prepared = create_file(
+            _DEV_SHM,
+            _filename(name),
+            cls.SIZE,
+            permissions=permissions,
+            group=gid,
+            kind=KIND,
+            name=name,
+            filesystem=_DEV_SHM,
+            initialize=initialize,
+            make=lambda fd: _SemaphoreFile._make(name, fd, None, False),
+        )
+        try:
+            return cls._make(cls._sem_open(name), name, name)
+        finally:
+            prepared.close()
 
     @classmethod
+    @all_or_nothing
     def open(cls, name: str) -> PosixSemaphore:
         """Open the existing named semaphore ``name``.
 
@@ -161,12 +219,21 @@ class PosixSemaphore(Resource):
             ResourceNotFoundError: no semaphore called ``name``.
             PermissionDeniedError: its permissions forbid using it.
         """
-        name = check_posix_name(name)
-        return cls(cls._sem_open(name, 0, 0, 0), name, name)
+        name = check_semaphore_name(name)
+        return cls._make(cls._sem_open(name), name, name)
 
     @classmethod
-    def open_or_create(cls, name: str, *, value: int, permissions: int = 0o600) -> PosixSemaphore:
-        """Open ``name`` if it exists, else create it holding ``value``.
+    @all_or_nothing
+    def open_or_create(
+        cls,
+        name: str,
+        *,
+        value: int,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> PosixSemaphore:
+        """Open ``name`` if it exists, else create it holding ``value`` (as :meth:`create`).
 
         An existing semaphore keeps its own value.
 
@@ -174,18 +241,20 @@ class PosixSemaphore(Resource):
             PermissionDeniedError: the existing semaphore's permissions forbid using it.
             ResourceLimitError: too many open files or no room in /dev/shm.
         """
-        name = check_posix_name(name)
+        name = check_semaphore_name(name)
         _check_value(value)
-        check_permissions(permissions)
-        while True:
-            try:
-                return cls.create(name, value=value, permissions=permissions)
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(name)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
+        check_permissions(permissions, allow_world_writable=allow_world_writable)
+        check_group(group)
+        return open_or_create(
+            lambda: cls.create(
+                name,
+                value=value,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(name),
+        )
 
     @classmethod
     def in_buffer(
@@ -221,14 +290,12 @@ class PosixSemaphore(Resource):
             raise TypeError("buffer must be writable to hold a semaphore") from None
         except OSError as error:
             raise from_os_error(error, KIND, what) from None
-        return cls(handle, None, what)
+        return cls._make(handle, None, what)
 
     @staticmethod
-    def _sem_open(
-        name: str, flags: int, permissions: int, value: int
-    ) -> _native.PosixSemaphoreHandle:
+    def _sem_open(name: str) -> _native.PosixSemaphoreHandle:
         try:
-            return _native.posix_sem_open(name, flags, permissions, value)
+            return _native.posix_sem_open(name, 0, 0, 0)
         except OSError as error:
             raise from_os_error(error, KIND, name) from None
 
@@ -251,16 +318,15 @@ class PosixSemaphore(Resource):
             if timeout is None:
                 self._handle.acquire(-1)
                 return
-            seconds = check_timeout(timeout)
-            assert seconds is not None  # None was handled above
-            if seconds == 0:
+            deadline = Deadline(timeout)
+            if deadline.timeout == 0:
                 acquired = self._handle.try_acquire()
             else:
-                acquired = self._handle.acquire(time.monotonic_ns() + int(seconds * 1e9))
+                acquired = self._handle.acquire(deadline.as_ns())
         except OSError as error:
             raise from_os_error(error, KIND, self._name) from None
         if not acquired:
-            raise Deadline(seconds).error(f"acquiring {self.describe()}")
+            raise deadline.error(f"acquiring {self.describe()}")
 
     def release(self) -> None:
         """Increment the semaphore, waking one waiter.
@@ -288,7 +354,7 @@ class PosixSemaphore(Resource):
         if self.name is None:
             return PosixSemaphoreInfo(None, value, None, None, None)
         try:
-            status = os.stat(_file(self.name))
+            status = os.stat(f"{_DEV_SHM}/{_filename(self.name)}")
         except OSError:  # unlinked, or not a system that keeps them in /dev/shm
             return PosixSemaphoreInfo(self.name, value, None, None, None)
         return PosixSemaphoreInfo(
@@ -322,15 +388,5 @@ class PosixSemaphore(Resource):
             raise IPCError(f"cannot close {self.describe()}: {error}") from None
         super().close()
 
-    # A semaphore is a lock-like object: ``with`` holds it.
-    def __enter__(self) -> PosixSemaphore:
+    def _hold(self) -> None:
         self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()

@@ -12,16 +12,16 @@ which is where ``list_names()`` looks (named POSIX semaphores live there too, as
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import _native
-from ._memory import MemoryBase, reserve
-from ._names import check_int, check_permissions, check_posix_name
-from .errors import IPCError, PermissionDeniedError, ResourceExistsError, from_os_error
+from ._memory import FileMemory, create_file
+from ._names import check_group, check_int, check_permissions, check_posix_name, is_valid
+from ._resource import all_or_nothing, open_or_create
+from .errors import from_os_error
 
 __all__ = (
     "PosixSharedMemory",
@@ -49,12 +49,16 @@ class PosixSharedMemoryInfo:
 
 
 def exists(name: str) -> bool:
-    """True if a POSIX shared memory object called ``name`` exists."""
-    name = check_posix_name(name)
+    """True if a POSIX shared memory object called ``name`` exists.
+
+    False for a string that is not a valid name (no object can have it).
+    """
+    if not is_valid(check_posix_name, name):
+        return False
     try:
         fd = _native.shm_open(name, os.O_RDONLY, 0)
-    except OSError:
-        return False
+    except OSError as error:
+        return error.errno == errno.EACCES  # exists, but not ours to open
     os.close(fd)
     return True
 
@@ -94,58 +98,72 @@ def unlink(name: str) -> None:
         raise from_os_error(error, KIND, name) from None
 
 
-class PosixSharedMemory(MemoryBase):
+class PosixSharedMemory(FileMemory):
     """A mapped POSIX shared memory object; ``buf`` is the memory.
 
     ``as_array(dtype, shape, offset=0)`` gives a zero-copy NumPy view of it.
+    Made by :meth:`create`, :meth:`open` or :meth:`open_or_create`.
     """
 
     kind = KIND
+    _filesystem = DEV_SHM
 
-    def __init__(self, name: str, fd: int, read_only: bool) -> None:
-        """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
-        self.name = name
-        self.read_only = read_only
-        self._fd = fd
-        try:
-            self._set_mapping(self._map_file(os.fstat(fd).st_size))
-        except OSError as error:
-            os.close(fd)
-            raise from_os_error(error, KIND, name) from None
-        self._opened(name)
-
-    def _map_file(self, size: int) -> mmap.mmap | None:
-        # mmap cannot map zero bytes: an empty object has an empty buffer.
-        access = mmap.ACCESS_READ if self.read_only else mmap.ACCESS_WRITE
-        return mmap.mmap(self._fd, size, access=access) if size else None
+    @property
+    def name(self) -> str:
+        """The object's name, such as ``'/jobs'``."""
+        return self._where
 
     @classmethod
-    def create(cls, name: str, size: int, *, permissions: int = 0o600) -> PosixSharedMemory:
+    @all_or_nothing
+    def create(
+        cls,
+        name: str,
+        size: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+        initialize: Callable[[memoryview], None] | None = None,
+    ) -> PosixSharedMemory:
         """Create the object ``name`` of ``size`` bytes (zero-filled) and map it.
+
+        The object appears whole or not at all: it is prepared without a name
+        (exactly ``permissions``, whatever the umask; owned by ``group``, a gid
+        or a group name, if given; ``size`` bytes of pages allocated, so a full
+        /dev/shm is an error now rather than a SIGBUS later), then
+        ``initialize(buf)`` runs if given, and only then does ``name`` appear.
+        If anything fails (a signal included), nothing is left behind.
 
         Raises:
             ResourceExistsError: ``name`` exists already.
-            ResourceLimitError: no room for ``size`` bytes.
+            ResourceLimitError: no room for ``size`` bytes in /dev/shm.
+            PermissionDeniedError: ``group`` is not one of this process's groups.
+            ValueError: ``permissions`` let every user write, without
+                ``allow_world_writable=True``.
         """
         name = check_posix_name(name)
         check_int(size, "size", minimum=0)
-        permissions = check_permissions(permissions)
-        fd = cls._shm_open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, permissions)
-        try:
-            os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
-            os.ftruncate(fd, size)
-            reserve(fd, size, kind=KIND, name=name, filesystem="/dev/shm")
-        except BaseException as error:
-            os.close(fd)
-            _native.shm_unlink(name)
-            if isinstance(error, OSError) and not isinstance(error, IPCError):
-                raise from_os_error(error, KIND, name) from None
-            raise
-        return cls(name, fd, read_only=False)
+        permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
+        gid = check_group(group)
+        if initialize is not None and not callable(initialize):
+            raise TypeError("initialize must be a function taking the memory's buffer")
+        return create_file(
+            DEV_SHM,
+            name[1:],
+            size,
+            permissions=permissions,
+            group=gid,
+            kind=KIND,
+            name=name,
+            filesystem=DEV_SHM,
+            initialize=initialize,
+            make=lambda fd: cls._make(name, fd, None, False),
+        )
 
     @classmethod
+    @all_or_nothing
     def open(cls, name: str, *, read_only: bool = False) -> PosixSharedMemory:
-        """Map the existing object ``name`` (read-only if asked).
+        """Map the existing object ``name``, all of it (read-only if asked).
 
         Raises:
             ResourceNotFoundError: no object called ``name``.
@@ -154,12 +172,24 @@ class PosixSharedMemory(MemoryBase):
         name = check_posix_name(name)
         if not isinstance(read_only, bool):
             raise TypeError("read_only must be a bool")
-        fd = cls._shm_open(name, os.O_RDONLY if read_only else os.O_RDWR, 0)
-        return cls(name, fd, read_only=read_only)
+        try:
+            fd = _native.shm_open(name, os.O_RDONLY if read_only else os.O_RDWR, 0)
+        except OSError as error:
+            raise from_os_error(error, KIND, name) from None
+        return cls._adopt(name, fd, read_only)
 
     @classmethod
-    def open_or_create(cls, name: str, size: int, *, permissions: int = 0o600) -> PosixSharedMemory:
-        """Open ``name`` if it exists, else create it with ``size`` bytes.
+    @all_or_nothing
+    def open_or_create(
+        cls,
+        name: str,
+        size: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> PosixSharedMemory:
+        """Open ``name`` if it exists, else create it with ``size`` bytes (as :meth:`create`).
 
         An existing object keeps its own size.
 
@@ -169,59 +199,21 @@ class PosixSharedMemory(MemoryBase):
         """
         name = check_posix_name(name)
         check_int(size, "size", minimum=0)
-        check_permissions(permissions)
-        while True:
-            try:
-                return cls.create(name, size, permissions=permissions)
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(name)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
-
-    @staticmethod
-    def _shm_open(name: str, flags: int, permissions: int) -> int:
-        try:
-            return _native.shm_open(name, flags, permissions)
-        except OSError as error:
-            raise from_os_error(error, KIND, name) from None
-
-    def resize(self, size: int) -> None:
-        """Change the object's size to ``size`` bytes and map all of it.
-
-        Growing adds zero bytes. Other processes keep their mappings at the old
-        size (they reopen to see more); if the object shrinks, their access past
-        the new end raises SIGBUS, so shrink only what nobody else uses.
-
-        Raises:
-            IPCError: views of ``buf`` (memoryviews, NumPy arrays, semaphores placed
-                in it) are still alive; nothing changed.
-            PermissionDeniedError: the object was opened read-only.
-            ResourceLimitError: no room for ``size`` bytes.
-        """
-        check_int(size, "size", minimum=0)
-        self._check_open()
-        if self.read_only:
-            raise PermissionDeniedError(
-                errno.EBADF, f"{self.describe()} was opened read-only: it cannot resize", self.name
-            )
-        self._drop_mapping("resize")
-        try:
-            os.ftruncate(self._fd, size)
-            self._set_mapping(self._map_file(size))
-        except OSError as error:
-            with contextlib.suppress(OSError):  # map whatever size it has now
-                self._set_mapping(self._map_file(os.fstat(self._fd).st_size))
-            raise from_os_error(error, KIND, self.name) from None
-
-    def fileno(self) -> int:
-        """The descriptor of the shared memory object."""
-        self._check_open()
-        return self._fd
+        check_permissions(permissions, allow_world_writable=allow_world_writable)
+        check_group(group)
+        return open_or_create(
+            lambda: cls.create(
+                name,
+                size,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(name),
+        )
 
     def info(self) -> PosixSharedMemoryInfo:
-        """Size, permissions and owner of the object."""
+        """Size (now, whatever this mapping's), permissions and owner of the object."""
         self._check_open()
         status = os.fstat(self._fd)
         return PosixSharedMemoryInfo(
@@ -235,6 +227,3 @@ class PosixSharedMemory(MemoryBase):
             ResourceNotFoundError: already removed.
         """
         unlink(self.name)
-
-    def _release(self) -> None:
-        os.close(self._fd)

@@ -26,18 +26,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import struct
 import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import _native
-from ._memory import reserve
 from ._names import check_int, check_permissions, check_posix_name
-from ._resource import Resource
-from .errors import IPCError, IPCOSError, ResourceExistsError, from_os_error
-from .posix_shm import DEV_SHM, PosixSharedMemory
+from ._resource import Resource, all_or_nothing
+from .errors import (
+    IPCError,
+    IPCOSError,
+    ResourceExistsError,
+    ResourceLimitError,
+    from_os_error,
+)
+from .posix_shm import PosixSharedMemory
 from .posix_shm import unlink as _unlink_shm
 
 __all__ = ("Ring", "RingInfo", "exists", "list_names", "unlink")
@@ -113,6 +120,129 @@ def unlink(name: str) -> None:
         raise from_os_error(error, KIND, name) from None
 
 
+# --- For the inspector (unixipc.inspect): a ring read through a descriptor, never attached.
+# These mirror struct ring_header and struct ring_slot in src/native/ring_core.h;
+# tests/test_inspect.py checks them against Ring.info() of a live ring.
+_LAYOUT = struct.Struct("<8sIIQQIIQQ")  # magic, version, header/capacity/data/slots, key, max
+_POSITIONS = struct.Struct("<Q56xQ56xQ")  # tail, head, free: one cache line each
+_POSITIONS_AT = 64
+_SLOT = struct.Struct("<IIIIQQQQQQ")  # state, roles, pid, waiting, claim, read, view ranges
+_SLOT_ATTACHED = 1
+_RECORD = struct.Struct("<IIQ")  # length, size, tag
+_KIND_MESSAGE, _KIND_PADDING = 1, 2
+_F_OFD_GETLK, _F_OFD_SETLK = 36, 37
+_FLOCK = struct.Struct("hhqqi4x")
+_MESSAGE_WALK_LIMIT = 100_000
+
+
+def _tag_base(position: int, key: int) -> int:
+    z = position ^ key
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & ~15
+
+
+def _lock_byte_held(fd: int, byte: int) -> bool:
+    """Whether a handle holds the lock byte (F_OFD_GETLK: a question, not a lock)."""
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, _F_OFD_GETLK, request)
+    except OSError:
+        return True  # as the ring itself decides: an error counts as alive
+    return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
+
+def _inspect(fd: int) -> dict[str, object] | None:
+    """What a ring open on ``fd`` (read-only is enough) holds, or None if it is no ring.
+
+    Reads with pread and asks the kernel about the lock bytes; attaches nothing,
+    takes no lock and writes nothing. ``dead_handles`` are handles that were
+    never closed and whose lock the kernel released: their process died.
+    """
+    header = os.pread(fd, _LAYOUT.size, 0)
+    if len(header) < _LAYOUT.size:
+        return None
+    magic, version, header_bytes, capacity, data_offset, slot_count, slot_bytes, key, _max = (
+        _LAYOUT.unpack(header)
+    )
+    if magic != _MAGIC:
+        return None
+    layout_ok = (
+        version == 2
+        and data_offset == header_bytes + slot_count * slot_bytes
+        and slot_bytes == _SLOT.size
+        and 0 < capacity <= MAX_CAPACITY
+        and os.fstat(fd).st_size >= data_offset + capacity
+    )
+    if not layout_ok:
+        return {"layout": "unknown", "version": version}
+    tail, head, free = _POSITIONS.unpack(os.pread(fd, _POSITIONS.size, _POSITIONS_AT))
+    slots = os.pread(fd, slot_count * slot_bytes, header_bytes)
+    producers: list[int] = []
+    consumers: list[int] = []
+    handles: list[int] = []
+    dead_roles = 0
+    dead = 0
+    for index in range(slot_count):
+        state, roles, pid, *_ranges = _SLOT.unpack_from(slots, index * slot_bytes)
+        if state != _SLOT_ATTACHED:
+            continue
+        if not _lock_byte_held(fd, index):
+            dead += 1
+            dead_roles |= roles
+            continue
+        handles.append(pid)
+        if roles & _PRODUCER:
+            producers.append(pid)
+        if roles & _CONSUMER:
+            consumers.append(pid)
+    messages: int | None = 0
+    position = head
+    for _ in range(_MESSAGE_WALK_LIMIT):
+        if position >= tail:
+            break
+        record = os.pread(fd, _RECORD.size, data_offset + position % capacity)
+        _length, record_size, tag = _RECORD.unpack(record)
+        base = _tag_base(position, key)
+        if tag not in (base | _KIND_MESSAGE, base | _KIND_PADDING) or record_size < _RECORD.size:
+            break  # not committed yet
+        messages = (messages or 0) + (tag == base | _KIND_MESSAGE)
+        position += record_size
+    else:
+        messages = None  # too many to count here
+    return {
+        "capacity": capacity,
+        "used_bytes": max(tail - free, 0),
+        "messages": messages,
+        "bytes_written": tail,
+        "bytes_read": head,
+        "handles": len(handles),
+        "dead_handles": dead,
+        "dead_roles": [
+            role for bit, role in ((1, "producer"), (2, "consumer")) if dead_roles & bit
+        ],
+        "producers": len(producers),
+        "consumers": len(consumers),
+        "handle_pids": sorted(set(handles)),
+        "producer_pids": sorted(set(producers)),
+        "consumer_pids": sorted(set(consumers)),
+    }
+
+
+def _lock_abandoned(fd: int) -> bool:
+    """For removal: take every handle's lock byte at once (``fd`` open for writing).
+
+    True means no handle was alive and none can attach until ``fd`` is closed.
+    """
+    slot_count = _LAYOUT.unpack(os.pread(fd, _LAYOUT.size, 0))[5]
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, slot_count, 0)
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, request)
+    except OSError:
+        return False
+    return True
+
+
 def _stop_at(point: str | None) -> None:
     """Tests only: make this process SIGSTOP itself at ``point`` (None: never)."""
     _native.ring_test_stop(0 if point is None else _TEST_STOP_POINTS[point])
@@ -172,76 +302,57 @@ class Ring(Resource, _native.RingCore):
         try:
             self._attach(memory.buf, -1, self.describe())
             self._take_slot_with_new_lock()
+            _open_rings.add(self)
+            self._opened(memory.name)  # from here on, close() releases it all
         except BaseException:
-            self._detach()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
+            # Whatever interrupted us (a signal handler's exception can come anywhere),
+            # nothing stays attached: an attached handle keeps an export of the mapping.
+            if not self._closed:
+                self._discard()
+            else:
+                _open_rings.discard(self)
+                self._detach()
+                if self._lock_fd >= 0:
+                    os.close(self._lock_fd)
+                    self._lock_fd = -1
             raise
-        self._opened(memory.name)
-        _open_rings.add(self)
 
     @classmethod
+    @all_or_nothing
     def create(cls, name: str, capacity: int, *, permissions: int = 0o600) -> Ring:
         """Create the ring ``name`` with ``capacity`` bytes of message space and open it.
 
         ``capacity`` is rounded up to a multiple of 64; the largest message is
         half of it less 16 bytes (``max_message_size``), so that a message
         always fits in one piece. The ring's memory is reserved at once, and the
-        name appears only when the ring is complete: a failure (or an exception
+        name appears only when the ring is laid out: a failure (or an exception
         from a signal handler, such as KeyboardInterrupt) leaves nothing.
 
         Raises:
             ResourceExistsError: ``name`` exists already.
-            ResourceLimitError: no room for the ring in /dev/shm (or no memory).
+            ResourceLimitError: no room for the ring in /dev/shm.
         """
         name = check_posix_name(name)
         capacity = _check_capacity(capacity)
         permissions = check_permissions(permissions)
-        size = _native.RING_DATA_OFFSET + capacity
-        # Built unnamed (O_TMPFILE) and named last, with link(2), which fails if the
-        # name exists: nobody ever sees half a ring, and before the link nothing
-        # needs removing. After it, an exception (from a signal handler) can still
-        # come: _unpublish then removes the name. Descriptors to close are popped
-        # from `closing` first, so that none is ever closed twice.
-        closing: list[int] = []
-        memory: PosixSharedMemory | None = None
-        created: Ring | None = None
+        key = int.from_bytes(os.urandom(8), "little")
+        # PosixSharedMemory.create prepares the object without a name (exact
+        # permissions, pages reserved: a full /dev/shm is an error now, not a
+        # SIGBUS at some later send), lets us lay the ring out, and only then names
+        # it. The creation journal (all_or_nothing) removes the name again if
+        # anything after that fails, attaching this handle included.
         try:
-            try:
-                directory = os.open(DEV_SHM, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                closing.append(directory)
-                flags = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
-                fd = os.open(".", flags, 0o600, dir_fd=directory)
-                closing.append(fd)
-                os.fchmod(fd, permissions)  # exactly these bits, whatever the umask
-                os.ftruncate(fd, size)
-                reserve(fd, size, kind=KIND, name=name, filesystem=DEV_SHM)
-                memory = PosixSharedMemory(name, os.dup(fd), read_only=False)
-                key = int.from_bytes(os.urandom(8), "little")
-                _native.ring_initialize(memory.buf, capacity, key)
-                created = cls(memory)
-                # linkat(AT_SYMLINK_FOLLOW) through /proc names the unnamed file.
-                os.link(f"/proc/self/fd/{fd}", name[1:], dst_dir_fd=directory)
-            finally:
-                while closing:
-                    os.close(closing.pop())
-            return created
-        except BaseException as error:
-            # Never let a cleanup error replace the exception propagating. (A handle
-            # made just before an interrupt, but not yet assigned, closes when collected.)
-            with contextlib.suppress(Exception):
-                while closing:
-                    os.close(closing.pop())
-            if memory is not None:
-                _unpublish(memory, f"{DEV_SHM}/{name[1:]}")
-            with contextlib.suppress(Exception):
-                if created is not None:
-                    created.close()
-                elif memory is not None:
-                    memory.close()
-            if isinstance(error, OSError) and not isinstance(error, IPCError):
-                raise from_os_error(error, KIND, name) from None
-            raise
+            memory = PosixSharedMemory.create(
+                name,
+                _native.RING_DATA_OFFSET + capacity,
+                permissions=permissions,
+                initialize=lambda buffer: _native.ring_initialize(buffer, capacity, key),
+            )
+        except IPCOSError as error:
+            if isinstance(error, ResourceLimitError):
+                raise  # it names the filesystem and its free space
+            raise from_os_error(error, KIND, name) from None
+        return cls(memory)
 
     @classmethod
     def open(cls, name: str) -> Ring:
@@ -494,21 +605,6 @@ def _check_capacity(capacity: object) -> int:
     if value > MAX_CAPACITY:
         raise ValueError(f"capacity must be <= {MAX_CAPACITY}, got {value}")
     return (value + 63) // 64 * 64
-
-
-def _unpublish(memory: PosixSharedMemory, path: str) -> None:
-    """After a failed create: remove the name if the link gave it to our object.
-
-    The object's link count says whether link(2) happened (the exception may
-    have come right after it); the name is removed only if it still leads there.
-    """
-    with contextlib.suppress(Exception):
-        ours = os.fstat(memory.fileno())
-        if ours.st_nlink == 0:
-            return
-        named = os.stat(path, follow_symlinks=False)
-        if (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino):
-            os.unlink(path)
 
 
 def _wait_until_initialized(memory: PosixSharedMemory) -> None:

@@ -63,13 +63,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from . import _native, posix_shm
 from ._deadline import Deadline
-from ._names import check_int, check_permissions, check_posix_name
-from ._resource import Resource
+from ._names import check_bytes_like, check_group, check_int, check_permissions, check_posix_name
+from ._resource import Lockable, Resource, all_or_nothing, open_or_create
 from .errors import (
     DeadlockError,
     IPCError,
@@ -92,7 +91,7 @@ __all__ = (
 )
 
 _T = TypeVar("_T", bound="_SharedSyncObject")
-_M = TypeVar("_M", bound="_MutexLike")
+_PL = TypeVar("_PL", bound="_Plain")
 _P = TypeVar("_P")
 
 # ---- layout shared by every object -------------------------------------------------
@@ -119,6 +118,26 @@ _KIND_BY_MAGIC = {
 }
 _U32 = 1 << 32
 _WAKE_STEP = 2047  # FUTEX_WAKE_OP adds at most this much at once
+
+
+def _inspect(head: bytes) -> dict[str, object] | None:
+    """For the inspector: what the first bytes of a shared memory object say, or None.
+
+    A mutex-based object reports the thread id in its robust mutex's lock word
+    (glibc: the owner's tid, with the kernel's OWNER_DIED bit), read without locking.
+    """
+    if len(head) < _MUTEX_AT + 4:
+        return None
+    magic = int.from_bytes(head[_MAGIC_AT : _MAGIC_AT + 4], "little")
+    kind = _KIND_BY_MAGIC.get(magic)
+    if kind is None:
+        return {"object": "shared sync (being created)"} if magic == _INITIALIZING else None
+    word = int.from_bytes(head[_MUTEX_AT : _MUTEX_AT + 4], "little")
+    return {
+        "object": kind,
+        "locked_by_tid": (word & 0x3FFFFFFF) or None,
+        "owner_died": bool(word & 0x40000000),
+    }
 
 
 def _round_up(size: int) -> int:
@@ -152,6 +171,7 @@ class _SharedSyncObject(Resource):
     #: that is still initializing the object.
     READY_TIMEOUT: ClassVar[float] = 5.0
     _MAGIC: ClassVar[int]
+    _factories = ("create", "open", "open_or_create", "in_buffer")
 
     def __init__(
         self, view: memoryview, memory: PosixSharedMemory | None, name: str | None, offset: int
@@ -167,25 +187,43 @@ class _SharedSyncObject(Resource):
     # -- creation and opening --------------------------------------------------------
 
     @classmethod
+    @all_or_nothing
+    def open(cls: type[_T], name: str) -> _T:
+        """Open the existing object ``name``, waiting briefly for a creator still initializing it.
+
+        Raises:
+            ResourceNotFoundError: no object called ``name``.
+            TimeoutExpired: it was not initialized within ``READY_TIMEOUT`` seconds.
+            IPCError: the object is not of this kind.
+        """
+        return cls._open_named(name)
+
+    @classmethod
     def _create_named(
-        cls: type[_T], name: str, permissions: int, setup: Callable[[memoryview], None]
+        cls: type[_T],
+        name: str,
+        permissions: int,
+        group: int | str | None,
+        allow_world_writable: bool,
+        setup: Callable[[memoryview], None],
     ) -> _T:
         name = check_posix_name(name)
-        permissions = check_permissions(permissions)
+        permissions = check_permissions(permissions, allow_world_writable=allow_world_writable)
+        gid = check_group(group)
         try:
-            memory = PosixSharedMemory.create(name, cls.SIZE, permissions=permissions)
+            # Initialized before its name appears: no opener ever waits for it. If
+            # anything fails later, the creation's journal removes it (all_or_nothing).
+            memory = PosixSharedMemory.create(
+                name,
+                cls.SIZE,
+                permissions=permissions,
+                group=gid,
+                allow_world_writable=allow_world_writable,
+                initialize=lambda whole: cls._initialize(whole[: cls.SIZE], setup, repr(name)),
+            )
         except OSError as error:
             raise from_os_error(error, cls.kind, name) from None
-        view = memory.buf[: cls.SIZE]
-        try:
-            cls._initialize(view, setup, repr(name))
-        except BaseException:
-            view.release()
-            memory.close()
-            with contextlib.suppress(OSError):
-                posix_shm.unlink(name)
-            raise
-        return cls(view, memory, name, 0)
+        return cls._make(memory.buf[: cls.SIZE], memory, name, 0)
 
     @classmethod
     def _open_named(cls: type[_T], name: str) -> _T:
@@ -220,27 +258,22 @@ class _SharedSyncObject(Resource):
             view.release()
             memory.close()
             raise
-        return cls(view, memory, name, 0)
+        return cls._make(view, memory, name, 0)
 
     @classmethod
     def _open_or_create_named(
         cls: type[_T], name: str, create: Callable[[], _T], check: Callable[[_T], None]
     ) -> _T:
-        while True:
-            try:
-                return create()
-            except ResourceExistsError:
-                pass
-            try:
-                opened = cls._open_named(name)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
+        def open_and_check() -> _T:
+            opened = cls._open_named(name)
             try:
                 check(opened)
             except BaseException:
                 opened.close()
                 raise
             return opened
+
+        return open_or_create(create, open_and_check)
 
     @classmethod
     def _place(
@@ -253,17 +286,9 @@ class _SharedSyncObject(Resource):
         if not isinstance(initialize, bool):
             raise TypeError("initialize must be a bool")
         offset = check_int(offset, "offset", minimum=0)
-        try:
-            whole = memoryview(buffer)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(
-                f"buffer must be a writable buffer (shared memory), not {type(buffer).__name__}"
-            ) from None
-        if whole.readonly:
+        flat = check_bytes_like(buffer, "buffer")
+        if flat.readonly:
             raise TypeError("buffer must be writable")
-        if not whole.c_contiguous:
-            raise ValueError("buffer must be C-contiguous")
-        flat = whole.cast("B") if whole.format != "B" or whole.ndim != 1 else whole
         if offset + cls.SIZE > len(flat):
             raise ValueError(
                 f"a {cls.kind} needs {cls.SIZE} bytes at offset {offset}, "
@@ -285,7 +310,7 @@ class _SharedSyncObject(Resource):
         except BaseException:
             view.release()
             raise
-        return cls(view, None, None, offset)
+        return cls._make(view, None, None, offset)
 
     @classmethod
     def _initialize(cls, view: memoryview, setup: Callable[[memoryview], None], where: str) -> None:
@@ -457,7 +482,77 @@ class _SharedSyncObject(Resource):
             self._memory.close()
 
 
-class _MutexLike(_SharedSyncObject):
+class _Plain(_SharedSyncObject):
+    """The kinds made from a name alone: mutex, condition, rwlock (not the barrier)."""
+
+    @classmethod
+    def _setup(cls, view: memoryview) -> None:
+        """Initialize the kind's own fields (the counters start at zero)."""
+
+    @classmethod
+    @all_or_nothing
+    def create(
+        cls: type[_PL],
+        name: str,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> _PL:
+        """Create the object ``name`` (its own POSIX shared memory object, initialized
+        before its name appears, exactly ``permissions``, owned by ``group`` if given).
+
+        Raises:
+            ResourceExistsError: ``name`` exists already.
+            ValueError: ``permissions`` let every user write, without
+                ``allow_world_writable=True``.
+        """
+        return cls._create_named(name, permissions, group, allow_world_writable, cls._setup)
+
+    @classmethod
+    @all_or_nothing
+    def open_or_create(
+        cls: type[_PL],
+        name: str,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> _PL:
+        """Open ``name`` if it exists, else create it (as ``create``).
+
+        Raises:
+            IPCError: the existing object is not of this kind.
+        """
+        return cls._open_or_create_named(
+            name,
+            lambda: cls.create(
+                name,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda _: None,
+        )
+
+    @classmethod
+    def in_buffer(cls: type[_PL], buffer: object, offset: int = 0, *, initialize: bool) -> _PL:
+        """Place the object at ``offset`` of a writable shared ``buffer`` (``SIZE`` bytes).
+
+        Exactly one process passes ``initialize=True`` (the region's first word
+        must be zero: it must not hold an object already); the others pass
+        ``initialize=False`` and wait up to ``READY_TIMEOUT`` seconds for it. The
+        buffer cannot be unmapped while this object is open.
+
+        Raises:
+            ResourceExistsError: ``initialize=True`` but the region already holds one.
+            TimeoutExpired: ``initialize=False`` and nobody initialized it in time.
+            IPCError: the region holds something else.
+        """
+        return cls._place(buffer, offset, initialize, cls._setup)
+
+
+class _MutexLike(_Plain, Lockable):
     """An object whose own robust mutex is its lock (SharedMutex, SharedCondition)."""
 
     def acquire(self, *, timeout: float | None = None) -> None:
@@ -500,17 +595,8 @@ class _MutexLike(_SharedSyncObject):
             raise self._not_held()
         self._make_consistent(_MUTEX_AT)
 
-    def __enter__(self: _M) -> _M:
+    def _hold(self) -> None:
         self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 class SharedMutex(_MutexLike):
@@ -540,57 +626,6 @@ class SharedMutex(_MutexLike):
     SIZE: ClassVar[int] = _round_up(_MUTEX_AT + _native.MUTEX_SIZE)
     _MAGIC = _MAGIC_MUTEX
 
-    @staticmethod
-    def _setup(view: memoryview) -> None:
-        pass
-
-    @classmethod
-    def create(cls, name: str, *, permissions: int = 0o600) -> SharedMutex:
-        """Create the mutex ``name`` (its own POSIX shared memory object).
-
-        Raises:
-            ResourceExistsError: ``name`` exists already.
-        """
-        return cls._create_named(name, permissions, cls._setup)
-
-    @classmethod
-    def open(cls, name: str) -> SharedMutex:
-        """Open the existing mutex ``name``, waiting briefly for a creator still initializing it.
-
-        Raises:
-            ResourceNotFoundError: no object called ``name``.
-            TimeoutExpired: it was not initialized within ``READY_TIMEOUT`` seconds.
-            IPCError: the object is not a shared mutex.
-        """
-        return cls._open_named(name)
-
-    @classmethod
-    def open_or_create(cls, name: str, *, permissions: int = 0o600) -> SharedMutex:
-        """Open ``name`` if it exists, else create it.
-
-        Raises:
-            IPCError: the existing object is not a shared mutex.
-        """
-        return cls._open_or_create_named(
-            name, lambda: cls.create(name, permissions=permissions), lambda _: None
-        )
-
-    @classmethod
-    def in_buffer(cls, buffer: object, offset: int = 0, *, initialize: bool) -> SharedMutex:
-        """Place a mutex at ``offset`` of a writable shared ``buffer`` (``SIZE`` bytes).
-
-        Exactly one process passes ``initialize=True`` (the region's first word
-        must be zero: it must not hold an object already); the others pass
-        ``initialize=False`` and wait up to ``READY_TIMEOUT`` seconds for it. The
-        buffer cannot be unmapped while this object is open.
-
-        Raises:
-            ResourceExistsError: ``initialize=True`` but the region already holds one.
-            TimeoutExpired: ``initialize=False`` and nobody initialized it in time.
-            IPCError: the region holds something else.
-        """
-        return cls._place(buffer, offset, initialize, cls._setup)
-
 
 class SharedCondition(_MutexLike):
     """A condition variable shared between processes, with its own robust mutex.
@@ -608,52 +643,6 @@ class SharedCondition(_MutexLike):
     _WAITERS = _GRANTED + 8  # waiters not yet granted a wake-up
     SIZE: ClassVar[int] = _round_up(_WAITERS + 4)
     _MAGIC = _MAGIC_CONDITION
-
-    @staticmethod
-    def _setup(view: memoryview) -> None:
-        pass  # the counters start at zero
-
-    @classmethod
-    def create(cls, name: str, *, permissions: int = 0o600) -> SharedCondition:
-        """Create the condition ``name`` (its own POSIX shared memory object).
-
-        Raises:
-            ResourceExistsError: ``name`` exists already.
-        """
-        return cls._create_named(name, permissions, cls._setup)
-
-    @classmethod
-    def open(cls, name: str) -> SharedCondition:
-        """Open the existing condition ``name``.
-
-        Raises:
-            ResourceNotFoundError: no object called ``name``.
-            TimeoutExpired: it was not initialized within ``READY_TIMEOUT`` seconds.
-            IPCError: the object is not a shared condition.
-        """
-        return cls._open_named(name)
-
-    @classmethod
-    def open_or_create(cls, name: str, *, permissions: int = 0o600) -> SharedCondition:
-        """Open ``name`` if it exists, else create it.
-
-        Raises:
-            IPCError: the existing object is not a shared condition.
-        """
-        return cls._open_or_create_named(
-            name, lambda: cls.create(name, permissions=permissions), lambda _: None
-        )
-
-    @classmethod
-    def in_buffer(cls, buffer: object, offset: int = 0, *, initialize: bool) -> SharedCondition:
-        """Place a condition at ``offset`` of a writable shared ``buffer`` (``SIZE`` bytes).
-
-        Raises:
-            ResourceExistsError: ``initialize=True`` but the region already holds one.
-            TimeoutExpired: ``initialize=False`` and nobody initialized it in time.
-            IPCError: the region holds something else.
-        """
-        return cls._place(buffer, offset, initialize, cls._setup)
 
     def _available(self) -> int:
         return (self._load(self._GRANTED) - self._load(self._CONSUMED)) % _U32
@@ -766,7 +755,7 @@ class SharedCondition(_MutexLike):
         self.notify(self._load(self._WAITERS))
 
 
-class SharedRWLock(_SharedSyncObject):
+class SharedRWLock(_Plain, Lockable):
     """A read-write lock shared between processes that survives crashed holders.
 
     Many readers or one writer; a waiting writer stops new readers from
@@ -800,48 +789,6 @@ class SharedRWLock(_SharedSyncObject):
     @classmethod
     def _slot(cls, index: int) -> int:
         return cls._SLOTS_AT + index * _MUTEX_STRIDE
-
-    @classmethod
-    def create(cls, name: str, *, permissions: int = 0o600) -> SharedRWLock:
-        """Create the rwlock ``name`` (its own POSIX shared memory object).
-
-        Raises:
-            ResourceExistsError: ``name`` exists already.
-        """
-        return cls._create_named(name, permissions, cls._setup)
-
-    @classmethod
-    def open(cls, name: str) -> SharedRWLock:
-        """Open the existing rwlock ``name``.
-
-        Raises:
-            ResourceNotFoundError: no object called ``name``.
-            TimeoutExpired: it was not initialized within ``READY_TIMEOUT`` seconds.
-            IPCError: the object is not a shared rwlock.
-        """
-        return cls._open_named(name)
-
-    @classmethod
-    def open_or_create(cls, name: str, *, permissions: int = 0o600) -> SharedRWLock:
-        """Open ``name`` if it exists, else create it.
-
-        Raises:
-            IPCError: the existing object is not a shared rwlock.
-        """
-        return cls._open_or_create_named(
-            name, lambda: cls.create(name, permissions=permissions), lambda _: None
-        )
-
-    @classmethod
-    def in_buffer(cls, buffer: object, offset: int = 0, *, initialize: bool) -> SharedRWLock:
-        """Place an rwlock at ``offset`` of a writable shared ``buffer`` (``SIZE`` bytes).
-
-        Raises:
-            ResourceExistsError: ``initialize=True`` but the region already holds one.
-            TimeoutExpired: ``initialize=False`` and nobody initialized it in time.
-            IPCError: the region holds something else.
-        """
-        return cls._place(buffer, offset, initialize, cls._setup)
 
     def _enter_gate(self, deadline: Deadline, me: tuple[int, int]) -> None:
         """Take the gate mutex; after a dead writer, raise OwnerDied holding it as writer."""
@@ -1006,17 +953,8 @@ class SharedRWLock(_SharedSyncObject):
         finally:
             self.release()
 
-    def __enter__(self) -> SharedRWLock:
+    def _hold(self) -> None:
         self.acquire_write()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 class SharedBarrier(_SharedSyncObject):
@@ -1054,28 +992,37 @@ class SharedBarrier(_SharedSyncObject):
         return value
 
     @classmethod
-    def create(cls, name: str, parties: int, *, permissions: int = 0o600) -> SharedBarrier:
-        """Create the barrier ``name`` for ``parties`` callers.
+    @all_or_nothing
+    def create(
+        cls,
+        name: str,
+        parties: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> SharedBarrier:
+        """Create the barrier ``name`` for ``parties`` callers (as ``SharedMutex.create``).
 
         Raises:
             ResourceExistsError: ``name`` exists already.
         """
         parties = cls._check_parties(parties)
-        return cls._create_named(name, permissions, cls._setup_for(parties))
+        return cls._create_named(
+            name, permissions, group, allow_world_writable, cls._setup_for(parties)
+        )
 
     @classmethod
-    def open(cls, name: str) -> SharedBarrier:
-        """Open the existing barrier ``name``.
-
-        Raises:
-            ResourceNotFoundError: no object called ``name``.
-            TimeoutExpired: it was not initialized within ``READY_TIMEOUT`` seconds.
-            IPCError: the object is not a shared barrier.
-        """
-        return cls._open_named(name)
-
-    @classmethod
-    def open_or_create(cls, name: str, parties: int, *, permissions: int = 0o600) -> SharedBarrier:
+    @all_or_nothing
+    def open_or_create(
+        cls,
+        name: str,
+        parties: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> SharedBarrier:
         """Open ``name`` if it exists, else create it for ``parties`` callers.
 
         Raises:
@@ -1091,7 +1038,15 @@ class SharedBarrier(_SharedSyncObject):
                 )
 
         return cls._open_or_create_named(
-            name, lambda: cls.create(name, parties, permissions=permissions), check
+            name,
+            lambda: cls.create(
+                name,
+                parties,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            check,
         )
 
     @classmethod

@@ -14,9 +14,14 @@ this process (there is no per-process handle), and ``with semaphores:`` closes.
 Creation is race-free: :meth:`SysVSemaphoreSet.create` sets the initial values
 and then performs one operation (which sets the set's ``sem_otime``); an
 opener that finds ``sem_otime`` still zero waits until it is not, so nobody
-uses a set before its values are in place (Stevens, UNP vol. 2, 11.2). A set
-made by another program that never operated on it is opened as it is after a
-short wait (``INIT_WAIT`` seconds), and at once if it is older than that.
+uses a set before its values are in place. That is the classic initialization
+race (Stevens, UNP vol. 2, 11.2): semget creates a set whose values are zero,
+and the creator sets them with a second call, so an opener that came in between
+would operate on zeros. A set made by another program that never operated on it
+(TLPI's ``svsem_create``, ``ipcmk -S``) is opened as it is after a short wait
+(``INIT_WAIT`` seconds), and at once if it is older than that or if the opener
+passes ``wait_for_initialization=False``. Creation is all or nothing: if
+setting the values fails, or a signal handler raises, the set is removed.
 
 Keys: an int (as made by ftok(3)), or 0 (IPC_PRIVATE) for a set that only its
 id finds again (:meth:`SysVSemaphoreSet.open_id`). Portability: System V IPC
@@ -32,10 +37,9 @@ from dataclasses import dataclass
 
 from . import _native
 from ._deadline import Deadline, check_timeout
-from ._names import check_int, check_permissions, check_sysv_key
-from ._resource import Resource
-from ._sysv import IPC_PRIVATE, check_id, check_open_key, read_table
-from .errors import IPCError, ResourceExistsError, ResourceNotFoundError, from_os_error
+from ._names import check_group, check_int, check_permissions, check_sysv_key
+from ._resource import Resource, all_or_nothing, open_or_create
+from ._sysv import SysVKind, check_id, check_open_key, read_table
 
 __all__ = (
     "INIT_WAIT",
@@ -52,8 +56,19 @@ KIND = "System V semaphore set"
 #: The largest value a System V semaphore can hold (SEMVMX).
 VALUE_MAX: int = _native.SYSV_SEM_VALUE_MAX
 
-#: Seconds an opener waits for a creator to finish setting initial values.
+#: Seconds an opener waits (by default) for a creator to finish setting initial values.
 INIT_WAIT = 2.0
+
+_SETS = SysVKind(
+    KIND,
+    find=_native.sysv_sem_find,
+    remove=_native.sysv_sem_remove,
+    set_owner=_native.sysv_sem_set,
+    limits={
+        errno.ERANGE: f"SEMVMX: at most {VALUE_MAX}",
+        errno.E2BIG: "SEMOPM operations per call",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -75,27 +90,11 @@ class SysVSemaphoreSetInfo:
     change_time: int
 
 
-def _describe(key: int) -> str:
-    return "IPC_PRIVATE" if key == IPC_PRIVATE else f"{key & 0xFFFFFFFF:#010x}"
-
-
-def _error(error: OSError, what: object, *, gone: int = errno.EIDRM) -> IPCError:
-    # EINVAL from a call on an id means that no set has that id (any more);
-    # ERANGE and E2BIG are kernel limits.
-    if error.errno == errno.EINVAL:
-        error = OSError(gone, error.strerror)
-    if error.errno == errno.ERANGE:
-        return from_os_error(error, KIND, what, limit=f"SEMVMX: at most {VALUE_MAX}")
-    if error.errno == errno.E2BIG:
-        return from_os_error(error, KIND, what, limit="SEMOPM operations per call")
-    return from_os_error(error, KIND, what)
-
-
 def _stat(sem_id: int, what: object, *, gone: int = errno.EIDRM) -> SysVSemaphoreSetInfo:
     try:
         key, uid, gid, cuid, cgid, mode, count, otime, ctime = _native.sysv_sem_stat(sem_id)
     except OSError as error:
-        raise _error(error, what, gone=gone) from None
+        raise _SETS.error(error, what, gone=gone) from None
     return SysVSemaphoreSetInfo(
         id=sem_id,
         key=key,
@@ -110,21 +109,9 @@ def _stat(sem_id: int, what: object, *, gone: int = errno.EIDRM) -> SysVSemaphor
     )
 
 
-def _find(key: int) -> int:
-    try:
-        return _native.sysv_sem_find(key)
-    except OSError as error:
-        raise from_os_error(error, KIND, _describe(key)) from None
-
-
 def exists(key: int) -> bool:
     """True if a System V semaphore set has the key ``key``."""
-    key = check_open_key(key)
-    try:
-        _native.sysv_sem_find(key)
-    except OSError as error:
-        return error.errno != errno.ENOENT  # exists, maybe not ours to open
-    return True
+    return _SETS.exists(check_open_key(key))
 
 
 def list_ids() -> list[int]:
@@ -140,11 +127,19 @@ def unlink(key: int) -> None:
         PermissionDeniedError: not allowed to remove it.
     """
     key = check_open_key(key)
-    sem_id = _find(key)
-    try:
-        _native.sysv_sem_remove(sem_id)
-    except OSError as error:
-        raise _error(error, _describe(key)) from None
+    _SETS.remove(_SETS.find(key), _SETS.describe(key))
+
+
+def _check_wait(value: object) -> float:
+    """``wait_for_initialization``: True (INIT_WAIT), False (0) or seconds."""
+    if value is True:
+        return INIT_WAIT
+    if value is False:
+        return 0.0
+    seconds = check_timeout(value, "wait_for_initialization")
+    if seconds is None:
+        raise TypeError("wait_for_initialization must be a bool or a number of seconds")
+    return seconds
 
 
 def _check_values(values: object, count: int) -> list[int]:
@@ -159,20 +154,25 @@ def _check_values(values: object, count: int) -> list[int]:
 
 
 class SysVSemaphoreSet(Resource):
-    """A System V semaphore set: ``len(s)`` semaphores changed together by ``op()``."""
+    """A System V semaphore set: ``len(s)`` semaphores changed together by ``op()``.
+
+    Made by :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`.
+    """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create", "open_id")
 
     def __init__(self, sem_id: int, key: int, count: int) -> None:
         """Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`."""
         self.id = sem_id
         self.key = key
         self._count = count
-        self._opened(f"{_describe(key)} (id {sem_id})")
+        self._opened(f"{_SETS.describe(key)} (id {sem_id})")
 
     # -- opening -----------------------------------------------------------
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         key: int,
@@ -180,69 +180,93 @@ class SysVSemaphoreSet(Resource):
         *,
         values: Sequence[int] | None = None,
         permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> SysVSemaphoreSet:
         """Create a set of ``count`` semaphores with ``key``, holding ``values`` (else zeros).
 
         Openers that come while the values are being set wait until they are
         set (see the module's notes). ``key`` 0 (IPC_PRIVATE) always creates a
-        new set, found again by ``.id``.
+        new set, found again by ``.id``. The set has exactly ``permissions`` and,
+        if given, belongs to ``group`` (a gid or a group name). If anything fails
+        after the set exists (a signal included), it is removed.
 
         Raises:
             ResourceExistsError: a set with ``key`` exists already.
             ResourceLimitError: ``count`` is beyond SEMMSL, or SEMMNI/SEMMNS is reached.
+            ValueError: ``permissions`` let every user write, without
+                ``allow_world_writable=True``.
         """
         key = check_sysv_key(key)
         check_int(count, "count", minimum=1)
-        permissions = check_permissions(permissions)
-        if permissions & ~0o777:
-            raise ValueError(f"permissions must be within 0o777 for System V, got {permissions:#o}")
+        permissions = check_permissions(
+            permissions, allow_world_writable=allow_world_writable, maximum=0o777
+        )
+        gid = check_group(group)
         initial = None if values is None else _check_values(values, count)
-        try:
-            sem_id = _native.sysv_sem_create(key, count, permissions)
-        except OSError as error:
-            limit = {errno.EINVAL: "SEMMSL semaphores per set", errno.ENOSPC: "SEMMNI or SEMMNS"}
-            raise from_os_error(
-                error, KIND, _describe(key), limit=limit.get(error.errno or 0)
-            ) from None
-        try:
+
+        def ready(sem_id: int) -> SysVSemaphoreSet:
             if initial is not None:
                 _native.sysv_sem_setall(sem_id, initial)
             # One operation that changes nothing sets sem_otime: the "ready" mark.
             first = 0 if initial is None else initial[0]
-            ready = [(0, 1), (0, -1)] if first < VALUE_MAX else [(0, -1), (0, 1)]
-            _native.sysv_sem_op(sem_id, ready, count, False, True, -1)
-        except BaseException as error:
-            _native.sysv_sem_remove(sem_id)
-            if isinstance(error, OSError):
-                raise _error(error, _describe(key)) from None
-            raise
-        return cls(sem_id, key, count)
+            mark = [(0, 1), (0, -1)] if first < VALUE_MAX else [(0, -1), (0, 1)]
+            _native.sysv_sem_op(sem_id, mark, count, False, True, -1)
+            return cls._make(sem_id, key, count)
+
+        return _SETS.create(
+            key,
+            permissions,
+            gid,
+            lambda mode, created: _native.sysv_sem_create(key, count, mode, created),
+            ready,
+            {errno.EINVAL: "SEMMSL semaphores per set", errno.ENOSPC: "SEMMNI or SEMMNS"},
+        )
 
     @classmethod
-    def open(cls, key: int) -> SysVSemaphoreSet:
+    @all_or_nothing
+    def open(cls, key: int, *, wait_for_initialization: bool | float = True) -> SysVSemaphoreSet:
         """Open the existing set with ``key``, once its creator has set its values.
+
+        A set that nobody has operated on yet may still be getting its values
+        from its creator (the classic initialization race, see the module's
+        notes): by default the opener waits up to ``INIT_WAIT`` seconds for the
+        first operation (not at all for a set older than that).
+        ``wait_for_initialization`` is that wait: True (the default), False to
+        open at once (a set that its program initializes in one step, such as
+        TLPI's ``svsem_create``), or a number of seconds.
 
         Raises:
             ResourceNotFoundError: no set has this key.
             PermissionDeniedError: its permissions forbid using it.
         """
         key = check_open_key(key)
-        sem_id = _find(key)
-        return cls(sem_id, key, cls._wait_until_ready(sem_id, _describe(key)).count)
+        wait = _check_wait(wait_for_initialization)
+        sem_id = _SETS.find(key)
+        return cls._make(
+            sem_id, key, cls._wait_until_ready(sem_id, _SETS.describe(key), wait).count
+        )
 
     @classmethod
-    def open_id(cls, sem_id: int) -> SysVSemaphoreSet:
+    @all_or_nothing
+    def open_id(
+        cls, sem_id: int, *, wait_for_initialization: bool | float = True
+    ) -> SysVSemaphoreSet:
         """Open the set whose id is ``sem_id`` (how IPC_PRIVATE sets are shared).
+
+        ``wait_for_initialization`` is as for :meth:`open`.
 
         Raises:
             ResourceNotFoundError: no set has this id.
             PermissionDeniedError: its permissions forbid using it.
         """
         sem_id = check_id(sem_id, "sem_id")
-        info = cls._wait_until_ready(sem_id, f"id {sem_id}")
-        return cls(sem_id, info.key, info.count)
+        wait = _check_wait(wait_for_initialization)
+        info = cls._wait_until_ready(sem_id, f"id {sem_id}", wait)
+        return cls._make(sem_id, info.key, info.count)
 
     @classmethod
+    @all_or_nothing
     def open_or_create(
         cls,
         key: int,
@@ -250,6 +274,8 @@ class SysVSemaphoreSet(Resource):
         *,
         values: Sequence[int] | None = None,
         permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> SysVSemaphoreSet:
         """Open the set with ``key`` if it exists, else create it as :meth:`create` does.
 
@@ -261,30 +287,33 @@ class SysVSemaphoreSet(Resource):
         """
         key = check_open_key(key)
         check_int(count, "count", minimum=1)
-        check_permissions(permissions)
+        check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
+        check_group(group)
         if values is not None:
             _check_values(values, count)
-        while True:
-            try:
-                return cls.create(key, count, values=values, permissions=permissions)
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(key)
-            except ResourceNotFoundError:
-                continue  # removed between our two calls: try again
+        return open_or_create(
+            lambda: cls.create(
+                key,
+                count,
+                values=values,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(key),
+        )
 
     @staticmethod
-    def _wait_until_ready(sem_id: int, what: str) -> SysVSemaphoreSetInfo:
-        """Wait (briefly) while the set's creator may still be setting its values."""
+    def _wait_until_ready(sem_id: int, what: str, wait: float) -> SysVSemaphoreSetInfo:
+        """Wait (at most ``wait`` s) while the set's creator may still be setting its values."""
         info = _stat(sem_id, what, gone=errno.ENOENT)
         # change_time has whole seconds: a set is surely older than INIT_WAIT
         # once a second more than that has passed.
         if info.last_op_time != 0 or time.time() - info.change_time > INIT_WAIT + 1:
             return info
-        give_up = time.monotonic() + INIT_WAIT
+        deadline = Deadline(wait)
         pause = 0.0001
-        while info.last_op_time == 0 and time.monotonic() < give_up:
+        while info.last_op_time == 0 and not deadline.expired() and wait > 0:
             time.sleep(pause)
             pause = min(pause * 2, 0.01)
             info = _stat(sem_id, what, gone=errno.ENOENT)
@@ -322,17 +351,17 @@ class SysVSemaphoreSet(Resource):
             try:
                 _native.sysv_sem_op(self.id, operations, self._count, undo, False, -1)
             except OSError as error:
-                raise _error(error, self._name) from None
+                raise _SETS.error(error, self._name) from None
             return
-        seconds = check_timeout(timeout)
-        assert seconds is not None  # None was handled above
-        deadline_ns = time.monotonic_ns() + int(seconds * 1e9)
+        deadline = Deadline(timeout)
         try:
-            _native.sysv_sem_op(self.id, operations, self._count, undo, seconds == 0, deadline_ns)
+            _native.sysv_sem_op(
+                self.id, operations, self._count, undo, deadline.timeout == 0, deadline.as_ns()
+            )
         except OSError as error:
             if error.errno == errno.EAGAIN:
-                raise Deadline(seconds).error(f"operating on {self.describe()}") from None
-            raise _error(error, self._name) from None
+                raise deadline.error(f"operating on {self.describe()}") from None
+            raise _SETS.error(error, self._name) from None
 
     # -- values and counts -------------------------------------------------
 
@@ -350,7 +379,7 @@ class SysVSemaphoreSet(Resource):
         try:
             return list(_native.sysv_sem_getall(self.id))
         except OSError as error:
-            raise _error(error, self._name) from None
+            raise _SETS.error(error, self._name) from None
 
     def set_values(self, values: Sequence[int]) -> None:
         """Set every semaphore's value at once (SETALL); waiters that can go on, wake.
@@ -365,7 +394,7 @@ class SysVSemaphoreSet(Resource):
         try:
             _native.sysv_sem_setall(self.id, checked)
         except OSError as error:
-            raise _error(error, self._name) from None
+            raise _SETS.error(error, self._name) from None
 
     def value(self, index: int) -> int:
         """The value of semaphore ``index`` (GETVAL)."""
@@ -384,7 +413,7 @@ class SysVSemaphoreSet(Resource):
         try:
             _native.sysv_sem_setval(self.id, index, checked)
         except OSError as error:
-            raise _error(error, self._name) from None
+            raise _SETS.error(error, self._name) from None
 
     def waiting_for_increase(self, index: int) -> int:
         """How many processes wait for semaphore ``index`` to grow (GETNCNT)."""
@@ -403,7 +432,7 @@ class SysVSemaphoreSet(Resource):
         try:
             return getter(self.id, index)
         except OSError as error:
-            raise _error(error, self._name) from None
+            raise _SETS.error(error, self._name) from None
 
     def __len__(self) -> int:
         """The number of semaphores in the set."""
@@ -428,7 +457,4 @@ class SysVSemaphoreSet(Resource):
             PermissionDeniedError: not allowed to remove it.
         """
         self._check_open()
-        try:
-            _native.sysv_sem_remove(self.id)
-        except OSError as error:
-            raise _error(error, self._name) from None
+        _SETS.remove(self.id, self._name)

@@ -9,6 +9,16 @@ processes still attached keep using the memory, and ``info()`` then reports
 Keys: an int (as made by ftok(3)), or 0 (IPC_PRIVATE) for a segment that only
 its id finds again (pass ``.id`` to a child and use :meth:`SysVSharedMemory.open_id`).
 
+Memory: a segment's pages come from the kernel's internal shared memory
+filesystem, which has no size limit of its own (unlike /dev/shm), so a segment
+cannot run out of room after creation and never raises SIGBUS: SHMMAX, SHMALL
+and SHMMNI are checked by ``create`` itself (``ResourceLimitError``), and with
+strict overcommit (``vm.overcommit_memory=2``) so is the memory. What remains is
+the machine running out of memory, which is the OOM killer's affair as for any
+memory a process touches; the pages are not touched in advance
+(``MADV_POPULATE_WRITE`` would do it, at the price of committing every page of a
+large sparse segment at creation).
+
 Portability: System V IPC is in every UNIX; ``list_ids()`` reads the Linux
 table /proc/sysvipc/shm.
 """
@@ -20,9 +30,9 @@ from dataclasses import dataclass
 
 from . import _native
 from ._memory import MemoryBase
-from ._names import check_int, check_permissions, check_sysv_key
-from ._sysv import IPC_PRIVATE, check_id, check_open_key, read_table
-from .errors import ResourceExistsError, ResourceNotFoundError, from_os_error
+from ._names import check_group, check_int, check_permissions, check_sysv_key
+from ._resource import all_or_nothing, open_or_create
+from ._sysv import SysVKind, check_id, check_open_key, read_table
 
 __all__ = (
     "SysVSharedMemory",
@@ -33,6 +43,14 @@ __all__ = (
 )
 
 KIND = "System V shared memory"
+
+_SEGMENTS = SysVKind(
+    KIND,
+    find=_native.sysv_shm_get,
+    remove=_native.sysv_shm_remove,
+    set_owner=_native.sysv_shm_set,
+    limits={},
+)
 
 # shm_perm.mode bit set once IPC_RMID was asked while processes are attached.
 _SHM_DEST = 0o1000
@@ -63,22 +81,11 @@ class SysVSharedMemoryInfo:
     marked_for_removal: bool
 
 
-def _describe(key: int) -> str:
-    return "IPC_PRIVATE" if key == IPC_PRIVATE else f"{key & 0xFFFFFFFF:#010x}"
-
-
-def _error(error: OSError, what: object, *, gone: int = errno.EIDRM) -> Exception:
-    # EINVAL from a call on an id means that no segment has that id (any more).
-    if error.errno == errno.EINVAL:
-        error = OSError(gone, error.strerror)
-    return from_os_error(error, KIND, what)
-
-
 def _stat(shm_id: int, what: object, *, gone: int = errno.EIDRM) -> SysVSharedMemoryInfo:
     try:
         status = _native.sysv_shm_stat(shm_id)
     except OSError as error:
-        raise _error(error, what, gone=gone) from None
+        raise _SEGMENTS.error(error, what, gone=gone) from None
     key, uid, gid, cuid, cgid, mode, size, atime, dtime, ctime, cpid, lpid, nattch = status
     return SysVSharedMemoryInfo(
         id=shm_id,
@@ -99,21 +106,9 @@ def _stat(shm_id: int, what: object, *, gone: int = errno.EIDRM) -> SysVSharedMe
     )
 
 
-def _get(key: int) -> int:
-    try:
-        return _native.sysv_shm_get(key)
-    except OSError as error:
-        raise from_os_error(error, KIND, _describe(key)) from None
-
-
 def exists(key: int) -> bool:
     """True if a System V shared memory segment has the key ``key``."""
-    key = check_open_key(key)
-    try:
-        _native.sysv_shm_get(key)
-    except OSError as error:
-        return error.errno != errno.ENOENT  # exists, maybe not ours to open
-    return True
+    return _SEGMENTS.exists(check_open_key(key))
 
 
 def list_ids() -> list[int]:
@@ -131,63 +126,77 @@ def unlink(key: int) -> None:
         PermissionDeniedError: not allowed to remove it.
     """
     key = check_open_key(key)
-    shm_id = _get(key)
-    try:
-        _native.sysv_shm_remove(shm_id)
-    except OSError as error:
-        raise _error(error, _describe(key)) from None
+    _SEGMENTS.remove(_SEGMENTS.find(key), _SEGMENTS.describe(key))
 
 
 class SysVSharedMemory(MemoryBase):
     """An attached System V shared memory segment; ``buf`` is the memory.
 
     ``as_array(dtype, shape, offset=0)`` gives a zero-copy NumPy view of it.
+    Made by :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`.
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create", "open_id")
 
-    def __init__(self, shm_id: int, key: int, read_only: bool) -> None:
+    def __init__(self, shm_id: int, key: int, attachment: _native.SysVAttachment) -> None:
         """Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`."""
         self.id = shm_id
         self.key = key
-        self.read_only = read_only
-        what = f"{_describe(key)} (id {shm_id})"
+        self.read_only = attachment.read_only
+        self._set_mapping(attachment)
+        self._opened(f"{_SEGMENTS.describe(key)} (id {shm_id})")
+
+    @classmethod
+    def _attach(cls, shm_id: int, key: int, read_only: bool) -> SysVSharedMemory:
         try:
             attachment = _native.sysv_shm_attach(shm_id, read_only)
         except OSError as error:
-            raise _error(error, what) from None
-        self._set_mapping(attachment)
-        self._opened(what)
+            raise _SEGMENTS.error(error, f"{_SEGMENTS.describe(key)} (id {shm_id})") from None
+        return cls._make(shm_id, key, attachment)
 
     @classmethod
-    def create(cls, key: int, size: int, *, permissions: int = 0o600) -> SysVSharedMemory:
+    @all_or_nothing
+    def create(
+        cls,
+        key: int,
+        size: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> SysVSharedMemory:
         """Create a segment of ``size`` bytes (zero-filled) with ``key`` and attach it.
 
-        ``key`` 0 (IPC_PRIVATE) always creates a new segment, found again by ``.id``.
+        ``key`` 0 (IPC_PRIVATE) always creates a new segment, found again by
+        ``.id``. The segment has exactly ``permissions`` and, if given, belongs
+        to ``group`` (a gid or a group name). If anything fails after the
+        segment exists (attaching, a signal), it is removed before the error
+        propagates.
 
         Raises:
             ResourceExistsError: a segment with ``key`` exists already.
             ResourceLimitError: ``size`` is beyond SHMMAX, or SHMALL/SHMMNI is reached.
+            ValueError: ``permissions`` let every user write, without
+                ``allow_world_writable=True``.
         """
         key = check_sysv_key(key)
         check_int(size, "size", minimum=1)
-        permissions = check_permissions(permissions)
-        if permissions & ~0o777:
-            raise ValueError(f"permissions must be within 0o777 for System V, got {permissions:#o}")
-        try:
-            shm_id = _native.sysv_shm_create(key, size, permissions)
-        except OSError as error:
-            limit = "SHMMIN/SHMMAX" if error.errno == errno.EINVAL else None
-            if error.errno == errno.ENOSPC:
-                limit = "SHMMNI or SHMALL"
-            raise from_os_error(error, KIND, _describe(key), limit=limit) from None
-        try:
-            return cls(shm_id, key, read_only=False)
-        except BaseException:
-            _native.sysv_shm_remove(shm_id)
-            raise
+        permissions = check_permissions(
+            permissions, allow_world_writable=allow_world_writable, maximum=0o777
+        )
+        gid = check_group(group)
+        return _SEGMENTS.create(
+            key,
+            permissions,
+            gid,
+            lambda mode, created: _native.sysv_shm_create(key, size, mode, created),
+            lambda shm_id: cls._attach(shm_id, key, False),
+            {errno.EINVAL: "SHMMIN/SHMMAX", errno.ENOSPC: "SHMMNI or SHMALL"},
+        )
 
     @classmethod
+    @all_or_nothing
     def open(cls, key: int, *, read_only: bool = False) -> SysVSharedMemory:
         """Attach the existing segment with ``key`` (read-only if asked).
 
@@ -198,9 +207,10 @@ class SysVSharedMemory(MemoryBase):
         key = check_open_key(key)
         if not isinstance(read_only, bool):
             raise TypeError("read_only must be a bool")
-        return cls(_get(key), key, read_only)
+        return cls._attach(_SEGMENTS.find(key), key, read_only)
 
     @classmethod
+    @all_or_nothing
     def open_id(cls, shm_id: int, *, read_only: bool = False) -> SysVSharedMemory:
         """Attach the segment whose id is ``shm_id`` (how IPC_PRIVATE segments are shared).
 
@@ -214,11 +224,20 @@ class SysVSharedMemory(MemoryBase):
         if not isinstance(read_only, bool):
             raise TypeError("read_only must be a bool")
         key = _stat(shm_id, f"id {shm_id}", gone=errno.ENOENT).key
-        return cls(shm_id, key, read_only)
+        return cls._attach(shm_id, key, read_only)
 
     @classmethod
-    def open_or_create(cls, key: int, size: int, *, permissions: int = 0o600) -> SysVSharedMemory:
-        """Attach the segment with ``key`` if it exists, else create it with ``size`` bytes.
+    @all_or_nothing
+    def open_or_create(
+        cls,
+        key: int,
+        size: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> SysVSharedMemory:
+        """Attach the segment with ``key`` if it exists, else create it (as :meth:`create`).
 
         An existing segment keeps its own size.
 
@@ -228,16 +247,18 @@ class SysVSharedMemory(MemoryBase):
         """
         key = check_open_key(key)
         check_int(size, "size", minimum=1)
-        check_permissions(permissions)
-        while True:
-            try:
-                return cls.create(key, size, permissions=permissions)
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(key)
-            except ResourceNotFoundError:
-                continue  # removed between our two calls: try again
+        check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
+        check_group(group)
+        return open_or_create(
+            lambda: cls.create(
+                key,
+                size,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(key),
+        )
 
     def info(self) -> SysVSharedMemoryInfo:
         """Size, attach count, pids, owner, permissions and times (IPC_STAT).
@@ -260,7 +281,4 @@ class SysVSharedMemory(MemoryBase):
             PermissionDeniedError: not allowed to remove it.
         """
         self._check_open()
-        try:
-            _native.sysv_shm_remove(self.id)
-        except OSError as error:
-            raise _error(error, self._name) from None
+        _SEGMENTS.remove(self.id, self._name)

@@ -28,6 +28,9 @@ How an operation waits, per scheme:
 ``connect`` runs in a helper thread (FIFO and queue connections wait for the
 server's ``accept``); cancelling it stops the thread within 0.2 s and undoes
 what it made. One task may send and one receive on a channel at the same time.
+
+Topics (:mod:`unixipc.aio.topic`): ``AsyncSubscriber``, ``AsyncPublisher`` and
+``wait`` use the topics' doorbell descriptors: no helper thread at all.
 """
 
 from __future__ import annotations
@@ -45,8 +48,20 @@ from .._deadline import Deadline, check_timeout
 from .._names import check_bytes_like
 from .._resource import Resource
 from ..errors import MessageTooLarge, TimeoutExpired, WouldBlock
+from .topic import AsyncPublisher as AsyncPublisher
+from .topic import AsyncSubscriber as AsyncSubscriber
+from .topic import wait as wait
 
-__all__ = ("AsyncChannel", "AsyncListener", "channel_pair", "connect", "listen")
+__all__ = (
+    "AsyncChannel",
+    "AsyncListener",
+    "AsyncPublisher",
+    "AsyncSubscriber",
+    "channel_pair",
+    "connect",
+    "listen",
+    "wait",
+)
 
 _T = TypeVar("_T")
 _A = TypeVar("_A", bound="AsyncChannel")

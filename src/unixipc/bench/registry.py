@@ -6,13 +6,15 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, peers
+from .adapters import c, channels, facilities, oncrpc, peers, topics
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
     # unixipc, each facility through its own API
     facilities.RingTransport(),
     facilities.RingBatchTransport(),
+    topics.TopicTransport(),
+    topics.TopicBatchTransport(),
     facilities.PipeTransport(),
     facilities.FifoTransport(),
     facilities.UnixSocketTransport(),
@@ -42,6 +44,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     peers.PosixIpcTransport(),
     peers.SysvIpcTransport(),
     peers.IceoryxTransport(),
+    topics.ZmqPubSubTransport(),
     # the physical limit
     c.CSpinTransport(),
     c.CHybridTransport(),
@@ -49,6 +52,15 @@ TRANSPORTS: tuple[Transport, ...] = (
     c.CPipeTransport(),
     c.CRingTransport(),
     c.CMemcpyTransport(),
+    # Sun RPC to one C server (rpcgen): the Python client, then the C client
+    oncrpc.SunRpcNullTcp(),
+    oncrpc.SunRpcNullUdp(),
+    oncrpc.SunRpcEchoTcp(),
+    oncrpc.SunRpcEchoUdp(),
+    oncrpc.CSunRpcNullTcp(),
+    oncrpc.CSunRpcNullUdp(),
+    oncrpc.CSunRpcEchoTcp(),
+    oncrpc.CSunRpcEchoUdp(),
 )
 
 

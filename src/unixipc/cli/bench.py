@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -12,20 +11,20 @@ from ..bench import Options, run
 from ..bench.registry import TRANSPORTS
 from ..bench.report import ProgressBar, format_report, report_to_json, size_label, write_json
 from ..bench.transport import PLACEMENTS, TESTS
+from ..errors import UnsupportedFeature
+from ._common import emit, parse_size
 
 _T = TypeVar("_T", bound=str)
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
 
 
 def message_size(text: str) -> int:
     """Parse 64, 4K, 4KiB, 1M or 1MiB (binary units)."""
-    cleaned = text.strip().lower().replace(" ", "")
-    number = cleaned.rstrip("kmib")
-    unit = cleaned[len(number) :]
-    if not number.isdigit() or unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a message size: {text!r} (e.g. 64, 4K, 1MiB)")
-    size = int(number) * _UNITS[unit]
+    try:
+        size = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a message size: {text!r} (e.g. 64, 4K, 1MiB)"
+        ) from None
     if not 1 <= size <= 64 << 20:
         raise argparse.ArgumentTypeError(f"message size must be 1 B to 64 MiB: {text!r}")
     return size
@@ -115,7 +114,9 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="leave out the other libraries")
     parser.add_argument("--no-c", action="store_true", help="leave out the C baseline")
-    parser.add_argument("--json", dest="json_path", metavar="PATH", help="write every run as JSON")
+    parser.add_argument(
+        "--json-file", dest="json_path", metavar="PATH", help="write every run as JSON to PATH"
+    )
     parser.add_argument("--plot", metavar="PATH.png", help="draw latency and throughput (PNG)")
     parser.add_argument(
         "--doc",
@@ -123,6 +124,12 @@ def register(commands: Any) -> None:
         help=f"put the report between the {DOC_BEGIN} and {DOC_END} lines of a Markdown file",
     )
     parser.add_argument("--list", action="store_true", help="list the transports and exit")
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="only the topic fan-out section: 1 publisher -> 4 subscriber processes, "
+        "1 MiB loans, peers, idle CPU (see unixipc.bench.fanout)",
+    )
     parser.set_defaults(func=run_command)
 
 
@@ -175,7 +182,7 @@ def _list(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(json.dumps(listing))
+        emit(args, listing)
         return 0
     width = max(len(item["transport"]) for item in listing)
     for item in listing:
@@ -187,9 +194,20 @@ def _list(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args)
+    if args.fanout:
+        from ..bench.fanout import format_fanout, run_fanout
+
+        seconds = args.seconds or (0.3 if args.quick else 1.0)
+        print(format_fanout(*run_fanout(seconds=seconds, peers=not args.no_peers)))
+        return 0
     options = options_from(args)
     if args.plot:
-        import matplotlib  # noqa: F401 - fail before measuring, not after
+        try:  # fail before measuring, not after
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UnsupportedFeature(
+                "--plot needs matplotlib: pip install 'unixipc[bench]' (or pip install matplotlib)"
+            ) from None
     if args.doc:
         update_doc(args.doc, "(checking the markers before measuring)")
 
@@ -203,7 +221,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         write_plot(report, args.plot)
     if args.json:
-        print(json.dumps(report_to_json(report)))
+        emit(args, report_to_json(report))
     else:
         print(format_report(report))
         saved = [path for path in (args.json_path, args.plot, args.doc) if path]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
+import time
 from typing import Any
 
 from .._deadline import Deadline
-from ..channel import connect, listen
+from ..channel import Channel, connect, listen
 from ..errors import EndOfChannel
-from ._common import emit, seconds
+from ._common import add_base64_option, data_argument, emit, message_fields, seconds
 
 
 def _option(value: str) -> tuple[str, int]:
@@ -37,11 +39,14 @@ def register(commands: Any) -> None:
     listen_verb.add_argument(
         "-o", "--option", type=_option, action="append", default=[], metavar="NAME=INT"
     )
+    add_base64_option(listen_verb)
     listen_verb.set_defaults(func=_listen)
 
     send = verbs.add_parser("send", help="connect and send each TEXT as one message")
     send.add_argument("url")
-    send.add_argument("texts", nargs="+", metavar="TEXT")
+    send.add_argument(
+        "texts", nargs="+", metavar="TEXT", help="messages; - reads one from standard input"
+    )
     send.add_argument("--timeout", type=seconds, default=None, metavar="S")
     send.add_argument(
         "-o", "--option", type=_option, action="append", default=[], metavar="NAME=INT"
@@ -59,19 +64,33 @@ def _listen(args: argparse.Namespace) -> int:
             with channel, contextlib.suppress(EndOfChannel):
                 while True:
                     data = channel.receive(timeout=deadline.remaining())
-                    text = data.decode(errors="replace")
                     if args.json:
-                        emit(args, {"client": client, "bytes": len(data), "data": text})
+                        fields = message_fields(data, force_base64=args.base64)
+                        emit(args, {"client": client, **fields})
                     else:
-                        sys.stdout.write(text + "\n")
+                        sys.stdout.buffer.write(data + b"\n")
                         sys.stdout.flush()
     return 0
 
 
+def _connect(args: argparse.Namespace, deadline: Deadline) -> Channel:
+    """Connect; while --timeout lasts, a listener that is not there yet is waited for
+    (as a person would retry), so `listen ... &` followed by `send` needs no sleep."""
+    while True:
+        try:
+            return connect(args.url, timeout=deadline.remaining(), **dict(args.option))
+        except OSError as error:
+            if error.errno not in (errno.ECONNREFUSED, errno.ENOENT) or deadline.expired():
+                raise
+            if deadline.blocking:
+                raise
+            time.sleep(0.05)
+
+
 def _send(args: argparse.Namespace) -> int:
     deadline = Deadline(args.timeout)
-    with connect(args.url, timeout=deadline.remaining(), **dict(args.option)) as channel:
+    with _connect(args, deadline) as channel:
         for text in args.texts:
-            channel.send(text.encode(), timeout=deadline.remaining())
+            channel.send(data_argument(text), timeout=deadline.remaining())
     emit(args, {"url": args.url, "messages": len(args.texts)})
     return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from typing import Any
 
 from ..demo import STEPS, step_runner
+from ._common import emit
 
 
 def register(commands: Any) -> None:
@@ -21,6 +21,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    known = [facility for facility, _ in STEPS]
+    unknown = [name for name in args.only or () if name not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown facility {', '.join(unknown)} for --only; choose from {', '.join(known)}"
+        )
     failures = 0
     results = []
     for facility, module in STEPS:
@@ -38,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(line, flush=True)
     if args.json:
-        print(json.dumps(results))
+        emit(args, results)
     return 1 if failures else 0

@@ -9,7 +9,16 @@ from typing import Any
 from .. import fifo
 from .._deadline import Deadline
 from ..fifo import Fifo
-from ._common import emit, permissions, seconds
+from ._common import (
+    add_base64_option,
+    created,
+    data_argument,
+    emit,
+    message_fields,
+    mode_text,
+    permissions,
+    seconds,
+)
 
 
 def register(commands: Any) -> None:
@@ -27,19 +36,20 @@ def register(commands: Any) -> None:
 
     send = verbs.add_parser("send", help="write TEXT into a FIFO (waits for a reader)")
     send.add_argument("path")
-    send.add_argument("text")
+    send.add_argument("text", help="what to write, or - to copy standard input")
     send.add_argument("--timeout", type=seconds, default=None, metavar="S")
     send.set_defaults(func=_send)
 
     receive = verbs.add_parser("receive", help="read a FIFO until every writer closed it")
     receive.add_argument("path")
     receive.add_argument("--timeout", type=seconds, default=None, metavar="S")
+    add_base64_option(receive)
     receive.set_defaults(func=_receive)
 
 
 def _create(args: argparse.Namespace) -> int:
     fifo.mkfifo(args.path, permissions=args.permissions)
-    emit(args, {"path": args.path, "permissions": oct(args.permissions)})
+    created(args, "fifo", args.path, {"permissions": mode_text(args.permissions)})
     return 0
 
 
@@ -51,7 +61,7 @@ def _unlink(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     deadline = Deadline(args.timeout)
-    data = args.text.encode()
+    data = data_argument(args.text)
     with Fifo.open(args.path, "w", timeout=deadline.remaining()) as writer:
         writer.send_all(data, timeout=deadline.remaining())
     emit(args, {"path": args.path, "bytes": len(data)})
@@ -66,9 +76,9 @@ def _receive(args: argparse.Namespace) -> int:
         while chunk := reader.receive_some(timeout=deadline.remaining()):
             chunks.append(chunk)
     data = b"".join(chunks)
-    text = data.decode(errors="replace")
     if args.json:
-        emit(args, {"path": args.path, "bytes": len(data), "data": text})
+        emit(args, {"path": args.path, **message_fields(data, force_base64=args.base64)})
     else:
-        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        sys.stdout.buffer.write(data if data.endswith(b"\n") or not data else data + b"\n")
+        sys.stdout.flush()
     return 0

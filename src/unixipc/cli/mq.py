@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any
 
 from .. import posix_mq
 from ..posix_mq import PosixMessageQueue
-from ._common import emit, integer, permissions, seconds
+from ._common import (
+    add_base64_option,
+    created,
+    data_argument,
+    emit,
+    integer,
+    lines,
+    mode_text,
+    permissions,
+    seconds,
+    size,
+    write_message,
+)
 
 
 def register(commands: Any) -> None:
@@ -19,13 +30,13 @@ def register(commands: Any) -> None:
     create = verbs.add_parser("create", help="create a queue")
     create.add_argument("name", help="a name such as /jobs")
     create.add_argument("--max-messages", type=integer, default=10, metavar="N")
-    create.add_argument("--max-message-size", type=integer, default=8192, metavar="N")
+    create.add_argument("--max-message-size", type=size, default=8192, metavar="BYTES")
     create.add_argument("--permissions", type=permissions, default=0o600, metavar="MODE")
     create.set_defaults(func=_create)
 
     send = verbs.add_parser("send", help="send TEXT (waits while the queue is full)")
     send.add_argument("name")
-    send.add_argument("text")
+    send.add_argument("text", help="the message, or - for standard input")
     send.add_argument("--priority", type=integer, default=0, metavar="P")
     send.add_argument("--timeout", type=seconds, default=None, metavar="S")
     send.set_defaults(func=_send)
@@ -35,6 +46,7 @@ def register(commands: Any) -> None:
     )
     receive.add_argument("name")
     receive.add_argument("--timeout", type=seconds, default=None, metavar="S")
+    add_base64_option(receive)
     receive.set_defaults(func=_receive)
 
     info = verbs.add_parser("info", help="show a queue's attributes and message count")
@@ -56,20 +68,17 @@ def _create(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         permissions=args.permissions,
     ) as queue:
-        emit(
-            args,
-            {
-                "name": queue.name,
-                "max_messages": queue.max_messages,
-                "max_message_size": queue.max_message_size,
-                "permissions": oct(args.permissions),
-            },
-        )
+        fields = {
+            "max_messages": queue.max_messages,
+            "max_message_size": queue.max_message_size,
+            "permissions": mode_text(args.permissions),
+        }
+    created(args, "posix-mq", args.name, fields)
     return 0
 
 
 def _send(args: argparse.Namespace) -> int:
-    data = args.text.encode()
+    data = data_argument(args.text)
     with PosixMessageQueue.open(args.name, read=False) as queue:
         queue.send(data, priority=args.priority, timeout=args.timeout)
     emit(args, {"name": args.name, "bytes": len(data), "priority": args.priority})
@@ -79,23 +88,15 @@ def _send(args: argparse.Namespace) -> int:
 def _receive(args: argparse.Namespace) -> int:
     with PosixMessageQueue.open(args.name, write=False) as queue:
         data, priority = queue.receive(timeout=args.timeout)
-    if args.json:
-        text = data.decode(errors="replace")
-        emit(args, {"name": args.name, "bytes": len(data), "data": text, "priority": priority})
-    else:
-        sys.stdout.buffer.write(data + b"\n")
-        sys.stdout.flush()
+    write_message(args, data, {"name": args.name, "priority": priority})
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     with PosixMessageQueue.open(args.name, read=False) as queue:
         info = dataclasses.asdict(queue.info())
-    text = "\n".join(
-        f"{field}: {oct(value) if field == 'permissions' else value}"
-        for field, value in info.items()
-    )
-    emit(args, info, text)
+    info["permissions"] = mode_text(info["permissions"])
+    emit(args, info, lines(info))
     return 0
 
 

@@ -11,7 +11,19 @@ from .. import ring
 from .._deadline import Deadline
 from ..errors import EndOfChannel
 from ..ring import Ring
-from ._common import emit, integer, permissions, seconds
+from ._common import (
+    add_base64_option,
+    created,
+    data_argument,
+    emit,
+    integer,
+    lines,
+    message_fields,
+    mode_text,
+    permissions,
+    seconds,
+    size,
+)
 
 
 def register(commands: Any) -> None:
@@ -20,7 +32,9 @@ def register(commands: Any) -> None:
 
     create = verbs.add_parser("create", help="create a ring")
     create.add_argument("name", help="a POSIX name such as /jobs")
-    create.add_argument("--capacity", type=integer, default=1 << 20, metavar="BYTES")
+    create.add_argument(
+        "--capacity", type=size, default=1 << 20, metavar="BYTES", help="e.g. 64K, 1M (default)"
+    )
     create.add_argument("--permissions", type=permissions, default=0o600, metavar="MODE")
     create.set_defaults(func=_create)
 
@@ -30,7 +44,7 @@ def register(commands: Any) -> None:
 
     send = verbs.add_parser("send", help="send each TEXT as one message")
     send.add_argument("name")
-    send.add_argument("text", nargs="+")
+    send.add_argument("text", nargs="+", help="messages; - reads one from standard input")
     send.add_argument("--timeout", type=seconds, default=None, metavar="S")
     send.set_defaults(func=_send)
 
@@ -38,6 +52,7 @@ def register(commands: Any) -> None:
     receive.add_argument("name")
     receive.add_argument("--count", type=integer, default=1, metavar="N", help="default 1")
     receive.add_argument("--timeout", type=seconds, default=None, metavar="S")
+    add_base64_option(receive)
     receive.set_defaults(func=_receive)
 
     remove = verbs.add_parser("unlink", help="remove a ring")
@@ -46,18 +61,13 @@ def register(commands: Any) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    with Ring.create(args.name, args.capacity, permissions=args.permissions) as created:
-        emit(
-            args,
-            {
-                "name": args.name,
-                "capacity": created.capacity,
-                "max_message_size": created.max_message_size,
-                "permissions": oct(args.permissions),
-            },
-            f"created ring {args.name}: {created.capacity} bytes, "
-            f"messages up to {created.max_message_size} bytes",
-        )
+    with Ring.create(args.name, args.capacity, permissions=args.permissions) as made:
+        fields = {
+            "capacity": made.capacity,
+            "max_message_size": made.max_message_size,
+            "permissions": mode_text(args.permissions),
+        }
+    created(args, "ring", args.name, fields)
     return 0
 
 
@@ -66,7 +76,7 @@ def _info(args: argparse.Namespace) -> int:
         # Our own handle is attached too while we look: leave it out.
         described = dataclasses.replace(opened.info(), attached=opened.info().attached - 1)
     data = dataclasses.asdict(described)
-    emit(args, data, "\n".join(f"{key}: {value}" for key, value in data.items()))
+    emit(args, data, lines(data))
     return 0
 
 
@@ -74,7 +84,7 @@ def _send(args: argparse.Namespace) -> int:
     deadline = Deadline(args.timeout)
     with Ring.open(args.name) as opened:
         for text in args.text:
-            opened.send(text.encode(), timeout=deadline.remaining())
+            opened.send(data_argument(text), timeout=deadline.remaining())
     emit(args, {"name": args.name, "messages": len(args.text)})
     return 0
 
@@ -89,12 +99,13 @@ def _receive(args: argparse.Namespace) -> int:
                 messages.append(opened.receive(timeout=deadline.remaining()))
             except EndOfChannel:
                 break
-    texts = [message.decode(errors="replace") for message in messages]
     if args.json:
-        emit(args, {"name": args.name, "messages": texts})
+        records = [message_fields(data, force_base64=args.base64) for data in messages]
+        emit(args, {"name": args.name, "messages": records})
     else:
-        for text in texts:
-            sys.stdout.write(text + "\n")
+        for data in messages:
+            sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.flush()
     return 0
 
 

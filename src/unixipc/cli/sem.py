@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import posix_sem
 from ..posix_sem import PosixSemaphore
-from ._common import emit, integer, permissions, seconds
+from ._common import created, emit, integer, mode_text, permissions, seconds
 
 
 def register(commands: Any) -> None:
@@ -41,7 +41,12 @@ def register(commands: Any) -> None:
 def _create(args: argparse.Namespace) -> int:
     semaphore = PosixSemaphore.create(args.name, value=args.value, permissions=args.permissions)
     semaphore.close()
-    emit(args, {"name": args.name, "value": args.value, "permissions": oct(args.permissions)})
+    created(
+        args,
+        "posix-sem",
+        args.name,
+        {"value": args.value, "permissions": mode_text(args.permissions)},
+    )
     return 0
 
 

@@ -9,7 +9,17 @@ from typing import Any
 
 from .. import posix_shm
 from ..posix_shm import PosixSharedMemory
-from ._common import emit, integer, permissions
+from ._common import (
+    add_base64_option,
+    created,
+    data_argument,
+    emit,
+    lines,
+    message_fields,
+    mode_text,
+    permissions,
+    size,
+)
 
 
 def register(commands: Any) -> None:
@@ -18,7 +28,7 @@ def register(commands: Any) -> None:
 
     create = verbs.add_parser("create", help="create an object of SIZE zero bytes")
     create.add_argument("name", help="a name such as /data")
-    create.add_argument("size", type=integer)
+    create.add_argument("size", type=size, help="bytes: 4096, 4K, 1M, ...")
     create.add_argument("--permissions", type=permissions, default=0o600, metavar="MODE")
     create.set_defaults(func=_create)
 
@@ -32,30 +42,30 @@ def register(commands: Any) -> None:
 
     read = verbs.add_parser("read", help="print bytes of an object (all of it by default)")
     read.add_argument("name")
-    read.add_argument("--offset", type=integer, default=0, metavar="N")
-    read.add_argument("--size", type=integer, default=None, metavar="N")
+    read.add_argument("--offset", type=size, default=0, metavar="N")
+    read.add_argument("--size", type=size, default=None, metavar="N")
+    add_base64_option(read)
     read.set_defaults(func=_read)
 
     write = verbs.add_parser("write", help="write TEXT (or standard input for -) into an object")
     write.add_argument("name")
     write.add_argument("text", help="the text to write, or - to copy standard input")
-    write.add_argument("--offset", type=integer, default=0, metavar="N")
+    write.add_argument("--offset", type=size, default=0, metavar="N")
     write.set_defaults(func=_write)
 
 
 def _create(args: argparse.Namespace) -> int:
     with PosixSharedMemory.create(args.name, args.size, permissions=args.permissions) as memory:
-        emit(args, {"name": memory.name, "size": memory.size, "permissions": oct(args.permissions)})
+        fields = {"size": memory.size, "permissions": mode_text(args.permissions)}
+    created(args, "posix-shm", args.name, fields)
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     with PosixSharedMemory.open(args.name, read_only=True) as memory:
         info = memory.info()
-    data = dataclasses.asdict(info)
-    data["permissions"] = oct(info.permissions)
-    text = f"{info.name}: {info.size} bytes, permissions {info.permissions:04o}, "
-    emit(args, data, text + f"uid {info.uid}, gid {info.gid}")
+    data = dataclasses.asdict(info) | {"permissions": mode_text(info.permissions)}
+    emit(args, data, lines(data))
     return 0
 
 
@@ -79,8 +89,8 @@ def _read(args: argparse.Namespace) -> int:
     with PosixSharedMemory.open(args.name, read_only=True) as memory:
         data = bytes(memory.buf[region(memory.size, args.offset, args.size)])
     if args.json:
-        text = data.decode(errors="replace")
-        emit(args, {"name": args.name, "offset": args.offset, "bytes": len(data), "data": text})
+        record = {"name": args.name, "offset": args.offset}
+        emit(args, record | message_fields(data, force_base64=args.base64))
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -88,7 +98,7 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _write(args: argparse.Namespace) -> int:
-    data = sys.stdin.buffer.read() if args.text == "-" else args.text.encode()
+    data = data_argument(args.text)
     with PosixSharedMemory.open(args.name) as memory:
         target = region(memory.size, args.offset, len(data))
         memory.buf[target] = data

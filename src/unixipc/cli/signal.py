@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from typing import Any
 
 from .. import signals
 from .._deadline import Deadline
-from ..errors import TimeoutExpired, WouldBlock
+from ..errors import ResourceNotFoundError, TimeoutExpired, WouldBlock
 from ._common import emit, integer, seconds
 
 _CODES = {0: "SI_USER", -1: "SI_QUEUE", -6: "SI_TKILL", 128: "SI_KERNEL"}
@@ -32,6 +33,14 @@ def register(commands: Any) -> None:
     send.add_argument("pid", type=integer)
     send.add_argument("signal", type=signal_spec, metavar="SIGNAL")
     send.add_argument("--value", type=integer, default=None, metavar="N", help="a C int")
+    send.add_argument(
+        "--wait-blocked",
+        type=seconds,
+        default=None,
+        metavar="S",
+        help="first wait up to S seconds until PID blocks SIGNAL (as `unixipc signal wait` "
+        "does), so that the signal queues instead of killing it",
+    )
     send.set_defaults(func=_send)
 
     wait = verbs.add_parser(
@@ -47,7 +56,32 @@ def register(commands: Any) -> None:
     wait.set_defaults(func=_wait)
 
 
+def _blocks(pid: int, signo: int) -> bool:
+    """Whether some thread of ``pid`` blocks ``signo`` (SigBlk in /proc/PID/task/*/status)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise ResourceNotFoundError(3, f"no process {pid}", str(pid)) from None
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/status") as status:
+                for line in status:
+                    if line.startswith("SigBlk:") and int(line.split()[1], 16) >> (signo - 1) & 1:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 def _send(args: argparse.Namespace) -> int:
+    if args.wait_blocked is not None:
+        deadline = Deadline(args.wait_blocked)
+        while not _blocks(args.pid, args.signal):
+            if deadline.expired():
+                raise deadline.error(
+                    f"waiting for pid {args.pid} to block {signals.name(args.signal)}"
+                )
+            time.sleep(0.01)
     signals.send(args.pid, args.signal, value=args.value)
     emit(
         args,
@@ -65,16 +99,18 @@ def _wait(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise ValueError(f"--count must be at least 1, got {args.count}")
     deadline = Deadline(args.timeout)
-    # Block for the whole command, so that signals arriving between two waits queue.
+    # Block for the whole command, so that signals arriving between two waits queue;
+    # a signalfd keeps them blocked while it waits (sigtimedwait would unblock them
+    # for the wait), so `signal send --wait-blocked` sees them blocked throughout.
     names = ", ".join(signals.name(signo) for signo in args.signals)
-    with signals.blocked(args.signals):
+    with signals.SignalReceiver(args.signals) as receiver:
         # Tell whoever will send (a person, or a script reading stderr) our pid
         # and that from now on the signals queue instead of killing us.
         print(f"unixipc signal: pid {os.getpid()} waiting for {names}", file=sys.stderr)
         sys.stderr.flush()
         for _ in range(args.count):
             try:
-                info = signals.wait(args.signals, timeout=deadline.remaining())
+                info = receiver.receive(timeout=deadline.remaining())
             except (TimeoutExpired, WouldBlock):
                 raise deadline.error(f"waiting for {names}") from None
             data = dataclasses.asdict(info) | {"name": info.name}

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any
 
 from .. import sysv_mq
-from .._sysv import IPC_PRIVATE, format_key, ftok
+from .._sysv import IPC_PRIVATE, ftok
 from ..sysv_mq import SysVMessageQueue
-from ._common import emit, integer, permissions, seconds
+from ._common import (
+    add_base64_option,
+    created,
+    data_argument,
+    emit,
+    integer,
+    key_text,
+    lines,
+    mode_text,
+    permissions,
+    seconds,
+    sysv_name,
+    timestamp,
+    write_message,
+)
 
 
 def _ftok_spec(value: str) -> tuple[str, int]:
@@ -51,7 +64,7 @@ def register(commands: Any) -> None:
 
     send = verbs.add_parser("send", help="send TEXT as a message of --type (default 1)")
     _add_queue_argument(send)
-    send.add_argument("text")
+    send.add_argument("text", help="the message, or - for standard input")
     send.add_argument("--type", type=integer, default=1, metavar="T")
     send.add_argument("--timeout", type=seconds, default=None, metavar="S")
     send.set_defaults(func=_send)
@@ -68,6 +81,7 @@ def register(commands: Any) -> None:
         "--truncate", action="store_true", help="cut an oversize message (MSG_NOERROR)"
     )
     receive.add_argument("--timeout", type=seconds, default=None, metavar="S")
+    add_base64_option(receive)
     receive.set_defaults(func=_receive)
 
     info = verbs.add_parser("info", help="show a queue's status (IPC_STAT)")
@@ -89,7 +103,7 @@ def _open(args: argparse.Namespace) -> SysVMessageQueue:
 
 
 def _describe(queue: SysVMessageQueue) -> dict[str, Any]:
-    return {"key": format_key(queue.key), "id": queue.id}
+    return {"key": key_text(queue.key), "id": queue.id}
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -100,13 +114,13 @@ def _create(args: argparse.Namespace) -> int:
     else:
         key = args.key
     with SysVMessageQueue.create(key, permissions=args.permissions) as queue:
-        described = _describe(queue)
-    emit(args, described, f"key {described['key']} id {described['id']}")
+        fields = _describe(queue) | {"permissions": mode_text(args.permissions)}
+    created(args, "sysv-mq", sysv_name(key), fields)
     return 0
 
 
 def _send(args: argparse.Namespace) -> int:
-    data = args.text.encode()
+    data = data_argument(args.text)
     with _open(args) as queue:
         queue.send(data, type=args.type, timeout=args.timeout)
         emit(args, {**_describe(queue), "bytes": len(data), "type": args.type})
@@ -122,26 +136,18 @@ def _receive(args: argparse.Namespace) -> int:
             except_type=args.except_type,
         )
         described = _describe(queue)
-    if args.json:
-        text = data.decode(errors="replace")
-        emit(args, {**described, "bytes": len(data), "data": text, "type": message_type})
-    else:
-        sys.stdout.buffer.write(data + b"\n")
-        sys.stdout.flush()
+    write_message(args, data, described | {"type": message_type})
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     with _open(args) as queue:
         info = dataclasses.asdict(queue.info())
-    info["key"] = format_key(info["key"])
-    text = "\n".join(
-        f"{field}: {oct(value) if field == 'permissions' else value}"
-        for field, value in info.items()
-    )
-    if args.json:
-        info["permissions"] = oct(info["permissions"])
-    emit(args, info, text)
+    info["key"] = key_text(info["key"])
+    info["permissions"] = mode_text(info["permissions"])
+    for field in ("last_send_time", "last_receive_time", "last_change_time"):
+        info[field] = timestamp(info[field])
+    emit(args, info, lines(info))
     return 0
 
 

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from ..sysv_sem import SysVSemaphoreSet
-from ._common import emit, integer, permissions, seconds
+from ._common import created, emit, integer, key_text, mode_text, permissions, seconds, sysv_name
 
 
 def operation(text: str) -> tuple[int, int]:
@@ -37,7 +37,7 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("sysv-sem", help="System V semaphore sets")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    create = verbs.add_parser("create", help="create a set of COUNT semaphores; prints its id")
+    create = verbs.add_parser("create", help="create a set of COUNT semaphores")
     create.add_argument("key", type=integer, help="decimal or 0x hex; 0 for IPC_PRIVATE")
     create.add_argument("count", type=integer)
     create.add_argument("--values", type=value_list, default=None, metavar="V,V,...")
@@ -70,15 +70,20 @@ def _create(args: argparse.Namespace) -> int:
     with SysVSemaphoreSet.create(
         args.key, args.count, values=args.values, permissions=args.permissions
     ) as semaphores:
-        data = {"key": semaphores.key, "id": semaphores.id, "values": semaphores.values}
-    emit(args, data | {"permissions": oct(args.permissions)}, str(data["id"]))
+        fields = {
+            "key": key_text(semaphores.key),
+            "id": semaphores.id,
+            "values": semaphores.values,
+            "permissions": mode_text(args.permissions),
+        }
+    created(args, "sysv-sem", sysv_name(args.key), fields)
     return 0
 
 
 def _op(args: argparse.Namespace) -> int:
     with _open(args) as semaphores:
         semaphores.op(args.operations, timeout=args.timeout)
-        data = {"key": semaphores.key, "id": semaphores.id, "values": semaphores.values}
+        data = {"key": key_text(semaphores.key), "id": semaphores.id, "values": semaphores.values}
     emit(args, data)
     return 0
 
@@ -86,7 +91,7 @@ def _op(args: argparse.Namespace) -> int:
 def _values(args: argparse.Namespace) -> int:
     with _open(args) as semaphores:
         values = semaphores.values
-        data = {"key": semaphores.key, "id": semaphores.id, "values": values}
+        data = {"key": key_text(semaphores.key), "id": semaphores.id, "values": values}
     emit(args, data, " ".join(str(value) for value in values))
     return 0
 
@@ -94,6 +99,6 @@ def _values(args: argparse.Namespace) -> int:
 def _unlink(args: argparse.Namespace) -> int:
     with _open(args) as semaphores:
         semaphores.unlink()
-        data = {"key": semaphores.key, "id": semaphores.id, "removed": True}
+        data = {"key": key_text(semaphores.key), "id": semaphores.id, "removed": True}
     emit(args, data)
     return 0

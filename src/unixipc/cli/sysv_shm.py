@@ -2,26 +2,38 @@
 
 Keys are written in decimal or 0x hexadecimal; key 0 (IPC_PRIVATE) creates a
 segment that only its id finds again, so ``info`` and ``unlink`` take ``--id``.
+Neither attaches to the segment (they read /proc/sysvipc/shm and remove by id),
+so its attach count, last pid and times stay as they were.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
-from .. import sysv_shm
+from .. import inspect
+from ..errors import ResourceNotFoundError
 from ..sysv_shm import SysVSharedMemory
-from ._common import emit, integer, permissions
+from ._common import (
+    created,
+    emit,
+    integer,
+    key_text,
+    lines,
+    mode_text,
+    permissions,
+    size,
+    sysv_name,
+)
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("sysv-shm", help="System V shared memory segments")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    create = verbs.add_parser("create", help="create a segment of SIZE bytes; prints its id")
+    create = verbs.add_parser("create", help="create a segment of SIZE bytes")
     create.add_argument("key", type=integer, help="decimal or 0x hex; 0 for IPC_PRIVATE")
-    create.add_argument("size", type=integer)
+    create.add_argument("size", type=size, help="bytes: 4096, 4K, 1M, ...")
     create.add_argument("--permissions", type=permissions, default=0o600, metavar="MODE")
     create.set_defaults(func=_create)
 
@@ -35,38 +47,47 @@ def register(commands: Any) -> None:
         command.set_defaults(func=func)
 
 
-def _open(args: argparse.Namespace) -> SysVSharedMemory:
-    if args.id:
-        return SysVSharedMemory.open_id(args.key, read_only=True)
-    return SysVSharedMemory.open(args.key, read_only=True)
+def _find(args: argparse.Namespace) -> inspect.IPCObject:
+    """The segment from /proc/sysvipc/shm: no attaching, so its pids and times stay."""
+    for item in inspect.find(["sysv-shm"]):
+        if (
+            item.id == args.key
+            if args.id
+            else (item.key or 0) & 0xFFFFFFFF == args.key & 0xFFFFFFFF
+        ):
+            return item
+    what = f"id {args.key}" if args.id else key_text(args.key)
+    raise ResourceNotFoundError(2, f"System V shared memory {what!r} does not exist", what)
 
 
 def _create(args: argparse.Namespace) -> int:
     with SysVSharedMemory.create(args.key, args.size, permissions=args.permissions) as memory:
-        data = {"key": memory.key, "id": memory.id, "size": memory.size}
-    emit(args, data | {"permissions": oct(args.permissions)}, str(data["id"]))
+        fields = {
+            "key": key_text(memory.key),
+            "id": memory.id,
+            "size": memory.size,
+            "permissions": mode_text(args.permissions),
+        }
+    created(args, "sysv-shm", sysv_name(args.key), fields)
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    with _open(args) as memory:
-        info = memory.info()
-    data = dataclasses.asdict(info)
-    # Not counting the attachment this command made to read it.
-    data["attach_count"] = info.attach_count - 1
-    data["permissions"] = oct(info.permissions)
-    shown = data | {"key": f"{info.key & 0xFFFFFFFF:#010x}"}
-    emit(args, data, "\n".join(f"{name}: {value}" for name, value in shown.items()))
+    item = _find(args)
+    data = {
+        "key": key_text(item.key or 0),
+        "id": item.id,
+        "size": item.size,
+        "permissions": mode_text(item.permissions),
+        "uid": item.uid,
+        **item.details,
+    }
+    emit(args, data, lines(data))
     return 0
 
 
 def _unlink(args: argparse.Namespace) -> int:
-    if not args.id:
-        sysv_shm.unlink(args.key)  # by key: no need to attach
-        emit(args, {"key": args.key, "removed": True})
-        return 0
-    with _open(args) as memory:
-        memory.unlink()
-        data = {"key": memory.key, "id": memory.id, "removed": True}
-    emit(args, data)
+    item = _find(args)
+    inspect.remove(item, force=True)  # IPC_RMID by id: it goes at the last detach
+    emit(args, {"key": key_text(item.key or 0), "id": item.id, "removed": True})
     return 0
