@@ -160,8 +160,9 @@ static int traffic(uint32_t count)
                 batch[i].length = length;
             }
             size_t sent;
-            int status = size == 1 ? ring_send(&ring, bytes[0], batch[0].length, after_ms(30000), NULL)
-                                   : ring_send_many(&ring, batch, size, &sent, after_ms(30000), NULL);
+            int64_t deadline = after_ms(30000);
+            int status = size == 1 ? ring_send(&ring, bytes[0], batch[0].length, deadline, NULL)
+                                   : ring_send_many(&ring, batch, size, &sent, deadline, NULL);
             if (status != RING_OK) {
                 fprintf(stderr, "harness: send: %s\n", status_name(status));
                 _exit(1);

@@ -89,45 +89,40 @@ static PyObject *monotonic_to_clock(PyObject *Py_UNUSED(self), PyObject *const *
 
 /* ---- the exception classes of unixipc.errors -------------------------------- */
 
-/* In the order of enum unixipc_error. */
-static const char *const error_names[UNIXIPC_ERROR_COUNT] = {
-    "IPCError",        "ClosedResourceError", "WouldBlock",   "TimeoutExpired",
-    "MessageTooLarge", "PeerDied",            "EndOfChannel",
-};
-static PyObject *error_classes[UNIXIPC_ERROR_COUNT]; /* strong references */
+static PyObject *error_classes; /* {name: class}, handed over by errors.py */
 
-PyObject *unixipc_error_class(enum unixipc_error which)
+PyObject *unixipc_error_class(const char *name)
 {
-    if (error_classes[which] == NULL) {
+    PyObject *cls = error_classes == NULL ? NULL : PyDict_GetItemString(error_classes, name);
+    if (cls == NULL && !PyErr_Occurred()) {
         PyErr_Format(PyExc_SystemError,
-                     "unixipc._native needs %s: import unixipc (its errors module hands the "
-                     "exception classes over)",
-                     error_names[which]);
+                     "unixipc._native has no exception class %s: import unixipc (its errors "
+                     "module hands the classes over)",
+                     name);
     }
-    return error_classes[which];
+    return cls;
 }
 
 static PyObject *set_error_classes(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwargs)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL ||
-        PyDict_GET_SIZE(kwargs) != UNIXIPC_ERROR_COUNT) {
-        PyErr_SetString(PyExc_TypeError, "set_error_classes() takes the classes by name, "
-                                         "each exactly once");
+    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL) {
+        PyErr_SetString(PyExc_TypeError, "set_error_classes() takes the classes by name");
         return NULL;
     }
-    PyObject *given[UNIXIPC_ERROR_COUNT];
-    for (int i = 0; i < UNIXIPC_ERROR_COUNT; i++) {
-        given[i] = PyDict_GetItemString(kwargs, error_names[i]);
-        if (given[i] == NULL || !PyExceptionClass_Check(given[i])) {
-            PyErr_Format(PyExc_TypeError, "set_error_classes() needs %s, an exception class",
-                         error_names[i]);
+    PyObject *name, *cls;
+    Py_ssize_t position = 0;
+    while (PyDict_Next(kwargs, &position, &name, &cls)) {
+        if (!PyExceptionClass_Check(cls)) {
+            PyErr_Format(PyExc_TypeError, "set_error_classes(): %U is not an exception class",
+                         name);
             return NULL;
         }
     }
-    for (int i = 0; i < UNIXIPC_ERROR_COUNT; i++) {
-        Py_INCREF(given[i]);
-        Py_XSETREF(error_classes[i], given[i]);
+    PyObject *classes = PyDict_Copy(kwargs);
+    if (classes == NULL) {
+        return NULL;
     }
+    Py_XSETREF(error_classes, classes);
     Py_RETURN_NONE;
 }
 

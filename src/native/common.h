@@ -59,23 +59,11 @@ int unixipc_deadline_passed(int64_t deadline_ns);
 typedef long (*unixipc_blocking_call)(void *arg);
 long unixipc_call_with_deadline(unixipc_blocking_call call, void *arg, int64_t deadline_ns);
 
-/* The exception classes of unixipc.errors that the C core raises. Python hands
- * them over once, at import (errors.py calls _native.set_error_classes): the C
- * core never imports a Python module by name. */
-enum unixipc_error {
-    UNIXIPC_IPC_ERROR,
-    UNIXIPC_CLOSED_RESOURCE_ERROR,
-    UNIXIPC_WOULD_BLOCK,
-    UNIXIPC_TIMEOUT_EXPIRED,
-    UNIXIPC_MESSAGE_TOO_LARGE,
-    UNIXIPC_PEER_DIED,
-    UNIXIPC_END_OF_CHANNEL,
-    UNIXIPC_ERROR_COUNT
-};
-
-/* The class (a borrowed reference), or NULL with SystemError set if errors.py
- * has not handed the classes over. */
-PyObject *unixipc_error_class(enum unixipc_error which);
+/* The exception classes of unixipc.errors, by name ("IPCError", "WouldBlock", ...).
+ * Python hands them over once, at import (errors.py calls
+ * _native.set_error_classes): no C file imports a Python module. Returns a
+ * borrowed reference, or NULL with SystemError set if there is no such class. */
+PyObject *unixipc_error_class(const char *name);
 
 /* Each facility file defines one of these; module.c calls them in order. */
 int unixipc_init_common(PyObject *module);

@@ -11,6 +11,7 @@
  * slot, lock and mapping are changed only by the private methods below, which
  * refuse while calls are in progress, and every integer is range-checked.
  */
+#include "callargs.h"
 #include "common.h"
 #include "ring_core.h"
 
@@ -30,52 +31,11 @@ typedef struct {
 
 /* ------------------------------------------------------------------ errors */
 
-/* Raise an error of unixipc.errors with a formatted message; with sent >= 0,
- * also set its messages_sent attribute (send_many). Returns NULL. */
-static PyObject *vraise(enum unixipc_error which, Py_ssize_t sent, const char *format,
-                        va_list vargs)
-{
-    PyObject *cls = unixipc_error_class(which);
-    if (cls == NULL) {
-        return NULL;
-    }
-    PyObject *message = PyUnicode_FromFormatV(format, vargs);
-    if (message == NULL) {
-        return NULL;
-    }
-    PyObject *error = PyObject_CallOneArg(cls, message);
-    Py_DECREF(message);
-    if (error != NULL && sent >= 0) {
-        PyObject *count = PyLong_FromSsize_t(sent);
-        if (count == NULL || PyObject_SetAttrString(error, "messages_sent", count) < 0) {
-            Py_CLEAR(error);
-        }
-        Py_XDECREF(count);
-    }
-    if (error != NULL) {
-        PyErr_SetObject(cls, error);
-        Py_DECREF(error);
-    }
-    return NULL;
-}
+_Static_assert(RING_NO_DEADLINE == UNIXIPC_NO_DEADLINE, "one meaning of no deadline");
+_Static_assert(RING_TRY_ONCE == UNIXIPC_TRY_ONCE, "one meaning of try once");
 
-static PyObject *raise_error(enum unixipc_error which, const char *format, ...)
-{
-    va_list vargs;
-    va_start(vargs, format);
-    vraise(which, -1, format, vargs);
-    va_end(vargs);
-    return NULL;
-}
-
-static PyObject *raise_sent(enum unixipc_error which, Py_ssize_t sent, const char *format, ...)
-{
-    va_list vargs;
-    va_start(vargs, format);
-    vraise(which, sent, format, vargs);
-    va_end(vargs);
-    return NULL;
-}
+/* The attribute send_many's exceptions carry (with sent >= 0). */
+#define SENT(sent) ((sent) >= 0 ? "messages_sent" : NULL), (sent)
 
 /* Turn a core outcome other than RING_OK into the exception it stands for.
  * `what` names the call; sent >= 0 (send_many) sets messages_sent. Returns NULL. */
@@ -85,37 +45,44 @@ static PyObject *raise_status(RingObject *self, int status, const char *what, do
     const char *peer = strncmp(what, "send", 4) == 0 ? "consumer" : "producer";
     switch (status) {
     case RING_TIMEOUT:
+        if (sent < 0) {
+            return unixipc_raise_timeout(what, self->description, seconds);
+        }
         if (seconds == 0) {
-            return raise_sent(UNIXIPC_WOULD_BLOCK, sent, "%s on %U would block", what,
-                              self->description);
+            return unixipc_raise_error("WouldBlock", SENT(sent), "%s on %U would block", what,
+                                       self->description);
         }
         {
             char text[64];
             PyOS_snprintf(text, sizeof text, "%g", seconds);
-            return raise_sent(UNIXIPC_TIMEOUT_EXPIRED, sent, "%s on %U timed out after %s s",
-                              what, self->description, text);
+            return unixipc_raise_error("TimeoutExpired", SENT(sent),
+                                       "%s on %U timed out after %s s", what, self->description,
+                                       text);
         }
     case RING_CLOSED:
-        return raise_sent(UNIXIPC_CLOSED_RESOURCE_ERROR, sent, "%U was closed during %s",
-                          self->description, what);
+        return unixipc_raise_error("ClosedResourceError", SENT(sent), "%U was closed during %s",
+                                   self->description, what);
     case RING_PEER_CLOSED:
-        return raise_sent(UNIXIPC_END_OF_CHANNEL, sent, "%s on %U: every %s closed it", what,
-                          self->description, peer);
+        return unixipc_raise_error("EndOfChannel", SENT(sent), "%s on %U: every %s closed it",
+                                   what, self->description, peer);
     case RING_PEER_DIED:
-        return raise_sent(UNIXIPC_PEER_DIED, sent, "%s on %U: every %s is gone and one died",
-                          what, self->description, peer);
+        return unixipc_raise_error("PeerDied", SENT(sent),
+                                   "%s on %U: every %s is gone and one died", what,
+                                   self->description, peer);
     case RING_CORRUPT:
-        return raise_sent(UNIXIPC_IPC_ERROR, sent,
-                          "%U is corrupt: %s at position %llu; recreate it (unlink, then create)",
-                          self->description, self->core.problem,
-                          (unsigned long long)self->core.problem_position);
+        return unixipc_raise_error(
+            "IPCError", SENT(sent),
+            "%U is corrupt: %s at position %llu; recreate it (unlink, then create)",
+            self->description, self->core.problem,
+            (unsigned long long)self->core.problem_position);
     case RING_TOO_LARGE:
-        return raise_sent(UNIXIPC_MESSAGE_TOO_LARGE, sent,
-                          "a message is larger than the maximum of %llu bytes of %U",
-                          (unsigned long long)self->core.max_message, self->description);
+        return unixipc_raise_error("MessageTooLarge", SENT(sent),
+                                   "a message is larger than the maximum of %llu bytes of %U",
+                                   (unsigned long long)self->core.max_message,
+                                   self->description);
     case RING_NO_SLOT:
-        return raise_sent(UNIXIPC_IPC_ERROR, sent, "%U holds no slot in this process",
-                          self->description);
+        return unixipc_raise_error("IPCError", SENT(sent), "%U holds no slot in this process",
+                                   self->description);
     default: /* RING_INTERRUPTED, RING_REFUSED: the exception is set */
         return NULL;
     }
@@ -149,88 +116,6 @@ static int gil_signals(void *context)
     const struct ring_waiter name = {&name##_gil, gil_release, gil_take, gil_signals}
 
 /* ------------------------------------------------------------------ arguments */
-
-/* Parse `timeout` into an absolute monotonic deadline. */
-static int parse_timeout(PyObject *timeout, int64_t *deadline, double *seconds)
-{
-    *seconds = -1.0;
-    if (timeout == NULL || timeout == Py_None) {
-        *deadline = RING_NO_DEADLINE;
-        return 0;
-    }
-    if (PyBool_Check(timeout) || !(PyFloat_Check(timeout) || PyLong_Check(timeout))) {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %s",
-                     Py_TYPE(timeout)->tp_name);
-        return -1;
-    }
-    double value = PyFloat_AsDouble(timeout);
-    if (value == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (isnan(value) || value < 0) {
-        PyErr_Format(PyExc_ValueError, "timeout must be >= 0 seconds or None, got %R", timeout);
-        return -1;
-    }
-    *seconds = value;
-    if (value == 0) {
-        *deadline = RING_TRY_ONCE;
-    } else if (value > 1e9) {
-        *deadline = RING_NO_DEADLINE; /* more than 30 years: forever */
-    } else {
-        *deadline = unixipc_monotonic_ns() + (int64_t)(value * 1e9);
-    }
-    return 0;
-}
-
-/* Accept (name[0], ..., *, timeout=None) from a vectorcall; the named
- * arguments may also come as keywords. */
-static int parse_args(const char *function, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, Py_ssize_t expected, const char *const *names,
-                      PyObject **out, PyObject **timeout)
-{
-    *timeout = NULL;
-    if (nargs > expected) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional argument%s (%zd given)", function,
-                     expected, expected == 1 ? "" : "s", nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < expected; i++) {
-        out[i] = i < nargs ? args[i] : NULL;
-    }
-    if (kwnames != NULL) {
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kwnames); k++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-            PyObject **slot = NULL;
-            if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0) {
-                slot = timeout;
-            }
-            for (Py_ssize_t i = 0; i < expected && slot == NULL; i++) {
-                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                    slot = &out[i];
-                }
-            }
-            if (slot == NULL) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
-                             function, key);
-                return -1;
-            }
-            if (*slot != NULL) {
-                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument %R",
-                             function, key);
-                return -1;
-            }
-            *slot = args[nargs + k];
-        }
-    }
-    for (Py_ssize_t i = 0; i < expected; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", function,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* An int in [minimum, maximum], else TypeError/ValueError naming it (no truncation). */
 static int parse_int(PyObject *object, const char *name, long minimum, long maximum, long *out)
@@ -291,7 +176,7 @@ static PyObject *raise_not_attached(RingObject *self)
         PyErr_SetString(PyExc_ValueError, "the ring is not attached");
         return NULL;
     }
-    return raise_error(UNIXIPC_CLOSED_RESOURCE_ERROR, "%U is closed", self->description);
+    return unixipc_raise_error("ClosedResourceError", NULL, 0, "%U is closed", self->description);
 }
 
 static inline int ring_enter(RingObject *self)
@@ -330,37 +215,21 @@ static int refuse_if_busy(RingObject *self, const char *method)
     if (self->busy == 0) {
         return 0;
     }
-    raise_error(UNIXIPC_IPC_ERROR, "%s() on %U: calls are in progress", method,
+    unixipc_raise_error("IPCError", NULL, 0, "%s() on %U: calls are in progress", method,
                 self->description != NULL ? self->description : Py_None);
     return -1;
 }
 
 /* ------------------------------------------------------------------ producing */
 
-static int get_message(PyObject *data, Py_buffer *view)
-{
-    if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) == 0) {
-        return 0;
-    }
-    if (PyErr_ExceptionMatches(PyExc_BufferError) && PyObject_CheckBuffer(data)) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "data must be C-contiguous");
-    } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "data must be a bytes-like object, not %s",
-                     Py_TYPE(data)->tp_name);
-    }
-    return -1;
-}
-
 static PyObject *raise_too_large(RingObject *self, Py_ssize_t index, Py_ssize_t length)
 {
     if (index < 0) {
-        return raise_error(UNIXIPC_MESSAGE_TOO_LARGE,
+        return unixipc_raise_error("MessageTooLarge", NULL, 0,
                            "a message of %zd bytes is larger than the maximum of %llu bytes of %U",
                            length, (unsigned long long)self->core.max_message, self->description);
     }
-    return raise_error(UNIXIPC_MESSAGE_TOO_LARGE,
+    return unixipc_raise_error("MessageTooLarge", NULL, 0,
                        "message %zd of %zd bytes is larger than the maximum of %llu bytes of %U "
                        "(nothing was sent)",
                        index, length, (unsigned long long)self->core.max_message,
@@ -371,16 +240,16 @@ static PyObject *Ring_send(RingObject *self, PyObject *const *args, Py_ssize_t n
                            PyObject *kwnames)
 {
     PyObject *data, *timeout;
-    if (parse_args("send", args, nargs, kwnames, 1, DATA_NAMES, &data, &timeout) < 0) {
+    if (unixipc_parse_call("send", args, nargs, kwnames, 1, DATA_NAMES, &data, &timeout) < 0) {
         return NULL;
     }
     int64_t deadline;
     double seconds;
-    if (parse_timeout(timeout, &deadline, &seconds) < 0) {
+    if (unixipc_parse_timeout(timeout, &deadline, &seconds) < 0) {
         return NULL;
     }
     Py_buffer view;
-    if (get_message(data, &view) < 0) {
+    if (unixipc_get_bytes_like(data, &view) < 0) {
         return NULL;
     }
     if (ring_enter(self) < 0) {
@@ -430,12 +299,13 @@ static PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssiz
                                 PyObject *kwnames)
 {
     PyObject *messages, *timeout;
-    if (parse_args("send_many", args, nargs, kwnames, 1, MESSAGES_NAMES, &messages, &timeout) < 0) {
+    if (unixipc_parse_call("send_many", args, nargs, kwnames, 1, MESSAGES_NAMES, &messages,
+                           &timeout) < 0) {
         return NULL;
     }
     int64_t deadline;
     double seconds;
-    if (parse_timeout(timeout, &deadline, &seconds) < 0) {
+    if (unixipc_parse_timeout(timeout, &deadline, &seconds) < 0) {
         return NULL;
     }
     PyObject *items = own_messages(messages);
@@ -466,7 +336,7 @@ static PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssiz
                     goto out;
                 }
             }
-            if (get_message(item, &views[view_count]) < 0) {
+            if (unixipc_get_bytes_like(item, &views[view_count]) < 0) {
                 goto out;
             }
             outgoing[i].bytes = views[view_count].buf;
@@ -535,7 +405,7 @@ static void *into_sink(void *context, size_t index, uint32_t length)
     struct into *into = context;
     (void)index;
     if ((Py_ssize_t)length > into->target->len) {
-        raise_error(UNIXIPC_MESSAGE_TOO_LARGE,
+        unixipc_raise_error("MessageTooLarge", NULL, 0,
                     "the next message of %U has %u bytes: more than the buffer's %zd "
                     "(it stays in the ring)",
                     into->self->description, length, into->target->len);
@@ -564,12 +434,12 @@ static PyObject *Ring_receive(RingObject *self, PyObject *const *args, Py_ssize_
                               PyObject *kwnames)
 {
     PyObject *timeout;
-    if (parse_args("receive", args, nargs, kwnames, 0, NULL, NULL, &timeout) < 0) {
+    if (unixipc_parse_call("receive", args, nargs, kwnames, 0, NULL, NULL, &timeout) < 0) {
         return NULL;
     }
     int64_t deadline;
     double seconds;
-    if (parse_timeout(timeout, &deadline, &seconds) < 0 || ring_enter(self) < 0) {
+    if (unixipc_parse_timeout(timeout, &deadline, &seconds) < 0 || ring_enter(self) < 0) {
         return NULL;
     }
     GIL_WAITER(waiter);
@@ -588,12 +458,13 @@ static PyObject *Ring_receive_into(RingObject *self, PyObject *const *args, Py_s
                                    PyObject *kwnames)
 {
     PyObject *buffer, *timeout;
-    if (parse_args("receive_into", args, nargs, kwnames, 1, BUFFER_NAMES, &buffer, &timeout) < 0) {
+    if (unixipc_parse_call("receive_into", args, nargs, kwnames, 1, BUFFER_NAMES, &buffer,
+                           &timeout) < 0) {
         return NULL;
     }
     int64_t deadline;
     double seconds;
-    if (parse_timeout(timeout, &deadline, &seconds) < 0) {
+    if (unixipc_parse_timeout(timeout, &deadline, &seconds) < 0) {
         return NULL;
     }
     Py_buffer target;
@@ -624,7 +495,8 @@ static PyObject *Ring_receive_many(RingObject *self, PyObject *const *args, Py_s
                                    PyObject *kwnames)
 {
     PyObject *max_object, *timeout;
-    if (parse_args("receive_many", args, nargs, kwnames, 1, MAX_COUNT_NAMES, &max_object, &timeout) < 0) {
+    if (unixipc_parse_call("receive_many", args, nargs, kwnames, 1, MAX_COUNT_NAMES, &max_object,
+                           &timeout) < 0) {
         return NULL;
     }
     if (PyBool_Check(max_object) || !PyLong_Check(max_object)) {
@@ -642,7 +514,7 @@ static PyObject *Ring_receive_many(RingObject *self, PyObject *const *args, Py_s
     }
     int64_t deadline;
     double seconds;
-    if (parse_timeout(timeout, &deadline, &seconds) < 0) {
+    if (unixipc_parse_timeout(timeout, &deadline, &seconds) < 0) {
         return NULL;
     }
     PyObject *list = PyList_New(0);
@@ -670,17 +542,17 @@ static PyObject *Ring_view_take(RingObject *self, PyObject *const *args, Py_ssiz
                                 PyObject *kwnames)
 {
     PyObject *timeout;
-    if (parse_args("receive_view", args, nargs, kwnames, 0, NULL, NULL, &timeout) < 0) {
+    if (unixipc_parse_call("receive_view", args, nargs, kwnames, 0, NULL, NULL, &timeout) < 0) {
         return NULL;
     }
     int64_t deadline;
     double seconds;
-    if (parse_timeout(timeout, &deadline, &seconds) < 0 || ring_enter(self) < 0) {
+    if (unixipc_parse_timeout(timeout, &deadline, &seconds) < 0 || ring_enter(self) < 0) {
         return NULL;
     }
     if (self->core.view_open) {
         ring_leave(self);
-        return raise_error(UNIXIPC_IPC_ERROR,
+        return unixipc_raise_error("IPCError", NULL, 0,
                            "%U: a receive_view() of this handle is still open; leave its with "
                            "block first (or open another handle)",
                            self->description);
@@ -725,7 +597,8 @@ static PyObject *Ring_attach(RingObject *self, PyObject *args)
     if (problem != NULL) {
         PyBuffer_Release(&self->buffer);
         self->has_buffer = 0;
-        return raise_error(UNIXIPC_IPC_ERROR, "%U is not a usable unixipc ring: %s", description,
+        return unixipc_raise_error("IPCError", NULL, 0, "%U is not a usable unixipc ring: %s",
+                                   description,
                            problem);
     }
     self->core.lock_fd = lock_fd;
@@ -923,12 +796,14 @@ static void Ring_dealloc(RingObject *self)
     Py_DECREF(type);
 }
 
+/* The buffer's exporter (the memoryview of the mapping) is deliberately not
+ * visited: it never leads back to us, and visited, a collection that found it in
+ * the same garbage as us could clear it (memoryview's tp_clear drops its managed
+ * buffer even while exported) before our dealloc releases it: a crash in
+ * memory_dealloc (seen with a Ring left attached by an interrupted create). */
 static int Ring_traverse(RingObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    if (self->has_buffer) {
-        Py_VISIT(self->buffer.obj);
-    }
     return 0;
 }
 
@@ -983,7 +858,8 @@ static PyMethodDef Ring_methods[] = {
                   "    WouldBlock, TimeoutExpired, EndOfChannel, PeerDied,\n"
                   "    ClosedResourceError, IPCError: as receive()."),
     VECTOR_METHOD("_view_take", Ring_view_take,
-                  "_view_take($self, /, *, timeout=None)\n--\n\nClaim one message for receive_view()."),
+                  "_view_take($self, /, *, timeout=None)\n--\n\n"
+                  "Claim one message for receive_view()."),
     {"_view_release", (PyCFunction)Ring_view_release, METH_NOARGS,
      "Give back the message of receive_view()."},
     {"_attach", (PyCFunction)Ring_attach, METH_VARARGS,

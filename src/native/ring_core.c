@@ -758,7 +758,9 @@ static int check_peers(struct ring *ring, int for_space, uint64_t size)
         }
         event = LOAD(&header->producer_event) & 3U;
     }
-    return event == EVENT_DIED ? RING_PEER_DIED : event == EVENT_CLOSED ? RING_PEER_CLOSED : RING_OK;
+    return event == EVENT_DIED     ? RING_PEER_DIED
+           : event == EVENT_CLOSED ? RING_PEER_CLOSED
+                                   : RING_OK;
 }
 
 /* For timeout=0: check the peers at most every POLL_CHECK_NS (or when an event was raised). */

@@ -19,16 +19,7 @@ ABI_VERSION: int
 ALARM_SIGNAL: int
 
 def monotonic_to_clock(deadline_ns: int, clock_id: int, /) -> int: ...
-def set_error_classes(
-    *,
-    IPCError: type[BaseException],
-    ClosedResourceError: type[BaseException],
-    WouldBlock: type[BaseException],
-    TimeoutExpired: type[BaseException],
-    MessageTooLarge: type[BaseException],
-    PeerDied: type[BaseException],
-    EndOfChannel: type[BaseException],
-) -> None: ...
+def set_error_classes(**classes: type[BaseException]) -> None: ...
 def blocking_read(fd: int, size: int, deadline_ns: int, /) -> bytes: ...
 
 # posix_shm.c

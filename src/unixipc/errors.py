@@ -202,18 +202,10 @@ def from_os_error(
 
 
 def _hand_over_to_the_c_core() -> None:
-    # The C core raises these classes; it never imports Python modules itself.
+    # The C core raises these classes by name; it never imports a Python module.
     from . import _native
 
-    _native.set_error_classes(
-        IPCError=IPCError,
-        ClosedResourceError=ClosedResourceError,
-        WouldBlock=WouldBlock,
-        TimeoutExpired=TimeoutExpired,
-        MessageTooLarge=MessageTooLarge,
-        PeerDied=PeerDied,
-        EndOfChannel=EndOfChannel,
-    )
+    _native.set_error_classes(**{name: globals()[name] for name in __all__})
 
 
 _hand_over_to_the_c_core()
