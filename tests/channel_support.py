@@ -15,26 +15,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 import unixipc
 from tests import conftest
 from tests.conftest import PREFIX, Names
 from tests.helpers import Child
 from unixipc import Channel, Listener
+from unixipc import channel as channel_module
+from unixipc.channels import registry
 
 # Generous: a busy 2-core machine.
 WAIT = 30.0
 
-# Every scheme, as test ids: "pair-<kind>" for channel_pair, else the URL scheme.
-STREAM_SCHEMES = ["pair-pipe", "pair-socketpair", "unix", "unix-abstract", "tcp", "fifo"]
-ALL_SCHEMES = [*STREAM_SCHEMES, "mq", "sysvmq", "shm", "pair-shm"]
-URL_SCHEMES = [scheme for scheme in ALL_SCHEMES if not scheme.startswith("pair-")]
+# Every scheme, from the registry, as test ids: "pair-<kind>" for channel_pair,
+# else the URL scheme.
+URL_SCHEMES = list(channel_module.SCHEMES)
+ALL_SCHEMES = [f"pair-{kind}" for kind in channel_module.PAIR_KINDS] + URL_SCHEMES
+
+
+def _takes_a_maximum(scheme: str) -> bool:
+    if scheme.startswith("pair-"):
+        return "max_message_size" in registry.PAIRS[scheme[5:]].options
+    return "max_message_size" in registry.SCHEMES[scheme].listen_options
+
 
 # Options that keep each scheme's maximum small enough to test "the maximum and one
 # over" quickly; schemes whose maximum is fixed by the facility take none.
 LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
-    **{scheme: {"max_message_size": 200_000} for scheme in STREAM_SCHEMES},
+    **{scheme: {"max_message_size": 200_000} for scheme in ALL_SCHEMES if _takes_a_maximum(scheme)},
     "mq": {"max_message_size": 200_000, "backlog": 4},
-    "shm": {"max_message_size": 200_000},
 }
 # Small POSIX queues: the per-user RLIMIT_MSGQUEUE is shared with other test runs.
 CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -165,6 +175,28 @@ class Endpoint:
         self._cleanup(ours.close)
         self._cleanup(theirs.close)
         return ours, theirs
+
+
+# The fixtures of the channel tests (loaded by conftest.py as a plugin).
+
+
+def _endpoints(name: str, schemes: list[str]) -> Any:
+    """A fixture named ``name`` giving an Endpoint of each of ``schemes`` in turn."""
+
+    @pytest.fixture(name=name, params=schemes)
+    def fixture(
+        request: pytest.FixtureRequest,
+        names: Names,
+        cleanup: Callable[..., None],
+        children: Callable[..., Child],
+    ) -> Endpoint:
+        return Endpoint(request.param, names, cleanup, children)
+
+    return fixture
+
+
+endpoint = _endpoints("endpoint", ALL_SCHEMES)  # connected channels of every scheme
+url_endpoint = _endpoints("url_endpoint", URL_SCHEMES)  # a listener of every URL scheme
 
 
 def close_quietly(*channels: Channel) -> None:

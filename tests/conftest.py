@@ -20,6 +20,9 @@ import pytest
 
 from tests.helpers import Child
 
+# The channel tests' fixtures (endpoint, url_endpoint) live beside their helpers.
+pytest_plugins = ("tests.channel_support",)
+
 #: Unique per test session, inherited by child processes.
 PREFIX = os.environ.setdefault("UNIXIPC_TEST_PREFIX", f"uxt{os.getpid()}")
 

@@ -96,22 +96,26 @@ def run_python(
     )
 
 
-def compile_c(source: str, directory: Path, name: str, *libraries: str) -> Path:
-    """Compile a small C peer with the machine's gcc, warnings as errors."""
+def compile_c(
+    source: str, directory: Path, name: str, *libraries: str, shared: bool = False
+) -> Path:
+    """Compile a small C peer (or, ``shared``, a library for LD_PRELOAD) with the
+    machine's gcc, warnings as errors."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise RuntimeError("these interop tests need gcc (or cc) on PATH")
     source_path = directory / f"{name}.c"
     source_path.write_text(source)
-    binary = directory / name
+    output = directory / (f"{name}.so" if shared else name)
     subprocess.run(
-        [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary), str(source_path)]
+        [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(output), str(source_path)]
+        + (["-shared", "-fPIC"] if shared else [])
         + [f"-l{library}" for library in libraries],
         check=True,
         capture_output=True,
         text=True,
     )
-    return binary
+    return output
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = CHILD_TIMEOUT) -> None:

@@ -12,11 +12,13 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -458,10 +460,13 @@ def test_a_blocking_send_interrupted_midway_keeps_the_frame_whole(kind: str) -> 
 
 def test_sigpipe_default_action_never_kills_a_sender() -> None:
     code = """
-import signal, unixipc
+import os, signal, unixipc
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 for kind in ("pipe", "socketpair"):
     a, b = unixipc.channel_pair(kind)
+    if os.fork() == 0:  # after a fork the ends are silent until used: b closes silently
+        os._exit(0)
+    os.wait()
     with a:
         b.close()
         try:
@@ -565,3 +570,167 @@ def test_a_c_peer_speaks_the_unix_channel_framing(names: Names, tmp_path: Path) 
             client.wait()
     assert client.returncode == 0
     assert output == "hello from Python\n"
+
+
+# Bounded memory (issue 14, item 3): a declared length costs nothing until its bytes come.
+
+
+def _serve_one_pending_frame(url: str, ready: Any) -> tuple[int, int]:
+    """Accept one client and wait for its frame; return (tracemalloc peak, RSS growth)."""
+    with listen(url) as listener:
+        ready.set()
+        tracemalloc.start()
+        rss_before = _rss()
+        with listener.accept(timeout=WAIT) as server:
+            with pytest.raises(TimeoutExpired):  # 3 of its 64 MiB are there
+                server.receive(timeout=1.0)
+            peak = tracemalloc.get_traced_memory()[1]
+            return peak, _rss() - rss_before
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_a_declared_64_mib_frame_costs_the_server_less_than_1_mib(
+    names: Names, children: Callable[..., Child]
+) -> None:
+    url = url_for("unix", names)
+    ready = multiprocessing.get_context("fork").Event()
+    server = children(_serve_one_pending_frame, url, ready)
+    assert ready.wait(WAIT)
+    raw = socket.socket(socket.AF_UNIX)
+    raw.settimeout(WAIT)
+    try:
+        raw.connect(url[len("unix://") :])
+        raw.sendall(HELLO + struct.pack("!I", 64 * 1024 * 1024 - 1) + b"abc")
+        peak, rss_growth = server.result()
+    finally:
+        raw.close()
+    assert peak < 1 << 20, f"the server allocated {peak} bytes for 3"
+    assert rss_growth < 1 << 20, f"the server's RSS grew by {rss_growth} bytes"
+
+
+def test_a_large_frame_arriving_slowly_is_received_whole() -> None:
+    sender, receiver = channel_pair("socketpair", max_message_size=16 << 20)
+    message = os.urandom(12 << 20)
+    frame = struct.pack("!I", len(message)) + message
+    raw = socket.socket(fileno=os.dup(sender.fileno()))
+
+    def trickle() -> None:
+        for start in range(0, len(frame), 1 << 20):
+            raw.sendall(frame[start : start + (1 << 20)])
+            time.sleep(0.01)
+
+    with sender, receiver:
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            assert receiver.receive(timeout=WAIT) == message
+        finally:
+            thread.join(WAIT)
+            raw.close()
+
+
+# Closing in one process, and Ctrl-C.
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socketpair", "shm"])
+def test_a_pair_end_closed_in_its_own_process_gives_end_of_channel(kind: str) -> None:
+    first, second = channel_pair(kind)  # type: ignore[call-overload]
+    first.close()  # never used, never forked: a clean close, not a death
+    with second, pytest.raises(EndOfChannel):
+        second.receive(timeout=WAIT)
+
+
+INTERRUPTED = """
+import sys, threading, unixipc
+url, verb = sys.argv[1], sys.argv[2]
+with unixipc.listen(url) as listener:
+    ends = []
+    thread = threading.Thread(target=lambda: ends.append(unixipc.connect(url, timeout=30)))
+    thread.start()
+    server = listener.accept(timeout=30)
+    thread.join()
+    print("ready", flush=True)
+    if verb == "send":  # nobody reads: the send waits for room
+        ends[0].send(bytes(8 << 20), timeout=60)
+    else:
+        server.receive(timeout=60)
+"""
+
+
+@pytest.mark.parametrize("scheme", ["fifo", "unix"])
+@pytest.mark.parametrize("verb", ["send", "receive"])
+def test_ctrl_c_in_a_stream_channel_is_a_clean_keyboard_interrupt(
+    scheme: str, verb: str, names: Names
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, url_for(scheme, names), verb],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(0.3)  # let it reach its wait
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=WAIT)
+    finally:
+        process.kill()
+        process.wait()
+    assert errors.rstrip().endswith("KeyboardInterrupt"), errors
+    assert "During handling" not in errors, errors
+    assert "direct cause" not in errors, errors
+
+
+# Options are typed: a misspelt option or kind is a type error.
+
+TYPED = """
+import unixipc
+unixipc.connect("unix:///tmp/x", tiemout=3)
+unixipc.channel_pair("pip")
+unixipc.channel_pair("pipe", capacity=4096)
+unixipc.listen("unix:///tmp/x", permissions=0o600, backlog=3)
+unixipc.channel_pair("shm", capacity=4096)
+"""
+
+
+def test_misspelt_options_and_kinds_are_type_errors(tmp_path: Path) -> None:
+    source = tmp_path / "typed.py"
+    source.write_text(TYPED)
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--no-error-summary",
+            "--cache-dir",
+            str(root / ".mypy_cache"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    lines = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert [int(line.split(":")[1]) for line in lines] == [3, 4, 5], result.stdout
+    assert '"tiemout"' in lines[0]
+
+
+def test_the_option_types_name_exactly_the_options_the_drivers_declare() -> None:
+    from unixipc.channel import ConnectOptions, ListenOptions, PairOptions
+    from unixipc.channels import registry
+
+    schemes = registry.SCHEMES.values()
+    assert ListenOptions.__optional_keys__ == {n for s in schemes for n in s.listen_options}
+    assert ConnectOptions.__optional_keys__ == {n for s in schemes for n in s.connect_options}
+    kinds = registry.PAIRS.values()
+    assert PairOptions.__optional_keys__ == {n for k in kinds for n in k.options}

@@ -7,12 +7,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.channel_support import (
-    ALL_SCHEMES,
     CONNECT_OPTIONS,
     LISTEN_OPTIONS,
     URL_SCHEMES,
@@ -22,18 +20,8 @@ from tests.channel_support import (
     url_for,
 )
 from tests.conftest import Names
-from tests.helpers import Child, assert_elapsed
+from tests.helpers import assert_elapsed
 from unixipc import EndOfChannel, MessageTooLarge, PeerDied, TimeoutExpired, WouldBlock, aio
-
-
-@pytest.fixture(params=ALL_SCHEMES)
-def endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
 
 
 def _echo(peer: Peer) -> int:
@@ -233,3 +221,10 @@ def test_aio_channel_pair() -> None:
             assert len(message) == 3_000_000
 
     asyncio.run(main())
+
+
+def test_aio_exports_exactly_its_public_names() -> None:
+    public = {"AsyncChannel", "AsyncListener", "channel_pair", "connect", "listen"}
+    assert public <= set(aio.__all__)
+    for name in aio.__all__:
+        assert getattr(aio, name).__doc__, name

@@ -11,14 +11,12 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.channel_support import ALL_SCHEMES, URL_SCHEMES, WAIT, Endpoint, Peer
-from tests.conftest import Names
-from tests.helpers import Child, assert_elapsed
+from tests.channel_support import WAIT, Endpoint, Peer
+from tests.helpers import assert_elapsed
 from unixipc import (
     Channel,
     ClosedResourceError,
@@ -31,16 +29,6 @@ from unixipc import (
 
 # How long a SIGKILLed peer may take to be noticed: "a few seconds", never a hang.
 DEATH_NOTICED_WITHIN = 8.0
-
-
-@pytest.fixture(params=ALL_SCHEMES)
-def endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
 
 
 # The children's side (module level, so that spawn can import it).
@@ -313,16 +301,6 @@ def test_use_after_close(endpoint: Endpoint) -> None:
         endpoint.listener.close()
         with pytest.raises(ClosedResourceError):
             endpoint.listener.accept(timeout=0)
-
-
-@pytest.fixture(params=URL_SCHEMES)
-def url_endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
 
 
 def test_many_clients_on_one_listener(url_endpoint: Endpoint) -> None:

@@ -16,20 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.channel_support import ALL_SCHEMES, WAIT, Endpoint
-from tests.conftest import Names
+from tests.channel_support import WAIT, Endpoint
 from tests.helpers import Child
 from unixipc import Channel, EndOfChannel, PeerDied
-
-
-@pytest.fixture(params=ALL_SCHEMES)
-def endpoint(
-    request: pytest.FixtureRequest,
-    names: Names,
-    cleanup: Callable[..., None],
-    children: Callable[..., Child],
-) -> Endpoint:
-    return Endpoint(request.param, names, cleanup, children)
 
 
 def _connected(endpoint: Endpoint) -> tuple[Channel, Channel]:

@@ -39,14 +39,20 @@ from tests.helpers import Child
 from unixipc import (
     FileLock,
     MappedFile,
+    PosixMessageQueue,
     PosixSemaphore,
     PosixSharedMemory,
     SharedBarrier,
     SharedMutex,
+    SysVMessageQueue,
     SysVSemaphoreSet,
     SysVSharedMemory,
+    fifo,
+    posix_mq,
     posix_sem,
     posix_shm,
+    sockets,
+    sysv_mq,
     sysv_sem,
     sysv_shm,
 )
@@ -165,6 +171,61 @@ FACILITIES = {
         appears_whole=False,
     ),
 }
+
+
+def _mq_owner(name: str) -> tuple[int, int]:
+    with PosixMessageQueue.open(name, write=False) as queue:
+        info = queue.info()
+    return info.permissions, info.gid
+
+
+class _Node:
+    """A FIFO made by mkfifo, as an object the tests can close."""
+
+    def close(self) -> None:
+        pass
+
+
+def _made_fifo(path: str, **options: Any) -> _Node:
+    fifo.mkfifo(path, **options)
+    return _Node()
+
+
+# The message queues, FIFOs and socket files follow the same rules.
+FACILITIES["posix-mq"] = Facility(
+    lambda names: names.posix("mq"),
+    lambda name, **options: PosixMessageQueue.create(
+        name, max_messages=1, max_message_size=16, **options
+    ),
+    posix_mq.exists,
+    _mq_owner,
+    _suppressing(posix_mq.unlink),
+    appears_whole=False,
+)
+FACILITIES["sysv-mq"] = Facility(
+    lambda names: names.key(),
+    lambda key, **options: SysVMessageQueue.create(key, **options),
+    sysv_mq.exists,
+    lambda key: _sysv_row("msg", key),
+    _unlink_sysv(sysv_mq),
+    appears_whole=False,
+)
+FACILITIES["fifo"] = Facility(
+    lambda names: names.path("fifo"),
+    _made_fifo,
+    os.path.lexists,
+    _file_owner,
+    _suppressing(os.unlink),
+    appears_whole=False,
+)
+FACILITIES["unix-socket"] = Facility(
+    lambda names: names.path("sock"),
+    lambda path, **options: sockets.unix_listen(path, **options),
+    os.path.lexists,
+    _file_owner,
+    _suppressing(os.unlink),
+    appears_whole=False,
+)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -20,10 +20,12 @@ from unixipc import (
     Fifo,
     FifoWriter,
     PeerDied,
+    PermissionDeniedError,
     ResourceExistsError,
     ResourceNotFoundError,
     TimeoutExpired,
     WouldBlock,
+    _permissions,
     fifo,
 )
 
@@ -95,7 +97,7 @@ def test_permissions_are_exact_whatever_the_umask(
     path = names.path("fifo")
     old = os.umask(umask)
     try:
-        fifo.mkfifo(path, permissions=permissions)
+        fifo.mkfifo(path, permissions=permissions, allow_world_writable=bool(permissions & 2))
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == permissions
@@ -343,3 +345,88 @@ def test_c_client_talks_to_a_python_fifo_server(names: Names, tmp_path: Path) ->
     assert [c.returncode for c in clients] == [0, 0, 0]
     assert outputs == ["twice 0", "twice 20", "twice 40"]
     fifo.unlink(server_path)
+
+
+# ---- groups, world-writable modes, symlinks, all-or-nothing creation --------------------
+
+NOBODY = 65534
+
+
+def test_a_fifo_gets_its_group_and_is_never_world_writable_unasked(names: Names) -> None:
+    path = names.path("fifo")
+    old = os.umask(0)
+    try:
+        fifo.mkfifo(path, permissions=0o660, group=NOBODY)
+    finally:
+        os.umask(old)
+    info = os.stat(path)
+    assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, NOBODY)
+    fifo.unlink(path)
+    other = names.path("fifo")
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        fifo.mkfifo(other, permissions=0o666)
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        Fifo.create(other, "r", permissions=0o622, timeout=0)
+    assert not os.path.lexists(other)
+
+
+def test_a_planted_symlink_is_never_followed(
+    names: Names, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious")
+    os.chmod(target, 0o600)
+    path = names.path("fifo")
+    os.symlink(target, path)
+    with pytest.raises(ResourceExistsError, match="already exists"):
+        fifo.mkfifo(path, permissions=0o660)
+    os.unlink(path)
+    # Swapped in just after mkfifo(3), before the mode is set and the FIFO opened.
+    real_mkfifo = os.mkfifo
+
+    def mkfifo_then_swap(where: str, mode: int = 0o666) -> None:
+        real_mkfifo(where, mode)
+        os.rename(where, where + ".moved")
+        os.symlink(target, where)
+
+    monkeypatch.setattr(os, "mkfifo", mkfifo_then_swap)
+    with pytest.raises(ResourceExistsError):
+        Fifo.create(path, "w", permissions=0o660, timeout=0)
+    monkeypatch.undo()
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert target.read_text() == "precious"  # never opened for writing
+    assert os.path.islink(path)  # not ours: left alone
+    os.unlink(path)
+    os.unlink(path + ".moved")
+
+
+@pytest.mark.parametrize("step", ["mode", "interrupted"])
+def test_a_create_that_fails_after_mkfifo_leaves_nothing(
+    names: Names, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    path = names.path("fifo")
+    error: BaseException = PermissionError(1, "no") if step == "mode" else KeyboardInterrupt()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(_permissions, "finish", fail)
+    for create in (lambda: fifo.mkfifo(path), lambda: Fifo.open_or_create(path, "r", timeout=0)):
+        with pytest.raises(PermissionDeniedError if step == "mode" else KeyboardInterrupt):
+            create()
+        assert not os.path.lexists(path)
+    monkeypatch.undo()
+    fifo.mkfifo(path)  # the retry works
+    fifo.unlink(path)
+
+
+def test_open_or_create_removes_what_it_created_when_opening_fails(names: Names) -> None:
+    path = names.path("fifo")
+    with pytest.raises(WouldBlock):
+        Fifo.open_or_create(path, "w", timeout=0)  # no reader
+    assert not os.path.lexists(path)
+    fifo.mkfifo(path)
+    with pytest.raises(WouldBlock):
+        Fifo.open_or_create(path, "w", timeout=0)
+    assert fifo.exists(path)  # not ours to remove: it was there before
+    fifo.unlink(path)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import array
 import asyncio
 import errno
+import grp
+import inspect
 import os
+import pydoc
 import resource
 import shutil
 import signal
@@ -23,16 +26,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Names
-from tests.helpers import Child, assert_elapsed, compile_c, run_python, wait_until
+from tests.helpers import Child, assert_elapsed, compile_c, fd_count, run_python, wait_until
 from unixipc import (
     ClosedResourceError,
     IPCOSError,
     Message,
     MessageTooLarge,
+    PermissionDeniedError,
     PosixMessageQueue,
     ResourceExistsError,
     ResourceLimitError,
     ResourceNotFoundError,
+    SysVMessageQueue,
     TimeoutExpired,
     UnsupportedFeature,
     WouldBlock,
@@ -624,3 +629,192 @@ def test_interpreter_exit_with_a_notification_in_flight_is_clean(
         result = run_python(EXIT_DURING_NOTIFICATION, queue.name)
         assert (result.returncode, result.stderr) == (0, "")
         assert queue.receive(timeout=0).data == b"wake up"
+
+
+NOTIFIED_WITH_VALUE = """
+import signal, sys
+from unixipc import PosixMessageQueue, signals
+with signals.blocked("RTMIN+3"), PosixMessageQueue.open(sys.argv[1]) as queue:
+    queue.request_notification(signal=signal.SIGRTMIN + 3, value=int(sys.argv[2]))
+    print("ready", flush=True)
+    info = signals.wait("RTMIN+3", timeout=60)
+    print(info.code_name, info.value, info.pid, info.uid, flush=True)
+"""
+
+
+def test_a_notification_signal_carries_the_value_when_a_c_program_sends(
+    names: Names, cleanup: Cleanup, tmp_path: Path
+) -> None:
+    peer = compile_c(C_PEER, tmp_path, "mq_peer", "rt")
+    queue = make_queue(names, cleanup)
+    with subprocess.Popen(
+        [sys.executable, "-c", NOTIFIED_WITH_VALUE, queue.name, "-424242"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as waiter:
+        try:
+            assert waiter.stdout is not None
+            assert waiter.stdout.readline() == "ready\n"
+            sender = subprocess.Popen([str(peer), "send", queue.name])
+            assert sender.wait(timeout=60) == 0
+            output, _ = waiter.communicate(timeout=60)
+        finally:
+            waiter.kill()
+    # mq_notify's signal: code SI_MESGQ, the registered value, the C sender's pid and uid.
+    assert output == f"SI_MESGQ -424242 {sender.pid} {os.getuid()}\n"
+    assert queue.receive(timeout=0) == (b"high", 7)
+
+
+def test_a_notification_value_needs_a_signal_and_fits_an_int(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    with pytest.raises(ValueError, match="value goes with a signal"):
+        queue.request_notification(lambda: None, value=3)
+    with pytest.raises(ValueError, match="C int"):
+        queue.request_notification(signal=signal.SIGUSR1, value=2**31)
+
+
+# ---- exact permissions, groups, all-or-nothing creation ----------------------------
+
+NOBODY = 65534
+
+
+def _raiser(error: BaseException) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_create_gives_exact_permissions_and_group_whatever_the_umask(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch, umask: int
+) -> None:
+    modes_before_the_group: list[int] = []
+    real_finish = posix_mq.finish
+
+    def watched(fd: int, permissions: int, group: int | None, **options: bool) -> None:
+        modes_before_the_group.append(os.fstat(fd).st_mode & 0o777)
+        real_finish(fd, permissions, group, **options)
+
+    monkeypatch.setattr(posix_mq, "finish", watched)
+    name = names.posix("mq")
+    old = os.umask(umask)
+    try:
+        queue = PosixMessageQueue.create(
+            name, max_messages=2, max_message_size=64, permissions=0o640, group=NOBODY
+        )
+    finally:
+        os.umask(old)
+    cleanup(posix_mq.unlink, name)
+    cleanup(queue.close)
+    info = queue.info()
+    assert (info.permissions, info.gid) == (0o640, NOBODY)
+    # Owner-only until it had its group: the creator's group never saw it.
+    assert modes_before_the_group[0] & ~0o700 == 0
+    group_name = grp.getgrgid(NOBODY).gr_name
+    named = names.posix("mq")
+    with PosixMessageQueue.create(named, max_messages=1, max_message_size=8, group=group_name) as q:
+        cleanup(posix_mq.unlink, named)
+        assert q.info().gid == NOBODY
+
+
+def test_world_writable_queues_need_saying_so(names: Names, cleanup: Cleanup) -> None:
+    name = names.posix("mq")
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        PosixMessageQueue.create(name, permissions=0o666)
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        PosixMessageQueue.open_or_create(name, permissions=0o622)
+    assert not posix_mq.exists(name)  # refused before any system call
+    queue = PosixMessageQueue.create(
+        name, max_messages=1, max_message_size=8, permissions=0o666, allow_world_writable=True
+    )
+    cleanup(posix_mq.unlink, name)
+    cleanup(queue.close)
+    assert queue.info().permissions == 0o666
+
+
+@pytest.mark.parametrize("step", ["mode", "interrupted", "attach", "getattr"])
+def test_a_create_that_fails_after_the_name_exists_leaves_nothing(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    failure: type[BaseException] = PermissionDeniedError
+    if step == "mode":
+        monkeypatch.setattr(posix_mq, "finish", _raiser(PermissionError(errno.EPERM, "no")))
+    elif step == "interrupted":
+        monkeypatch.setattr(posix_mq, "finish", _raiser(KeyboardInterrupt()))
+        failure = KeyboardInterrupt
+    elif step == "attach":
+        monkeypatch.setattr(PosixMessageQueue, "_attach", _raiser(OSError(errno.EIO, "io")))
+        failure = IPCOSError
+    else:
+        monkeypatch.setattr(posix_mq._native, "mq_getattr", _raiser(OSError(errno.EIO, "io")))
+        failure = IPCOSError
+    name = names.posix("mq")
+    descriptors = fd_count()
+    with pytest.raises(failure):
+        PosixMessageQueue.create(name, max_messages=1, max_message_size=8, group=NOBODY)
+    assert not posix_mq.exists(name)
+    assert fd_count() == descriptors
+    monkeypatch.undo()
+    with PosixMessageQueue.create(name, max_messages=1, max_message_size=8) as queue:
+        cleanup(posix_mq.unlink, name)  # the retry works
+        queue.send(b"ok")
+
+
+def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    for attribute, value in (("_result_type", int), ("_limit", 2**40), ("_handle", 0)):
+        with pytest.raises(AttributeError):
+            setattr(queue, attribute, value)
+    with pytest.raises(RuntimeError, match="attached already"):
+        queue._attach(queue.fileno(), "again", Message)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"use PosixMessageQueue.create\(...\)"):
+        PosixMessageQueue("/jobs")  # type: ignore[call-arg]  # as posix_ipc users write
+    assert queue._limit == queue.max_message_size == 256  # read from the kernel
+    queue.send(b"still fine")
+    assert queue.receive(timeout=0) == (b"still fine", 0)
+
+
+# ---- help() and type checkers see the public methods as the class's own ----------------
+
+
+@pytest.mark.parametrize("cls", [PosixMessageQueue, SysVMessageQueue])
+def test_help_shows_send_and_receive_as_the_class_own_typed_and_documented(cls: type) -> None:
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    own = text.split("Methods defined here:")[1].split("-----")[0]
+    assert "send(self, message: Buffer, /, *," in own
+    assert "receive(self, *," in own
+    assert "receive_into(self, buffer: Buffer, /, *," in own
+    assert "Raises:" in own
+    for inherited in text.split("inherited from unixipc._native")[1:]:
+        assert "receive" not in inherited.split("-----")[0]  # at most its __new__
+    assert "PosixQueueCore" not in own
+    assert "SysVQueueCore" not in own
+    assert inspect.signature(cls.send).parameters["timeout"].default is None
+
+
+MYPY_PROBE = """
+from unixipc import PosixMessageQueue, SysVMessageQueue
+
+def use(queue: PosixMessageQueue, other: SysVMessageQueue) -> None:
+    queue.send(1)
+    other.receive(type="x")
+"""
+
+
+def test_type_checkers_name_the_public_classes(tmp_path: Path) -> None:
+    from mypy import api as mypy_api  # a dev dependency, like pytest
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(MYPY_PROBE)
+    report, _, status = mypy_api.run(
+        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(probe)]
+    )
+    assert status == 1
+    assert '"send" of "PosixMessageQueue"' in report
+    assert '"receive" of "SysVMessageQueue"' in report
+    assert "QueueCore" not in report

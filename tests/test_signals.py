@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import resource
 import selectors
@@ -476,3 +477,112 @@ def test_wait_gets_the_value_a_c_program_queued(
     assert sender.returncode == 0
     assert (info.signal, info.code, info.value, info.uid) == (RTMIN + 2, SI_QUEUE, 4242, 0)
     assert info.pid not in (0, os.getpid(), child.pid)  # the C program's own pid
+
+
+# --- pids, pending(), names and the values of timers -----------------------------------
+
+
+def _out_of_range_pid_signals_nobody() -> tuple[str, str, bool]:
+    with signals.blocked("USR1"):
+        errors = []
+        for value in (None, 1):
+            try:
+                signals.send(2**32 + os.getpid(), "USR1", value=value)
+            except ValueError as error:
+                errors.append(str(error))
+        return errors[0], errors[1], signal.SIGUSR1 in signals.pending()
+
+
+def test_a_pid_beyond_pid_t_is_refused_not_truncated(children: Callable[..., Child]) -> None:
+    without, with_value, signalled = children(_out_of_range_pid_signals_nobody).result()
+    assert "pid must fit in a C pid_t" in without
+    assert "pid must fit in a C pid_t" in with_value
+    assert not signalled  # 2**32 + pid did not become pid
+    from unixipc import _native
+
+    with pytest.raises(OverflowError):
+        _native.sigqueue(2**32 + os.getpid(), signal.SIGUSR1, 1)
+
+
+def _pending_then_accepted() -> tuple[frozenset[int], frozenset[int], str]:
+    with signals.blocked(["USR2", "RTMIN+2"]):
+        before = signals.pending()
+        signals.send(os.getpid(), "RTMIN+2", value=7)
+        signals.send_to_thread(threading.get_ident(), "USR2")
+        during = signals.pending()
+        info = signals.wait("RTMIN+2", timeout=30)
+        signals.wait("USR2", timeout=30)
+        assert signals.pending() == before
+        return before, during, repr(info)
+
+
+def test_pending_lists_blocked_signals_not_yet_accepted(children: Callable[..., Child]) -> None:
+    child = children(_pending_then_accepted)
+    before, during, shown = child.result()
+    assert during - before == {signal.SIGUSR2, RTMIN + 2}
+    # Names, as `unixipc signal wait` prints them.
+    assert shown == (
+        f"SignalInfo(signal=SIGRTMIN+2, code=SI_QUEUE, pid={child.pid}, uid={os.getuid()}, value=7)"
+    )
+
+
+def test_codes_have_names() -> None:
+    assert [signals.code_name(code) for code in (0, -1, -2, -3, -6, 128)] == [
+        "SI_USER",
+        "SI_QUEUE",
+        "SI_TIMER",
+        "SI_MESGQ",
+        "SI_TKILL",
+        "SI_KERNEL",
+    ]
+    assert signals.code_name(1, signal.SIGCHLD) == "CLD_EXITED"
+    assert signals.code_name(1) == "1"
+    info = SignalInfo(signal.SIGUSR1, 0, 1, 2, None)
+    assert (info.name, info.code_name) == ("SIGUSR1", "SI_USER")
+    assert repr(info) == "SignalInfo(signal=SIGUSR1, code=SI_USER, pid=1, uid=2, value=None)"
+
+
+class _SigEvent(ctypes.Structure):
+    """struct sigevent on Linux (64 bytes): the value, signal and notify method."""
+
+    _fields_ = (
+        ("value", ctypes.c_int64),  # union sigval: sival_int is its low half here
+        ("signo", ctypes.c_int),
+        ("notify", ctypes.c_int),
+        ("rest", ctypes.c_int * 12),
+    )
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = (("interval", ctypes.c_long * 2), ("value", ctypes.c_long * 2))
+
+
+def _timer_value_arrives() -> tuple[list[tuple[int, int, int | None, int, int]], str]:
+    """A POSIX timer (timer_create, SIGEV_SIGNAL) expiring with a value: SI_TIMER."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    received = []
+    with signals.blocked("RTMIN+4"), SignalReceiver("RTMIN+5") as receiver:
+        for signo, value in ((RTMIN + 4, 9876), (RTMIN + 5, -5)):
+            event = _SigEvent(value=value & 0xFFFFFFFF, signo=signo, notify=0)  # SIGEV_SIGNAL
+            timer = ctypes.c_void_p()
+            assert (
+                libc.timer_create(time.CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer))
+                == 0
+            )
+            when = _ITimerSpec(value=(0, 1_000_000))  # in 1 ms, once
+            assert libc.timer_settime(timer, 0, ctypes.byref(when), None) == 0
+            info = (
+                signals.wait(signo, timeout=30)
+                if signo == RTMIN + 4
+                else receiver.receive(timeout=30)
+            )
+            libc.timer_delete(timer)
+            received.append((info.signal, info.code, info.value, info.pid, info.uid))
+    return received, info.code_name
+
+
+def test_timer_signals_carry_their_value(children: Callable[..., Child]) -> None:
+    received, code_name = children(_timer_value_arrives).result()
+    # Through sigtimedwait and through signalfd alike; a timer has no sender.
+    assert received == [(RTMIN + 4, -2, 9876, 0, 0), (RTMIN + 5, -2, -5, 0, 0)]
+    assert code_name == "SI_TIMER"

@@ -9,9 +9,11 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from unixipc import (
     ResourceNotFoundError,
     TimeoutExpired,
     WouldBlock,
+    _permissions,
     sockets,
 )
 from unixipc.sockets import BoundUnixSocket, Credentials, UnixListener
@@ -229,7 +232,7 @@ def test_the_file_gets_exactly_the_permissions_whatever_the_umask(
     path = names.path("mode")
     old = os.umask(umask)
     try:
-        _listen(path, cleanup, permissions=permissions)
+        _listen(path, cleanup, permissions=permissions, allow_world_writable=bool(permissions & 2))
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == permissions
@@ -240,7 +243,9 @@ def test_permission_bits_are_honoured_for_other_users(
 ) -> None:
     private = _listen(os.path.join(shared_dir, "private"), cleanup, permissions=0o600)
     assert children(_connect_as_nobody, private.path).result() == "denied"
-    public = _listen(os.path.join(shared_dir, "public"), cleanup, permissions=0o666)
+    public = _listen(
+        os.path.join(shared_dir, "public"), cleanup, permissions=0o666, allow_world_writable=True
+    )
     child = children(_connect_as_nobody, public.path)
     sockets.send_all(_accept(public, cleanup), b"welcome", timeout=30)
     assert child.result() == repr(b"welcome")
@@ -252,7 +257,11 @@ def test_allowed_uids_turns_other_users_away(
     shared_dir: str, cleanup: Callable[..., None], children: Callable[..., Child]
 ) -> None:
     listener = _listen(
-        os.path.join(shared_dir, "only-root"), cleanup, permissions=0o666, allowed_uids=[0]
+        os.path.join(shared_dir, "only-root"),
+        cleanup,
+        permissions=0o666,
+        allow_world_writable=True,
+        allowed_uids=[0],
     )
     stranger = children(_connect_and_report, listener.path, True)
     wait_for_queued_connection(listener)
@@ -264,7 +273,7 @@ def test_allowed_uids_turns_other_users_away(
     server_pid, pid, uid, data = stranger.result()
     assert (server_pid, pid, uid, data) == (os.getpid(), stranger.pid, NOBODY, b"")
     assert friend.result() == (os.getpid(), friend.pid, 0, b"hi friend")
-    with pytest.raises(ValueError, match="needs connections"):
+    with pytest.raises(ValueError, match="need connections"):
         sockets.unix_listen(os.path.join(shared_dir, "d"), kind="datagram", allowed_uids=[0])  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="not be empty"):
         sockets.unix_listen(os.path.join(shared_dir, "e"), allowed_uids=[])
@@ -295,7 +304,7 @@ def test_abstract_addresses_have_no_file(
     with pytest.raises(ResourceExistsError, match=f"abstract UNIX socket '@{name}'"):
         sockets.unix_listen(name, abstract=True)
     with pytest.raises(ValueError, match="no file permissions"):
-        sockets.unix_listen(name + "x", abstract=True, permissions=0o666)
+        sockets.unix_listen(name + "x", abstract=True, permissions=0o660)
     assert listener.unlink() is False
 
 
@@ -368,7 +377,7 @@ def test_bad_arguments_fail_before_any_system_call(names: Names) -> None:
         sockets.unix_listen("/tmp/" + "x" * 200)
     with pytest.raises(ValueError, match="kind must be"):
         sockets.unix_listen(names.path(), kind="raw")  # type: ignore[call-overload]
-    with pytest.raises(ValueError, match="within 0o777"):
+    with pytest.raises(ValueError, match="between 0 and 0o777"):
         sockets.unix_listen(names.path(), permissions=0o4600)
     with pytest.raises(TypeError, match="path must be"):
         sockets.unix_connect(b"/tmp/x")  # type: ignore[arg-type]
@@ -563,7 +572,9 @@ def test_a_c_program_receives_a_descriptor_from_python(
 def test_peer_credentials_are_the_real_pid_and_uid(
     shared_dir: str, cleanup: Callable[..., None], children: Callable[..., Child], as_nobody: bool
 ) -> None:
-    listener = _listen(os.path.join(shared_dir, "cred"), cleanup, permissions=0o666)
+    listener = _listen(
+        os.path.join(shared_dir, "cred"), cleanup, permissions=0o666, allow_world_writable=True
+    )
     child = children(_connect_and_report, listener.path, as_nobody)
     connection = _accept(listener, cleanup)
     expected_id = NOBODY if as_nobody else os.getuid()
@@ -577,7 +588,10 @@ def test_credentials_per_message(
     shared_dir: str, cleanup: Callable[..., None], children: Callable[..., Child]
 ) -> None:
     server = sockets.unix_listen(
-        os.path.join(shared_dir, "percred"), kind="datagram", permissions=0o666
+        os.path.join(shared_dir, "percred"),
+        kind="datagram",
+        permissions=0o666,
+        allow_world_writable=True,
     )
     cleanup(server.close)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -604,3 +618,234 @@ def test_sockets_are_close_on_exec(names: Names, cleanup: Callable[..., None]) -
     with sockets.unix_connect(listener.path, timeout=30) as client:
         for sock in (listener, client, _accept(listener, cleanup)):
             assert fcntl.fcntl(sock.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+
+
+# --- explicit credentials, abstract defaults, groups, symlinks, failed creation ----------
+
+C_CREDENTIALS_RECEIVER = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Bind a datagram socket at argv[1] with SO_PASSCRED, say "ready", receive one
+ * message and print its text and the credentials attached (TLPI's scm_cred_recv). */
+int main(int argc, char **argv)
+{
+    if (argc != 2) return 2;
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    strncpy(address.sun_path, argv[1], sizeof address.sun_path - 1);
+    int on = 1;
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+        perror("bind");
+        return 1;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    char data[64];
+    union { char buffer[CMSG_SPACE(sizeof(struct ucred))]; struct cmsghdr align; } control;
+    struct iovec iov = {data, sizeof data};
+    struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer,
+                             .msg_controllen = sizeof control.buffer};
+    ssize_t n = recvmsg(fd, &message, 0);
+    if (n < 0) { perror("recvmsg"); return 1; }
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (header == NULL || header->cmsg_type != SCM_CREDENTIALS) { printf("none\n"); return 1; }
+    struct ucred credentials;
+    memcpy(&credentials, CMSG_DATA(header), sizeof credentials);
+    printf("%.*s %d %u %u\n", (int)n, data, (int)credentials.pid, credentials.uid,
+           credentials.gid);
+    unlink(argv[1]);
+    return 0;
+}
+"""
+
+
+def test_explicit_credentials_reach_a_c_receiver(names: Names, tmp_path: Path) -> None:
+    receiver = compile_c(C_CREDENTIALS_RECEIVER, tmp_path, "cred_receiver")
+    path = names.path("cred")
+    with subprocess.Popen([str(receiver), path], stdout=subprocess.PIPE, text=True) as peer:
+        try:
+            assert peer.stdout is not None
+            assert peer.stdout.readline() == "ready\n"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # As root we may claim another existing pid and other ids.
+                sockets.send_with_credentials(
+                    sock, b"claimed", pid=1, uid=4321, gid=8765, address=path, timeout=30
+                )
+            output, _ = peer.communicate(timeout=60)
+        finally:
+            peer.kill()
+    assert output == "claimed 1 4321 8765\n"
+
+
+def _claim_root_as_nobody() -> tuple[str, tuple[bytes, Credentials | None]]:
+    _become_nobody()
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with left, right:
+        right.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        try:
+            sockets.send_with_credentials(left, b"x", uid=0, timeout=30)
+            refused = "sent"
+        except PermissionDeniedError as error:
+            refused = f"{type(error).__name__} {error.errno}"
+        sockets.send_with_credentials(left, b"mine", timeout=30)  # our own: always allowed
+        return refused, sockets.receive_with_credentials(right, 100, timeout=30)
+
+
+def test_credentials_default_to_our_own_and_others_need_privilege(
+    children: Callable[..., Child],
+) -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        right.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sockets.send_with_credentials(left, b"hello", timeout=30)
+        assert sockets.receive_with_credentials(right, 100, timeout=30) == (
+            b"hello",
+            Credentials(os.getpid(), os.geteuid(), os.getegid()),
+        )
+        with pytest.raises(ValueError, match="at least one byte"):
+            sockets.send_with_credentials(left, b"", timeout=30)
+        with pytest.raises(ValueError, match="uid"):
+            sockets.send_with_credentials(left, b"x", uid=2**32, timeout=30)
+    child = children(_claim_root_as_nobody)
+    refused, (data, credentials) = child.result()
+    assert refused == f"PermissionDeniedError {errno.EPERM}"  # uid 0 is not ours to claim
+    assert (data, credentials) == (b"mine", Credentials(child.pid, NOBODY, NOBODY))
+
+
+def _connect_abstract_as_nobody(name: str) -> bytes:
+    _become_nobody()
+    with sockets.unix_connect(name, timeout=30, abstract=True) as sock:
+        return sockets.receive_some(sock, timeout=30)
+
+
+def test_an_abstract_listener_admits_only_its_own_uid_by_default(
+    cleanup: Callable[..., None], children: Callable[..., Child]
+) -> None:
+    name = f"{PREFIX}-abstract-own-{time.monotonic_ns()}"
+    listener = _listen(name, cleanup, abstract=True)
+    assert listener.allowed_uids == {os.geteuid()}  # and says so
+    stranger = children(_connect_abstract_as_nobody, name)
+    wait_for_queued_connection(listener)
+    with pytest.raises(WouldBlock):
+        listener.accept(timeout=0)  # the stranger was closed at once, not returned
+    assert listener.rejected_peers == 1
+    assert stranger.result() == b""  # it saw the connection end
+    friend = children(_client_round_trip, name, "stream", True)
+    connection = _accept(listener, cleanup)
+    request = sockets.receive_message(connection, max_size=100, timeout=30)
+    sockets.send_message(connection, request, timeout=30)
+    assert friend.result() == f"hello from {friend.pid}".encode()
+    # Opening it to everyone is explicit; a datagram one has no connections to check.
+    open_listener = _listen(name + "-open", cleanup, abstract=True, allowed_uids=sockets.ANY_UID)
+    assert open_listener.allowed_uids is None
+    anyone = children(_connect_abstract_as_nobody, name + "-open")
+    sockets.send_all(_accept(open_listener, cleanup), b"welcome", timeout=30)
+    assert anyone.result() == b"welcome"
+    with pytest.raises(ValueError, match="abstract datagram socket takes datagrams from every"):
+        sockets.unix_listen(name + "-dgram", kind="datagram", abstract=True)
+    datagrams = sockets.unix_listen(
+        name + "-dgram", kind="datagram", abstract=True, allowed_uids=sockets.ANY_UID
+    )
+    datagrams.close()
+
+
+def test_allowed_gids_admit_a_group(
+    shared_dir: str, cleanup: Callable[..., None], children: Callable[..., Child]
+) -> None:
+    listener = _listen(
+        os.path.join(shared_dir, "group"),
+        cleanup,
+        permissions=0o666,
+        allow_world_writable=True,
+        allowed_gids=[NOBODY],
+    )
+    member = children(_connect_and_report, listener.path, True)
+    sockets.send_all(_accept(listener, cleanup), b"member", timeout=30)
+    assert member.result()[3] == b"member"
+    outsider = children(_connect_and_report, listener.path, False)  # root: gid 0
+    wait_for_queued_connection(listener)
+    with pytest.raises(WouldBlock):
+        listener.accept(timeout=0)
+    assert outsider.result()[3] == b""
+
+
+def test_a_socket_file_gets_its_group_and_is_never_world_writable_unasked(
+    names: Names, cleanup: Callable[..., None]
+) -> None:
+    path = names.path("grouped")
+    old = os.umask(0)
+    try:
+        _listen(path, cleanup, permissions=0o660, group=NOBODY)
+    finally:
+        os.umask(old)
+    info = os.stat(path)
+    assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, NOBODY)
+    with pytest.raises(ValueError, match="allow_world_writable"):
+        sockets.unix_listen(names.path("open"), permissions=0o602)
+    with pytest.raises(ValueError, match="no group called"):
+        sockets.unix_listen(names.path("nogroup"), group="no-such-group-here")
+
+
+def test_a_planted_symlink_is_never_followed(
+    names: Names, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious")
+    os.chmod(target, 0o600)
+    path = names.path("planted")
+    os.symlink(target, path)
+    with pytest.raises(ResourceExistsError, match="already exists"):
+        sockets.unix_listen(path, permissions=0o660)
+    os.unlink(path)
+    # A symlink swapped in just after bind(2), before the mode is set: the
+    # file's mode is set through a descriptor that does not follow it.
+    real_bind = UnixListener.bind
+
+    def bind_then_swap(sock: UnixListener, address: Any) -> None:
+        real_bind(sock, address)
+        os.rename(path, path + ".moved")
+        os.symlink(target, path)
+
+    monkeypatch.setattr(UnixListener, "bind", bind_then_swap)
+    with pytest.raises(ResourceExistsError):
+        sockets.unix_listen(path, permissions=0o660)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600  # untouched
+    assert os.path.islink(path)  # not ours: left alone
+    os.unlink(path)
+    os.unlink(path + ".moved")
+
+
+def test_a_failure_after_bind_removes_the_socket_file(
+    names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = names.path("failing")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    for step, error in (("finish", PermissionError(errno.EPERM, "no")), ("finish", None)):
+        monkeypatch.setattr(_permissions, step, interrupted if error is None else _raiser(error))
+        with pytest.raises(KeyboardInterrupt if error is None else PermissionDeniedError):
+            sockets.unix_listen(path)
+        assert not os.path.lexists(path)
+        monkeypatch.undo()
+    monkeypatch.setattr(UnixListener, "listen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sockets.unix_listen(path)
+    assert not os.path.lexists(path)
+    monkeypatch.undo()
+    with sockets.unix_listen(path) as listener:  # and the path is free again
+        assert listener.unlink()
+
+
+def _raiser(error: BaseException) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    return fail

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import conftest
 from tests.conftest import Names
 from tests.helpers import Child, assert_elapsed, compile_c, wait_until
 from unixipc import (
     IPC_PRIVATE,
     ClosedResourceError,
+    IPCOSError,
     MessageTooLarge,
     PermissionDeniedError,
     ResourceExistsError,
@@ -102,14 +104,21 @@ def test_open_or_create_then_unlink_by_key(names: Names) -> None:
     assert not sysv_mq.exists(key)
 
 
-def test_keys_in_every_form(names: Names, cleanup: Cleanup) -> None:
-    key = names.key() | 0x80000000  # above 2**31: stored as a negative key_t
+def test_keys_are_unsigned_32_bit_numbers(names: Names, cleanup: Cleanup) -> None:
+    key = names.key() | 0x80000000  # above 2**31: a negative key_t in C
     with SysVMessageQueue.create(key) as queue:
         cleanup(sysv_mq.unlink, key)
-        assert queue.key == key - 2**32
-        with SysVMessageQueue.open(key - 2**32) as same:
+        assert queue.key == queue.info().key == key  # the form ipcs shows
+        with SysVMessageQueue.open(key) as same:
             assert same.id == queue.id
+        # The signed form C would print is refused, rather than silently meaning
+        # another key: -5 would be 0xfffffffb.
+        with pytest.raises(ValueError, match="unsigned 32-bit"):
+            SysVMessageQueue.open(key - 2**32)
         queue.unlink()
+    for bad in (-5, -1, 2**32):
+        with pytest.raises(ValueError, match="key must be between 0 and 0xffffffff"):
+            SysVMessageQueue.create(bad)
 
 
 def test_private_queues_are_reached_by_id_and_pickle_by_id(cleanup: Cleanup) -> None:
@@ -156,6 +165,8 @@ def _send_through_pickled(pickled: bytes) -> None:
         (lambda q: q.receive_into(b"read-only"), TypeError, "buffer must be a writable"),
         (lambda q: q.set_permissions(0o1777), ValueError, "0o777"),
         (lambda q: q.set_max_bytes(0), ValueError, "max_bytes"),
+        (lambda q: q.set_max_bytes(2**64), ValueError, "max_bytes must be at most"),
+        (lambda q: q.set_permissions(0o606), ValueError, "allow_world_writable"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_system_call(
@@ -441,7 +452,7 @@ C_FTOK = r"""
 int main(int argc, char **argv)
 {
     for (int i = 2; i < argc; i++) {
-        printf("%d\n", (int)ftok(argv[1], atoi(argv[i])));
+        printf("%u\n", (unsigned)ftok(argv[1], atoi(argv[i])));
     }
     return 0;
 }
@@ -452,16 +463,16 @@ def test_ftok_agrees_with_c(tmp_path: Path) -> None:
     peer = compile_c(C_FTOK, tmp_path, "ftok_peer")
     path = tmp_path / "key-file"
     path.write_text("")
-    ids = [1, 65, 127, 128, 255]
+    # glibc takes any int and uses its low 8 bits; Stevens' programs use 0.
+    ids = [0, 1, 65, 127, 128, 255, 256, 257, -1, -255, 2**31 - 1, -(2**31)]
     result = subprocess.run(
         [str(peer), str(path), *map(str, ids)], capture_output=True, text=True, check=True
     )
     assert [ftok(path, proj_id) for proj_id in ids] == [int(k) for k in result.stdout.split()]
-    assert ftok(str(path), 255) < 0  # a signed key_t, as C gives it
-    with pytest.raises(ValueError, match="proj_id"):
-        ftok(path, 0)
-    with pytest.raises(ValueError, match="proj_id"):
-        ftok(path, 256)
+    assert ftok(str(path), 255) >= 2**31  # the unsigned form, as ipcs shows keys
+    assert ftok(path, 2**40 + 7) == ftok(path, 7)  # any Python int: its low 8 bits
+    with pytest.raises(TypeError, match="proj_id"):
+        ftok(path, "Q")  # type: ignore[arg-type]
     with pytest.raises(ResourceNotFoundError, match="does not exist"):
         ftok(tmp_path / "missing", 1)
 
@@ -537,3 +548,176 @@ def test_unusual_but_valid_arguments_take_the_python_path(names: Names, cleanup:
         queue.send()  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         queue.receive(colour="blue")  # type: ignore[call-arg]
+
+
+# ---- exact permissions, groups, all-or-nothing creation, what the C trusts ------------
+
+NOBODY = 65534
+
+
+def _raiser(error: BaseException) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    return fail
+
+
+def test_create_gives_exact_permissions_and_group(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modes_before_the_group: list[int] = []
+    real_set = sysv_mq._native.msgctl_set
+
+    def watched(queue_id: int, *args: object) -> None:
+        modes_before_the_group.append(sysv_mq._native.msgctl_stat(queue_id)["mode"] & 0o777)
+        real_set(queue_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sysv_mq._native, "msgctl_set", watched)
+    key = names.key()
+    with SysVMessageQueue.create(key, permissions=0o640, group=NOBODY) as queue:
+        cleanup(sysv_mq.unlink, key)
+        info = queue.info()
+        assert (info.permissions, info.gid) == (0o640, NOBODY)
+        assert modes_before_the_group == [0o600]  # owner-only until it had its group
+        with pytest.raises(ValueError, match="allow_world_writable"):
+            SysVMessageQueue.create(names.key(), permissions=0o666)
+        queue.set_permissions(0o666, allow_world_writable=True)
+        assert queue.info().permissions == 0o666
+        queue.unlink()
+
+
+@pytest.mark.parametrize("step", ["set", "interrupted", "attach"])
+def test_a_create_that_fails_after_the_queue_exists_leaves_nothing(
+    names: Names, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    failure: type[BaseException] = IPCOSError
+    if step == "set":
+        monkeypatch.setattr(sysv_mq._native, "msgctl_set", _raiser(OSError(errno.EIO, "io")))
+    elif step == "interrupted":
+        monkeypatch.setattr(sysv_mq._native, "msgctl_set", _raiser(KeyboardInterrupt()))
+        failure = KeyboardInterrupt
+    else:
+        monkeypatch.setattr(SysVMessageQueue, "_attach", _raiser(OSError(errno.EIO, "io")))
+    key = names.key()
+    before = set(sysv_mq.list_ids())
+    with pytest.raises(failure):
+        SysVMessageQueue.create(key, group=NOBODY)
+    assert not sysv_mq.exists(key)
+    assert not set(sysv_mq.list_ids()) - before
+    monkeypatch.undo()
+    with SysVMessageQueue.create(key) as queue:  # the retry works
+        cleanup(sysv_mq.unlink, key)
+        queue.unlink()
+
+
+def test_what_the_c_fast_path_trusts_cannot_be_changed_from_python(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    for attribute, value in (
+        ("_result_type", int),
+        ("_limit", 2**40),
+        ("_send_limit", 2**40),
+        ("_handle", 0),
+        ("_label", "x"),
+    ):
+        with pytest.raises(AttributeError):
+            setattr(queue, attribute, value)
+    with pytest.raises(RuntimeError, match="attached already"):
+        queue._attach(queue.id, "again", SysVMessage)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="tuple subclass"):
+        sysv_mq._native.SysVQueueCore()._attach(queue.id, "x", int)
+    with pytest.raises(TypeError, match=r"use SysVMessageQueue.create\(...\)"):
+        SysVMessageQueue(queue.key, queue.id)
+    queue.send(b"still fine")
+    assert queue.receive(timeout=0) == (b"still fine", 1)
+
+
+def test_set_max_bytes_beyond_an_unsigned_long_raises_and_changes_nothing(
+    names: Names, cleanup: Cleanup
+) -> None:
+    queue = make_queue(names, cleanup)
+    before = queue.info().max_bytes
+    with pytest.raises(ValueError, match="max_bytes"):
+        queue.set_max_bytes(2**64)  # used to set 0, after which send blocked forever
+    with pytest.raises(OverflowError):
+        sysv_mq._native.msgctl_set(queue.id, 0, 0, 0o600, 2**64)
+    assert queue.info().max_bytes == before
+    queue.send(b"x", timeout=0)
+
+
+C_FTOK_ZERO_PEER = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+
+/* As Stevens' programs do: one key, ftok(path, 0), for a queue, a semaphore set
+ * and a segment. Says "ready KEY", then waits for the Python side's answers. */
+int main(int argc, char **argv)
+{
+    if (argc != 2) return 2;
+    key_t key = ftok(argv[1], 0);
+    int queue = msgget(key, IPC_CREAT | IPC_EXCL | 0600);
+    int semaphores = semget(key, 1, IPC_CREAT | IPC_EXCL | 0600);
+    int segment = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+    if (key == -1 || queue < 0 || semaphores < 0 || segment < 0) { perror("create"); return 1; }
+    char *memory = shmat(segment, NULL, 0);
+    if (memory == (char *)-1) { perror("shmat"); return 1; }
+    strcpy(memory, "hello from C");
+    struct { long mtype; char mtext[64]; } message = {3, "from C"};
+    struct sembuf post = {0, 1, 0};
+    size_t length = strlen(message.mtext);
+    if (msgsnd(queue, &message, length, 0) != 0 || semop(semaphores, &post, 1) != 0) {
+        perror("send");
+        return 1;
+    }
+    printf("ready %u\n", (unsigned)key);
+    fflush(stdout);
+    ssize_t n = msgrcv(queue, &message, sizeof message.mtext, 4, 0);
+    if (n < 0) { perror("msgrcv"); return 1; }
+    struct sembuf wait = {0, -1, 0};
+    if (semop(semaphores, &wait, 1) != 0) { perror("semop"); return 1; }
+    printf("%.*s|%s\n", (int)n, message.mtext, memory);
+    shmdt(memory);
+    return 0;
+}
+"""
+
+
+def test_a_c_program_and_unixipc_meet_on_an_ftok_key_with_proj_id_0(
+    tmp_path: Path, cleanup: Cleanup
+) -> None:
+    from unixipc import SysVSemaphoreSet, SysVSharedMemory, sysv_sem, sysv_shm
+
+    peer = compile_c(C_FTOK_ZERO_PEER, tmp_path, "ftok_zero_peer")
+    facilities = (sysv_mq, sysv_sem, sysv_shm)
+    for attempt in range(100):  # a file whose key no object of this IPC namespace uses
+        path = tmp_path / f"key-file-{attempt}"
+        path.write_text("")
+        key = ftok(path, 0)
+        if not any(facility.exists(key) for facility in facilities):
+            break
+    with subprocess.Popen([str(peer), str(path)], stdout=subprocess.PIPE, text=True) as c:
+        try:
+            assert c.stdout is not None
+            assert c.stdout.readline() == f"ready {key}\n"  # the same key, the same form
+            conftest._sysv_keys.add(key)  # for the session's leak check
+            for facility in facilities:  # the C program made them: ours to remove
+                cleanup(facility.unlink, key)
+            with SysVMessageQueue.open(key) as queue:
+                assert queue.receive(type=3, timeout=30) == (b"from C", 3)
+                queue.send(b"from Python", type=4, timeout=30)
+            with SysVSharedMemory.open(key) as memory:
+                assert bytes(memory.buf[:12]) == b"hello from C"
+                memory.buf[:18] = b"hello from Python\0"
+            with SysVSemaphoreSet.open(key) as semaphores:
+                semaphores.op([(0, -1)], timeout=30)  # the C side's post
+                semaphores.op([(0, 1)], timeout=30)  # ours, which it waits for
+            output, _ = c.communicate(timeout=60)
+        finally:
+            c.kill()
+    assert c.returncode == 0
+    assert output == "from Python|hello from Python\n"

@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 int64_t unixipc_monotonic_ns(void)
@@ -12,17 +13,48 @@ int64_t unixipc_monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void unixipc_abstime(int64_t monotonic_deadline_ns, clockid_t clock, struct timespec *out)
+int64_t unixipc_deadline_after(double seconds)
 {
-    struct timespec now;
-    int64_t left = monotonic_deadline_ns - unixipc_monotonic_ns();
+    int64_t now = unixipc_monotonic_ns();
+    if (!(seconds < (double)(UNIXIPC_FAR_DEADLINE_NS - now) / 1e9)) { /* also inf */
+        return UNIXIPC_NO_DEADLINE;
+    }
+    return now + (int64_t)(seconds * 1e9);
+}
+
+void unixipc_time_left(int64_t deadline_ns, struct timespec *out)
+{
+    int64_t left = deadline_ns - unixipc_monotonic_ns();
     if (left < 0) {
         left = 0;
     }
+    out->tv_sec = (time_t)(left / 1000000000);
+    out->tv_nsec = (long)(left % 1000000000);
+}
+
+/* The largest tv_sec the kernel takes in an absolute timespec (KTIME_SEC_MAX - 1). */
+#define FAR_SECONDS ((int64_t)(INT64_MAX / 1000000000) - 1)
+
+void unixipc_abstime(int64_t monotonic_deadline_ns, clockid_t clock, struct timespec *out)
+{
+    struct timespec now, left;
+    unixipc_time_left(monotonic_deadline_ns, &left);
     clock_gettime(clock, &now);
-    int64_t at = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + left;
-    out->tv_sec = (time_t)(at / 1000000000);
-    out->tv_nsec = (long)(at % 1000000000);
+    /* Seconds and nanoseconds apart: their sum in ns overflows for deadlines
+     * about 7.4e9 s away (2**63 ns less the clock's current value). */
+    int64_t seconds = (int64_t)now.tv_sec;
+    long nanoseconds = now.tv_nsec + left.tv_nsec;
+    if (nanoseconds >= 1000000000) {
+        nanoseconds -= 1000000000;
+        seconds += 1;
+    }
+    if ((int64_t)left.tv_sec > FAR_SECONDS - seconds) {
+        seconds = FAR_SECONDS;
+    } else {
+        seconds += (int64_t)left.tv_sec;
+    }
+    out->tv_sec = (time_t)seconds;
+    out->tv_nsec = nanoseconds;
 }
 
 int unixipc_after_eintr(void)
@@ -59,7 +91,7 @@ int unixipc_parse_deadline(PyObject *arg, int64_t *out)
         PyErr_SetString(PyExc_ValueError, "deadline must be -1 or a monotonic time in ns");
         return -1;
     }
-    *out = (int64_t)value;
+    *out = value > UNIXIPC_FAR_DEADLINE_NS ? UNIXIPC_NO_DEADLINE : (int64_t)value;
     return 0;
 }
 
@@ -76,6 +108,10 @@ static PyObject *monotonic_to_clock(PyObject *Py_UNUSED(self), PyObject *const *
     }
     long clock = PyLong_AsLong(args[1]);
     if (clock == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (clock < 0 || clock > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "clock_id out of range");
         return NULL;
     }
     if (deadline == UNIXIPC_NO_DEADLINE) {
@@ -140,6 +176,9 @@ static PyMethodDef common_methods[] = {
 int unixipc_init_common(PyObject *module)
 {
     if (PyModule_AddFunctions(module, common_methods) < 0) {
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "FAR_DEADLINE_NS", (long)UNIXIPC_FAR_DEADLINE_NS) < 0) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "NO_DEADLINE", (long)UNIXIPC_NO_DEADLINE);

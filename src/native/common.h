@@ -16,12 +16,27 @@
 /* Deadline meaning "no deadline: block until done". */
 #define UNIXIPC_NO_DEADLINE ((int64_t)-1)
 
+/* A deadline later than this (about 146 years of uptime, in CLOCK_MONOTONIC
+ * ns) is no deadline: a timeout too long to end is the same as none, and no
+ * arithmetic on deadlines can overflow. Python's _deadline uses the same value. */
+#define UNIXIPC_FAR_DEADLINE_NS ((int64_t)1 << 62)
+
 /* Nanoseconds on CLOCK_MONOTONIC now. */
 int64_t unixipc_monotonic_ns(void);
 
-/* Convert a monotonic deadline to an absolute time on `clock` (for calls such
- * as mq_timedsend that only accept CLOCK_REALTIME deadlines). */
+/* The deadline `seconds` from now (a non-negative double, possibly infinite):
+ * UNIXIPC_NO_DEADLINE when it lies beyond UNIXIPC_FAR_DEADLINE_NS. */
+int64_t unixipc_deadline_after(double seconds);
+
+/* Convert a monotonic deadline to an absolute time on `clock`, for calls that
+ * take no other kind (saturating: a far deadline gives a far time, never a
+ * wrapped one). Prefer a relative wait on the monotonic clock: a deadline on
+ * another clock moves when that clock is stepped. */
 void unixipc_abstime(int64_t monotonic_deadline_ns, clockid_t clock, struct timespec *out);
+
+/* What is left of a deadline as a relative timespec (zero once passed), for
+ * ppoll, sigtimedwait, semtimedop... which measure it on the monotonic clock. */
+void unixipc_time_left(int64_t deadline_ns, struct timespec *out);
 
 /* After a call failed with EINTR: run Python's signal handlers.
  * Returns 0 to retry, -1 if a handler raised (the exception is set).

@@ -1,54 +1,42 @@
 /* POSIX message queues.
- * System calls: mq_open, mq_close, mq_unlink, mq_getattr, mq_timedsend,
- * mq_timedreceive (mq_send/mq_receive when there is no deadline), mq_notify.
+ * System calls: mq_open, mq_close, mq_unlink, mq_getattr, mq_send, mq_receive,
+ * mq_timedsend, mq_timedreceive, ppoll, mq_notify.
  *
  * On Linux an mqd_t is a file descriptor, so the Python layer handles it as an
- * int. Deadlines are absolute CLOCK_MONOTONIC ns (-1: none); mq_timed* want
- * CLOCK_REALTIME, so the absolute time is recomputed after every EINTR from
- * the same monotonic deadline (a clock step does not shorten or stretch it).
+ * int. Deadlines are absolute CLOCK_MONOTONIC ns (-1: none). mq_timed* only
+ * take CLOCK_REALTIME deadlines, which move when the wall clock is stepped, so
+ * a timed call never gives them one: it tries with a time already past (the
+ * kernel then fails at once with ETIMEDOUT instead of sleeping) and, while the
+ * queue is full (empty), sleeps in ppoll(2) on the queue's descriptor, whose
+ * relative timeout the kernel measures on the monotonic clock. A call that can
+ * go ahead at once is one system call, as before.
  */
 #include "common.h"
 #include "queue_fastpath.h"
 
-#include <stddef.h>
-#include <structmember.h>
-
 #include <fcntl.h>
 #include <mqueue.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* OSError for `error`, naming the object by the str `name` (or nothing). */
-static PyObject *raise_error_named(int error, PyObject *name)
-{
-    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
-    if (text == NULL) {
-        PyErr_Clear();
-    }
-    errno = error; /* after the conversion, which may have changed errno */
-    return unixipc_raise_errno(text);
-}
-
-static int parse_mqd(PyObject *arg, mqd_t *out)
-{
-    long value = PyLong_AsLong(arg);
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    *out = (mqd_t)value;
-    return 0;
-}
-
+/* mq_open(name, flags, mode, max_messages, max_message_size, created=None)
+ * With a list `created`, the new descriptor is appended to it before returning,
+ * so that a creator interrupted as the call returns still finds it. */
 static PyObject *native_mq_open(PyObject *Py_UNUSED(self), PyObject *args)
 {
     const char *name;
-    int flags;
-    unsigned int mode;
+    int flags, mode;
     long max_messages, max_message_size;
-    if (!PyArg_ParseTuple(args, "siIll:mq_open", &name, &flags, &mode, &max_messages,
-                          &max_message_size)) {
+    PyObject *created = NULL;
+    if (!PyArg_ParseTuple(args, "siill|O!:mq_open", &name, &flags, &mode, &max_messages,
+                          &max_message_size, &PyList_Type, &created)) {
+        return NULL;
+    }
+    if (mode < 0 || mode > 07777) {
+        PyErr_SetString(PyExc_OverflowError, "mode out of range");
         return NULL;
     }
     struct mq_attr attr;
@@ -63,6 +51,10 @@ static PyObject *native_mq_open(PyObject *Py_UNUSED(self), PyObject *args)
         mqd = mq_open(name, flags, (mode_t)mode, attr_arg);
         Py_END_ALLOW_THREADS
         if (mqd != (mqd_t)-1) {
+            if (created != NULL && unixipc_note_created(created, (long)mqd) < 0) {
+                mq_close(mqd);
+                return NULL;
+            }
             return PyLong_FromLong((long)mqd);
         }
         if (errno != EINTR) {
@@ -72,6 +64,16 @@ static PyObject *native_mq_open(PyObject *Py_UNUSED(self), PyObject *args)
             return NULL;
         }
     }
+}
+
+static int parse_mqd(PyObject *arg, mqd_t *out)
+{
+    int value;
+    if (uq_parse_int(arg, 0, INT_MAX, &value) < 0) {
+        return -1;
+    }
+    *out = (mqd_t)value;
+    return 0;
 }
 
 static PyObject *native_mq_close(PyObject *Py_UNUSED(self), PyObject *arg)
@@ -116,120 +118,60 @@ static PyObject *native_mq_getattr(PyObject *Py_UNUSED(self), PyObject *arg)
                          attr.mq_curmsgs);
 }
 
-/* An unsigned priority below MQ_PRIO_MAX; anything else (a bool, a negative or
- * too large number) raises OverflowError or TypeError, which the Python layer
- * turns into a ValueError or TypeError naming the argument. */
-static int parse_priority(PyObject *arg, unsigned int *out)
-{
-    if (PyBool_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "priority must be an int, not bool");
-        return -1;
-    }
-    unsigned long value = PyLong_AsUnsignedLong(arg);
-    if (value == (unsigned long)-1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (value >= (unsigned long)MQ_PRIO_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "priority must be < MQ_PRIO_MAX");
-        return -1;
-    }
-    *out = (unsigned int)value;
-    return 0;
-}
+/* ---- one timed operation ----------------------------------------------------- */
 
-/* Send with the GIL released, retrying after EINTR with the same deadline.
- * Returns 0, -1 with errno set, or -2 with an exception from a signal handler. */
-static int send_with_deadline(mqd_t mqd, const char *data, size_t length, unsigned int priority,
-                              int64_t deadline)
-{
-    int rc;
-    int saved_errno;
-    for (;;) {
-        if (deadline == UNIXIPC_NO_DEADLINE) {
-            Py_BEGIN_ALLOW_THREADS
-            rc = mq_send(mqd, data, length, priority);
-            saved_errno = errno;
-            Py_END_ALLOW_THREADS
-        } else {
-            struct timespec at;
-            unixipc_abstime(deadline, CLOCK_REALTIME, &at);
-            Py_BEGIN_ALLOW_THREADS
-            rc = mq_timedsend(mqd, data, length, priority, &at);
-            saved_errno = errno;
-            Py_END_ALLOW_THREADS
-        }
-        if (rc == 0 || saved_errno != EINTR) {
-            break;
-        }
-        if (unixipc_after_eintr() < 0) {
-            return -2;
-        }
-    }
-    errno = saved_errno;
-    return rc == 0 ? 0 : -1;
-}
-
-/* mq_send(mqd, message, priority, deadline_ns, name, max_size) -> None | int
- * Returns the message's length, sending nothing, when it exceeds max_size. */
-static PyObject *native_mq_send(PyObject *Py_UNUSED(self), PyObject *const *args,
-                                Py_ssize_t nargs)
-{
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError,
-                        "mq_send(mqd, message, priority, deadline_ns, name, max_size)");
-        return NULL;
-    }
+/* A send or a receive; `timed` is the mq_timed* call, `plain` the blocking one. */
+typedef struct {
     mqd_t mqd;
-    int64_t deadline;
-    unsigned int priority;
-    if (parse_mqd(args[0], &mqd) < 0 || unixipc_parse_deadline(args[3], &deadline) < 0 ||
-        parse_priority(args[2], &priority) < 0) {
-        return NULL;
+    char *buffer;
+    size_t size;
+    unsigned int priority; /* in for a send, out for a receive */
+    short ready;           /* POLLOUT for a send, POLLIN for a receive */
+} mq_call;
+
+static ssize_t call_once(mq_call *call, const struct timespec *at)
+{
+    if (call->ready == POLLOUT) {
+        return at == NULL ? mq_send(call->mqd, call->buffer, call->size, call->priority)
+                          : mq_timedsend(call->mqd, call->buffer, call->size, call->priority, at);
     }
-    Py_ssize_t max_size = PyLong_AsSsize_t(args[5]);
-    if (max_size == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    if (view.len > max_size) {
-        Py_ssize_t length = view.len;
-        PyBuffer_Release(&view);
-        return PyLong_FromSsize_t(length);
-    }
-    int rc = send_with_deadline(mqd, view.buf, (size_t)view.len, priority, deadline);
-    int error = errno;
-    PyBuffer_Release(&view);
-    if (rc < 0) {
-        return rc == -2 ? NULL : raise_error_named(error, args[4]);
-    }
-    Py_RETURN_NONE;
+    return at == NULL ? mq_receive(call->mqd, call->buffer, call->size, &call->priority)
+                      : mq_timedreceive(call->mqd, call->buffer, call->size, &call->priority, at);
 }
 
-/* Receive into `buffer` of `size` bytes; returns the length or -1 (errno set),
- * or -2 with a Python exception from a signal handler. */
-static Py_ssize_t receive_with_deadline(mqd_t mqd, char *buffer, size_t size, int64_t deadline,
-                                        unsigned int *priority)
+/* A time already past: the kernel gives up at once instead of sleeping. */
+static const struct timespec PAST = {0, 0};
+
+/* Run the call under the deadline, retrying after EINTR (PEP 475). Returns
+ * what it returned (>= 0), or -1 with errno set (ETIMEDOUT once the deadline
+ * passed), or -2 with a Python exception from a signal handler. */
+static ssize_t call_with_deadline(mq_call *call, int64_t deadline)
 {
-    ssize_t got;
+    ssize_t result;
     int saved_errno;
     for (;;) {
         if (deadline == UNIXIPC_NO_DEADLINE) {
             Py_BEGIN_ALLOW_THREADS
-            got = mq_receive(mqd, buffer, size, priority);
+            result = call_once(call, NULL);
             saved_errno = errno;
             Py_END_ALLOW_THREADS
         } else {
-            struct timespec at;
-            unixipc_abstime(deadline, CLOCK_REALTIME, &at);
-            Py_BEGIN_ALLOW_THREADS
-            got = mq_timedreceive(mqd, buffer, size, priority, &at);
+            result = call_once(call, &PAST); /* never sleeps: the GIL can stay */
             saved_errno = errno;
-            Py_END_ALLOW_THREADS
+            if (result < 0 && saved_errno == ETIMEDOUT && !unixipc_deadline_passed(deadline)) {
+                struct pollfd wanted = {call->mqd, call->ready, 0};
+                struct timespec left;
+                unixipc_time_left(deadline, &left);
+                Py_BEGIN_ALLOW_THREADS
+                result = ppoll(&wanted, 1, &left, NULL);
+                saved_errno = errno;
+                Py_END_ALLOW_THREADS
+                if (result >= 0) {
+                    continue; /* ready (or not, if another process was quicker): try again */
+                }
+            }
         }
-        if (got >= 0 || saved_errno != EINTR) {
+        if (result >= 0 || saved_errno != EINTR) {
             break;
         }
         if (unixipc_after_eintr() < 0) {
@@ -237,7 +179,7 @@ static Py_ssize_t receive_with_deadline(mqd_t mqd, char *buffer, size_t size, in
         }
     }
     errno = saved_errno;
-    return (Py_ssize_t)got;
+    return result;
 }
 
 /* Messages up to this size are received on the stack and copied into a bytes
@@ -247,203 +189,109 @@ static Py_ssize_t receive_with_deadline(mqd_t mqd, char *buffer, size_t size, in
 
 /* A new bytes object holding the next message; NULL with *failure set to
  * errno, or to -2 when a Python exception is set. */
-static PyObject *receive_bytes(mqd_t mqd, Py_ssize_t size, int64_t deadline,
-                               unsigned int *priority, int *failure)
+static PyObject *receive_bytes(mq_call *call, int64_t deadline, int *failure)
 {
+    char on_stack[STACK_RECEIVE_MAX];
+    PyObject *data = NULL;
     *failure = -2;
-    if (size <= STACK_RECEIVE_MAX) {
-        char buffer[STACK_RECEIVE_MAX];
-        Py_ssize_t got = receive_with_deadline(mqd, buffer, (size_t)size, deadline, priority);
-        if (got < 0) {
-            *failure = got == -2 ? -2 : errno;
+    if (call->size <= STACK_RECEIVE_MAX) {
+        call->buffer = on_stack;
+    } else {
+        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)call->size);
+        if (data == NULL) {
             return NULL;
         }
-        return PyBytes_FromStringAndSize(buffer, got);
+        call->buffer = PyBytes_AS_STRING(data);
     }
-    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
-    if (data == NULL) {
-        return NULL;
-    }
-    Py_ssize_t got =
-        receive_with_deadline(mqd, PyBytes_AS_STRING(data), (size_t)size, deadline, priority);
+    ssize_t got = call_with_deadline(call, deadline);
     if (got < 0) {
         *failure = got == -2 ? -2 : errno;
-        Py_DECREF(data);
+        Py_XDECREF(data);
         return NULL;
     }
-    if (got != size && _PyBytes_Resize(&data, got) < 0) {
+    if (data == NULL) {
+        return PyBytes_FromStringAndSize(on_stack, got);
+    }
+    if ((size_t)got != call->size && _PyBytes_Resize(&data, got) < 0) {
         return NULL;
     }
     return data;
 }
 
-static int check_result_type(PyObject *type)
+/* ---- PosixMessageQueue's C base: its send and receive ------------------------ */
+
+static int read_limits(int handle, Py_ssize_t *limit, Py_ssize_t *send_limit)
 {
-    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "result_type must be a tuple subclass");
+    struct mq_attr attr;
+    if (mq_getattr((mqd_t)handle, &attr) != 0) {
         return -1;
     }
+    if (attr.mq_msgsize < 0 || attr.mq_msgsize > PY_SSIZE_T_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    *limit = *send_limit = (Py_ssize_t)attr.mq_msgsize;
     return 0;
 }
 
-/* mq_receive(mqd, size, deadline_ns, name, result_type) -> result_type(data, priority) */
-static PyObject *native_mq_receive(PyObject *Py_UNUSED(self), PyObject *const *args,
-                                   Py_ssize_t nargs)
+static PyObject *core_attach(uq_core *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "mq_receive(mqd, size, deadline_ns, name, result_type)");
-        return NULL;
-    }
-    mqd_t mqd;
-    int64_t deadline;
-    if (check_result_type(args[4]) < 0 || parse_mqd(args[0], &mqd) < 0 ||
-        unixipc_parse_deadline(args[2], &deadline) < 0) {
-        return NULL;
-    }
-    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
-    if (size < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "size must be >= 0");
-        }
-        return NULL;
-    }
-    unsigned int priority = 0;
-    int failure;
-    PyObject *data = receive_bytes(mqd, size, deadline, &priority, &failure);
-    if (data == NULL) {
-        return failure == -2 ? NULL : raise_error_named(failure, args[3]);
-    }
-    return uq_pair(args[4], data, PyLong_FromUnsignedLong(priority));
-}
-
-/* mq_receive_into(mqd, buffer, deadline_ns, name) -> (nbytes, priority) */
-static PyObject *native_mq_receive_into(PyObject *Py_UNUSED(self), PyObject *const *args,
-                                        Py_ssize_t nargs)
-{
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "mq_receive_into(mqd, buffer, deadline_ns, name)");
-        return NULL;
-    }
-    mqd_t mqd;
-    int64_t deadline;
-    if (parse_mqd(args[0], &mqd) < 0 || unixipc_parse_deadline(args[2], &deadline) < 0) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
-        return NULL;
-    }
-    unsigned int priority = 0;
-    Py_ssize_t got = receive_with_deadline(mqd, view.buf, (size_t)view.len, deadline, &priority);
-    int error = errno;
-    PyBuffer_Release(&view);
-    if (got < 0) {
-        return got == -2 ? NULL : raise_error_named(error, args[3]);
-    }
-    return Py_BuildValue("(nI)", got, priority);
-}
-
-/* ---- the fast path: methods of PosixMessageQueue's C base -------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    int mqd;               /* -1 once closed */
-    Py_ssize_t limit;      /* the queue's max_message_size */
-    PyObject *label;       /* the name, for OSError */
-    PyObject *result_type; /* Message */
-} PosixQueueCore;
-
-static PyObject *core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
-                          PyObject *Py_UNUSED(kwargs))
-{
-    PosixQueueCore *self = (PosixQueueCore *)type->tp_alloc(type, 0);
-    if (self != NULL) {
-        self->mqd = -1; /* never 0: that is standard input */
-    }
-    return (PyObject *)self;
-}
-
-static void core_dealloc(PosixQueueCore *self)
-{
-    Py_CLEAR(self->label);
-    Py_CLEAR(self->result_type);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    return uq_attach(self, args, nargs, read_limits);
 }
 
 static const char *const send_keywords[] = {"priority", "timeout"};
 static const char *const timeout_keyword[] = {"timeout"};
 
-static PyObject *core_send(PosixQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
-                           PyObject *kwnames)
+static PyObject *send_impl(uq_core *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames, const char *slow)
 {
     PyObject *values[2] = {NULL, Py_None};
-    unsigned int priority = 0;
+    long priority = 0;
     int64_t deadline;
     int zero;
     Py_buffer view;
     if (nargs != 1 || uq_keywords(kwnames, args + nargs, send_keywords, values, 2) < 0 ||
-        !uq_deadline(values[1], &deadline, &zero)) {
+        !uq_deadline(values[1], &deadline, &zero) ||
+        (values[0] != NULL && !uq_plain_long(values[0], 0, MQ_PRIO_MAX - 1, &priority))) {
         goto slow;
     }
-    if (values[0] != NULL) {
-        if (!PyLong_CheckExact(values[0])) {
-            goto slow;
-        }
-        unsigned long value = PyLong_AsUnsignedLong(values[0]);
-        if (value == (unsigned long)-1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            goto slow;
-        }
-        if (value >= (unsigned long)MQ_PRIO_MAX) {
-            goto slow;
-        }
-        priority = (unsigned int)value;
-    }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
+    if (!uq_message(self, args[0], &view)) {
         goto slow;
     }
-    if (view.len > self->limit) {
-        PyBuffer_Release(&view);
-        goto slow;
-    }
-    int rc = send_with_deadline((mqd_t)self->mqd, view.buf, (size_t)view.len, priority, deadline);
-    int error = errno;
+    mq_call call = {(mqd_t)self->handle, view.buf, (size_t)view.len, (unsigned int)priority,
+                    POLLOUT};
+    ssize_t rc = call_with_deadline(&call, deadline);
+    int error = rc == -2 ? -2 : errno;
     PyBuffer_Release(&view);
     if (rc < 0) {
-        return rc == -2 ? NULL
-                        : uq_raise_error((PyObject *)self, error, self->label, "send to", values[1], -1);
+        return uq_raise_error(self, error, "send to", values[1], -1);
     }
     Py_RETURN_NONE;
 slow:
-    return uq_fall_back((PyObject *)self, "_send_slow", args, nargs, kwnames);
+    return uq_fall_back((PyObject *)self, slow, args, nargs, kwnames);
 }
 
-static PyObject *core_receive(PosixQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames)
+static PyObject *receive_impl(uq_core *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, const char *slow)
 {
     PyObject *timeout = Py_None;
     int64_t deadline;
-    int zero;
+    int zero, failure;
     if (nargs != 0 || self->result_type == NULL ||
         uq_keywords(kwnames, args + nargs, timeout_keyword, &timeout, 1) < 0 ||
         !uq_deadline(timeout, &deadline, &zero)) {
-        return uq_fall_back((PyObject *)self, "_receive_slow", args, nargs, kwnames);
+        return uq_fall_back((PyObject *)self, slow, args, nargs, kwnames);
     }
-    unsigned int priority = 0;
-    int failure;
-    PyObject *data = receive_bytes((mqd_t)self->mqd, self->limit, deadline, &priority, &failure);
+    mq_call call = {(mqd_t)self->handle, NULL, (size_t)self->limit, 0, POLLIN};
+    PyObject *data = receive_bytes(&call, deadline, &failure);
     if (data == NULL) {
-        return failure == -2 ? NULL
-                             : uq_raise_error((PyObject *)self, failure, self->label,
-                                              "receive from", timeout, -1);
+        return uq_raise_error(self, failure, "receive from", timeout, -1);
     }
-    return uq_pair(self->result_type, data, PyLong_FromUnsignedLong(priority));
+    return uq_pair(self->result_type, data, PyLong_FromUnsignedLong(call.priority));
 }
 
-static PyObject *core_receive_into(PosixQueueCore *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
+static PyObject *receive_into_impl(uq_core *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames, const char *slow)
 {
     PyObject *timeout = Py_None;
     int64_t deadline;
@@ -461,70 +309,122 @@ static PyObject *core_receive_into(PosixQueueCore *self, PyObject *const *args, 
         PyBuffer_Release(&view);
         goto slow;
     }
-    unsigned int priority = 0;
-    Py_ssize_t got =
-        receive_with_deadline((mqd_t)self->mqd, view.buf, (size_t)view.len, deadline, &priority);
-    int error = errno;
+    mq_call call = {(mqd_t)self->handle, view.buf, (size_t)view.len, 0, POLLIN};
+    ssize_t got = call_with_deadline(&call, deadline);
+    int error = got == -2 ? -2 : errno;
     PyBuffer_Release(&view);
     if (got < 0) {
-        return got == -2 ? NULL
-                         : uq_raise_error((PyObject *)self, error, self->label, "receive from",
-                                          timeout, -1);
+        return uq_raise_error(self, error, "receive from", timeout, -1);
     }
-    return Py_BuildValue("(nI)", got, priority);
+    return Py_BuildValue("(nI)", (Py_ssize_t)got, call.priority);
 slow:
-    return uq_fall_back((PyObject *)self, "_receive_into_slow", args, nargs, kwnames);
+    return uq_fall_back((PyObject *)self, slow, args, nargs, kwnames);
 }
 
+UQ_ENTRIES(send)
+UQ_ENTRIES(receive)
+UQ_ENTRIES(receive_into)
+
 static PyMethodDef core_methods[] = {
-    {"send", (PyCFunction)(void (*)(void))core_send, METH_FASTCALL | METH_KEYWORDS,
-     "send($self, message, /, *, priority=0, timeout=None)\n--\n\n"
-     "Put ``message`` (any bytes-like object) on the queue with ``priority``.\n\n"
-     "Blocks while the queue is full: ``timeout=None`` waits, ``0`` tries once,\n"
-     "a positive number of seconds waits at most that long.\n\n"
-     "Raises:\n"
-     "    MessageTooLarge: larger than ``max_message_size`` (nothing is sent).\n"
-     "    WouldBlock: ``timeout=0`` and the queue is full.\n"
-     "    TimeoutExpired: still full when ``timeout`` ran out.\n"},
-    {"receive", (PyCFunction)(void (*)(void))core_receive, METH_FASTCALL | METH_KEYWORDS,
-     "receive($self, /, *, timeout=None)\n--\n\n"
-     "Take the oldest message of the highest priority: ``Message(data, priority)``.\n\n"
-     "Raises:\n"
-     "    WouldBlock: ``timeout=0`` and the queue is empty.\n"
-     "    TimeoutExpired: still empty when ``timeout`` ran out.\n"},
-    {"receive_into", (PyCFunction)(void (*)(void))core_receive_into,
-     METH_FASTCALL | METH_KEYWORDS,
-     "receive_into($self, buffer, /, *, timeout=None)\n--\n\n"
-     "Receive the next message into ``buffer``; return ``(nbytes, priority)``.\n\n"
-     "``buffer`` is a writable bytes-like object of at least ``max_message_size``\n"
-     "bytes (the kernel requires room for the largest message the queue accepts).\n\n"
-     "Raises:\n"
-     "    MessageTooLarge: ``buffer`` is smaller than ``max_message_size`` (no\n"
-     "        message is taken).\n"
-     "    WouldBlock: ``timeout=0`` and the queue is empty.\n"
-     "    TimeoutExpired: still empty when ``timeout`` ran out.\n"},
+    UQ_METHOD_ENTRIES(send, "message, /, *, priority=0, timeout=None"),
+    UQ_METHOD_ENTRIES(receive, "/, *, timeout=None"),
+    UQ_METHOD_ENTRIES(receive_into, "buffer, /, *, timeout=None"),
+    UQ_CORE_METHODS(core_attach),
     {NULL, NULL, 0, NULL},
 };
 
-static PyMemberDef core_members[] = {
-    {"_mqd", T_INT, offsetof(PosixQueueCore, mqd), 0, "the descriptor (-1 once closed)"},
-    {"_limit", T_PYSSIZET, offsetof(PosixQueueCore, limit), 0, "max_message_size"},
-    {"_label", T_OBJECT, offsetof(PosixQueueCore, label), 0, "the name, for errors"},
-    {"_result_type", T_OBJECT, offsetof(PosixQueueCore, result_type), 0,
-     "the named tuple receive() returns"},
-    {NULL, 0, 0, 0, NULL},
-};
+UQ_CORE_TYPE(PosixQueueCoreType, "PosixQueueCore", core_methods);
 
-static PyTypeObject PosixQueueCoreType = {
+/* ---- public methods that are C methods of a private base -------------------- */
+
+/* A queue's send/receive are C methods of its private C base; the public class
+ * shows them as its own through this small descriptor, which carries the
+ * signature and docstring written in Python (help() and inspect read those)
+ * and forwards calls to the C method at the cost of one indirect call. It is a
+ * method descriptor (Py_TPFLAGS_METHOD_DESCRIPTOR), so `queue.send(...)` makes
+ * no bound method object. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *target; /* the C base's method descriptor */
+    PyObject *dict;   /* __doc__, __name__, __signature__... set from Python */
+    vectorcallfunc vectorcall;
+} PublicMethod;
+
+static PyObject *public_method_call(PublicMethod *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames)
+{
+    return PyObject_Vectorcall(self->target, args, nargsf, kwnames);
+}
+
+static PyObject *public_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *target;
+    if ((kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) ||
+        !PyArg_ParseTuple(args, "O:PublicMethod", &target)) {
+        PyErr_SetString(PyExc_TypeError, "PublicMethod(c_method_descriptor)");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(target, &PyMethodDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError, "PublicMethod wraps a C method descriptor");
+        return NULL;
+    }
+    PublicMethod *self = (PublicMethod *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(target);
+    self->target = target;
+    self->vectorcall = (vectorcallfunc)public_method_call;
+    return (PyObject *)self;
+}
+
+static PyObject *public_method_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int public_method_traverse(PublicMethod *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->target);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int public_method_clear(PublicMethod *self)
+{
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void public_method_dealloc(PublicMethod *self)
+{
+    PyObject_GC_UnTrack(self);
+    public_method_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject PublicMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "unixipc._native.PosixQueueCore",
-    .tp_basicsize = sizeof(PosixQueueCore),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "The C base of PosixMessageQueue: its send and receive fast paths (private).",
-    .tp_new = core_new,
-    .tp_dealloc = (destructor)core_dealloc,
-    .tp_methods = core_methods,
-    .tp_members = core_members,
+    .tp_name = "unixipc._native.PublicMethod",
+    .tp_basicsize = sizeof(PublicMethod),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR |
+                Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = NULL, /* each instance has its own __doc__ */
+    .tp_new = public_method_new,
+    .tp_dealloc = (destructor)public_method_dealloc,
+    .tp_traverse = (traverseproc)public_method_traverse,
+    .tp_clear = (inquiry)public_method_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(PublicMethod, vectorcall),
+    .tp_descr_get = public_method_get,
+    .tp_dictoffset = offsetof(PublicMethod, dict),
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
 };
 
 /* ---- notification ------------------------------------------------------------ */
@@ -547,11 +447,14 @@ static void notify_by_pipe(union sigval value)
 /* mq_notify_pipe(mqd, pipe_fd, token): on arrival, write token into pipe_fd. */
 static PyObject *native_mq_notify_pipe(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    long mqd;
-    int fd;
-    unsigned int token;
+    int mqd, fd;
+    long long token;
     const char *name = NULL;
-    if (!PyArg_ParseTuple(args, "liI|z:mq_notify_pipe", &mqd, &fd, &token, &name)) {
+    if (!PyArg_ParseTuple(args, "iiL|z:mq_notify_pipe", &mqd, &fd, &token, &name)) {
+        return NULL;
+    }
+    if (token < 0 || token > (long long)UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "token must fit in 32 bits");
         return NULL;
     }
     struct sigevent event;
@@ -566,14 +469,13 @@ static PyObject *native_mq_notify_pipe(PyObject *Py_UNUSED(self), PyObject *args
     Py_RETURN_NONE;
 }
 
-/* mq_notify_signal(mqd, signo): on arrival, send signo to this process;
- * signo 0 cancels this process's registration. */
+/* mq_notify_signal(mqd, signo, value): on arrival, send signo carrying the
+ * int value to this process; signo 0 cancels this process's registration. */
 static PyObject *native_mq_notify_signal(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    long mqd;
-    int signo;
+    int mqd, signo, value;
     const char *name = NULL;
-    if (!PyArg_ParseTuple(args, "li|z:mq_notify_signal", &mqd, &signo, &name)) {
+    if (!PyArg_ParseTuple(args, "iii|z:mq_notify_signal", &mqd, &signo, &value, &name)) {
         return NULL;
     }
     int rc;
@@ -581,10 +483,10 @@ static PyObject *native_mq_notify_signal(PyObject *Py_UNUSED(self), PyObject *ar
         rc = mq_notify((mqd_t)mqd, NULL);
     } else {
         struct sigevent event;
-        memset(&event, 0, sizeof event);
+        memset(&event, 0, sizeof event); /* the kernel copies the whole sigval union */
         event.sigev_notify = SIGEV_SIGNAL;
         event.sigev_signo = signo;
-        event.sigev_value.sival_int = (int)mqd;
+        event.sigev_value.sival_int = value;
         rc = mq_notify((mqd_t)mqd, &event);
     }
     if (rc != 0) {
@@ -595,29 +497,20 @@ static PyObject *native_mq_notify_signal(PyObject *Py_UNUSED(self), PyObject *ar
 
 static PyMethodDef posix_mq_methods[] = {
     {"mq_open", native_mq_open, METH_VARARGS,
-     "mq_open(name, flags, mode, max_messages, max_message_size) -> mqd\n\n"
-     "Open or create a POSIX message queue; max_messages < 0 uses the system defaults."},
+     "mq_open(name, flags, mode, max_messages, max_message_size, created=None) -> mqd\n\n"
+     "Open or create a POSIX message queue; max_messages < 0 uses the system defaults;\n"
+     "the new descriptor is also appended to the list `created`."},
     {"mq_close", native_mq_close, METH_O, "mq_close(mqd) -> None"},
     {"mq_unlink", native_mq_unlink, METH_VARARGS,
      "mq_unlink(name) -> None\n\nRemove a POSIX message queue's name."},
     {"mq_getattr", native_mq_getattr, METH_O,
      "mq_getattr(mqd) -> (flags, max_messages, max_message_size, current_messages)"},
-    {"mq_send", (PyCFunction)(void (*)(void))native_mq_send, METH_FASTCALL,
-     "mq_send(mqd, message, priority, deadline_ns, name, max_size) -> None | int\n\n"
-     "Send; ETIMEDOUT once the monotonic deadline passes (-1: block). A message\n"
-     "longer than max_size is not sent: its length is returned instead."},
-    {"mq_receive", (PyCFunction)(void (*)(void))native_mq_receive, METH_FASTCALL,
-     "mq_receive(mqd, size, deadline_ns, name, result_type) -> result_type(data, priority)\n\n"
-     "Receive the oldest message of the highest priority; size must be the queue's\n"
-     "message size."},
-    {"mq_receive_into", (PyCFunction)(void (*)(void))native_mq_receive_into, METH_FASTCALL,
-     "mq_receive_into(mqd, buffer, deadline_ns, name) -> (nbytes, priority)"},
     {"mq_notify_pipe", native_mq_notify_pipe, METH_VARARGS,
      "mq_notify_pipe(mqd, pipe_fd, token, name=None) -> None\n\n"
      "Register for notification; on arrival a C thread writes the 4-byte token into pipe_fd."},
     {"mq_notify_signal", native_mq_notify_signal, METH_VARARGS,
-     "mq_notify_signal(mqd, signo, name=None) -> None\n\n"
-     "Register for notification by signal; signo 0 removes the registration."},
+     "mq_notify_signal(mqd, signo, value, name=None) -> None\n\n"
+     "Register for notification by signo carrying value; signo 0 removes the registration."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -627,7 +520,9 @@ int unixipc_init_posix_mq(PyObject *module)
         return -1;
     }
     if (PyType_Ready(&PosixQueueCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "PosixQueueCore", (PyObject *)&PosixQueueCoreType) < 0) {
+        PyModule_AddObjectRef(module, "PosixQueueCore", (PyObject *)&PosixQueueCoreType) < 0 ||
+        PyType_Ready(&PublicMethodType) < 0 ||
+        PyModule_AddObjectRef(module, "PublicMethod", (PyObject *)&PublicMethodType) < 0) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "MQ_PRIO_MAX", MQ_PRIO_MAX);

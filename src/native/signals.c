@@ -1,4 +1,5 @@
-/* Signals with values. System calls: sigqueue, sigtimedwait, signalfd.
+/* Signals with values. System calls: sigqueue, sigtimedwait (relative
+ * timeout: the monotonic clock), signalfd.
  *
  * Python's signal module has kill, pthread_kill, pthread_sigmask and a
  * sigtimedwait whose result lacks si_value; it has no sigqueue and no
@@ -41,10 +42,8 @@ static int sigset_from_iterable(PyObject *signals, sigset_t *set)
 
 static PyObject *native_sigqueue(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    long pid;
-    int signo;
-    int value;
-    if (!PyArg_ParseTuple(args, "lii:sigqueue", &pid, &signo, &value)) {
+    int pid, signo, value; /* "i" range-checks: 2**32 + pid must not become pid */
+    if (!PyArg_ParseTuple(args, "iii:sigqueue", &pid, &signo, &value)) {
         return NULL;
     }
     union sigval sigval;
@@ -78,11 +77,8 @@ static PyObject *native_sigtimedwait(PyObject *Py_UNUSED(self), PyObject *args)
             signo = sigwaitinfo(&set, &info);
             Py_END_ALLOW_THREADS
         } else {
-            int64_t left = deadline - unixipc_monotonic_ns();
-            if (left < 0) {
-                left = 0;
-            }
-            struct timespec timeout = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+            struct timespec timeout;
+            unixipc_time_left(deadline, &timeout);
             Py_BEGIN_ALLOW_THREADS
             signo = sigtimedwait(&set, &info, &timeout);
             Py_END_ALLOW_THREADS
@@ -134,5 +130,16 @@ int unixipc_init_signals(PyObject *module)
     if (PyModule_AddFunctions(module, signals_methods) < 0) {
         return -1;
     }
-    return PyModule_AddIntConstant(module, "SI_QUEUE", SI_QUEUE);
+    /* The si_code values that tell who sent a signal (the per-signal codes of
+     * kernel-raised signals are in Python's own names where it has them). */
+    if (PyModule_AddIntConstant(module, "SI_USER", SI_USER) < 0 ||
+        PyModule_AddIntConstant(module, "SI_KERNEL", SI_KERNEL) < 0 ||
+        PyModule_AddIntConstant(module, "SI_QUEUE", SI_QUEUE) < 0 ||
+        PyModule_AddIntConstant(module, "SI_TIMER", SI_TIMER) < 0 ||
+        PyModule_AddIntConstant(module, "SI_MESGQ", SI_MESGQ) < 0 ||
+        PyModule_AddIntConstant(module, "SI_ASYNCIO", SI_ASYNCIO) < 0 ||
+        PyModule_AddIntConstant(module, "SI_SIGIO", SI_SIGIO) < 0) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "SI_TKILL", SI_TKILL);
 }

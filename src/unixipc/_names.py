@@ -149,10 +149,18 @@ def is_valid(check: Callable[[object], object], value: object) -> bool:
 
 
 def check_sysv_key(value: object, argument: str = "key") -> int:
-    """A System V key: an int that fits key_t (negative or unsigned 32-bit form)."""
+    """A System V key: an int from 0 (IPC_PRIVATE) to 2**32 - 1, the unsigned
+    form in which ``ftok`` returns keys and ``ipcs`` shows them.
+
+    Negative keys are refused (C's key_t is signed, so ``-5`` would silently be
+    key 0xfffffffb). Returns the key as the C layer's signed key_t.
+    """
     key = check_int(value, argument)
-    if not -(2**31) <= key < 2**32:
-        raise ValueError(f"{argument} must fit in 32 bits, got {key}")
+    if not 0 <= key < 2**32:
+        raise ValueError(
+            f"{argument} must be between 0 and 0xffffffff (keys are unsigned 32-bit "
+            f"numbers, as ftok returns them), got {key}"
+        )
     return key - 2**32 if key >= 2**31 else key
 
 

@@ -3,17 +3,16 @@
 
 from collections.abc import Iterable, Sequence
 from os import PathLike
-from typing import Any, TypeVar, final
+from typing import Any, final
 
 from typing_extensions import Buffer, disjoint_base
 
 from unixipc.posix_mq import Message
 from unixipc.sysv_mq import SysVMessage
 
-_Pair = TypeVar("_Pair", bound=tuple[Any, ...])  # a NamedTuple class of two fields
-
 # common.c
 NO_DEADLINE: int
+FAR_DEADLINE_NS: int
 ABI_VERSION: int
 
 ALARM_SIGNAL: int
@@ -96,10 +95,18 @@ MQ_PRIO_MAX: int
 
 @disjoint_base
 class PosixQueueCore:
-    _mqd: int
-    _limit: int
-    _label: str
-    _result_type: type[Message]
+    @property
+    def _handle(self) -> int: ...
+    @property
+    def _limit(self) -> int: ...
+    @property
+    def _send_limit(self) -> int: ...
+    @property
+    def _label(self) -> str: ...
+    @property
+    def _result_type(self) -> type[Message]: ...
+    def _attach(self, handle: int, label: str, result_type: type[Any], /) -> None: ...
+    def _detach(self) -> int: ...
     def send(
         self, message: Buffer, /, *, priority: int = 0, timeout: float | None = None
     ) -> None: ...
@@ -107,33 +114,51 @@ class PosixQueueCore:
     def receive_into(
         self, buffer: Buffer, /, *, timeout: float | None = None
     ) -> tuple[int, int]: ...
+    def _send_plain(
+        self, message: Buffer, /, *, priority: int = 0, timeout: float | None = None
+    ) -> None: ...
+    def _receive_plain(self, *, timeout: float | None = None) -> Message: ...
+    def _receive_into_plain(
+        self, buffer: Buffer, /, *, timeout: float | None = None
+    ) -> tuple[int, int]: ...
+
+@final
+class PublicMethod:
+    def __new__(cls, target: object, /) -> PublicMethod: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
 
 def mq_open(
-    name: str, flags: int, mode: int, max_messages: int, max_message_size: int, /
+    name: str,
+    flags: int,
+    mode: int,
+    max_messages: int,
+    max_message_size: int,
+    created: list[int] = ...,
+    /,
 ) -> int: ...
 def mq_close(mqd: int, /) -> None: ...
 def mq_unlink(name: str, /) -> None: ...
 def mq_getattr(mqd: int, /) -> tuple[int, int, int, int]: ...
-def mq_send(
-    mqd: int, message: object, priority: int, deadline_ns: int, name: str, max_size: int, /
-) -> int | None: ...
-def mq_receive(
-    mqd: int, size: int, deadline_ns: int, name: str, result_type: type[_Pair], /
-) -> _Pair: ...
-def mq_receive_into(
-    mqd: int, buffer: Buffer, deadline_ns: int, name: str, /
-) -> tuple[int, int]: ...
 def mq_notify_pipe(mqd: int, pipe_fd: int, token: int, name: str | None = None, /) -> None: ...
-def mq_notify_signal(mqd: int, signo: int, name: str | None = None, /) -> None: ...
+def mq_notify_signal(mqd: int, signo: int, value: int, name: str | None = None, /) -> None: ...
 
 # sysv_msg.c
 @disjoint_base
 class SysVQueueCore:
-    _id: int
-    _max_size: int
-    _send_limit: int
-    _label: str
-    _result_type: type[SysVMessage]
+    @property
+    def _handle(self) -> int: ...
+    @property
+    def _limit(self) -> int: ...
+    @property
+    def _send_limit(self) -> int: ...
+    @property
+    def _label(self) -> str: ...
+    @property
+    def _result_type(self) -> type[SysVMessage]: ...
+    def _attach(self, handle: int, label: str, result_type: type[Any], /) -> None: ...
+    def _detach(self) -> int: ...
+    def _refresh_limits(self) -> None: ...
     def send(self, message: Buffer, /, *, type: int = 1, timeout: float | None = None) -> None: ...
     def receive(
         self,
@@ -153,6 +178,27 @@ class SysVQueueCore:
         truncate: bool = False,
         except_type: bool = False,
     ) -> tuple[int, int]: ...
+    def _send_plain(
+        self, message: Buffer, /, *, type: int = 1, timeout: float | None = None
+    ) -> None: ...
+    def _receive_plain(
+        self,
+        *,
+        type: int = 0,
+        timeout: float | None = None,
+        truncate: bool = False,
+        except_type: bool = False,
+    ) -> SysVMessage: ...
+    def _receive_into_plain(
+        self,
+        buffer: Buffer,
+        /,
+        *,
+        type: int = 0,
+        timeout: float | None = None,
+        truncate: bool = False,
+        except_type: bool = False,
+    ) -> tuple[int, int]: ...
 
 IPC_PRIVATE: int
 IPC_CREAT: int
@@ -162,30 +208,7 @@ MSG_NOERROR: int
 MSG_EXCEPT: int
 
 def ftok(path: str | bytes | PathLike[str] | PathLike[bytes], proj_id: int, /) -> int: ...
-def msgget(key: int, flags: int, name: str | None = None, /) -> int: ...
-def msgsnd(
-    msqid: int,
-    message: object,
-    mtype: int,
-    flags: int,
-    deadline_ns: int,
-    name: str,
-    max_size: int,
-    /,
-) -> int | None: ...
-def msgrcv(
-    msqid: int,
-    size: int,
-    mtype: int,
-    flags: int,
-    deadline_ns: int,
-    name: str,
-    result_type: type[_Pair],
-    /,
-) -> _Pair: ...
-def msgrcv_into(
-    msqid: int, buffer: Buffer, mtype: int, flags: int, deadline_ns: int, name: str, /
-) -> tuple[int, int]: ...
+def msgget(key: int, flags: int, name: str | None = None, created: list[int] = ..., /) -> int: ...
 def msgctl_stat(msqid: int, name: str | None = None, /) -> dict[str, int]: ...
 def msgctl_set(
     msqid: int, uid: int, gid: int, mode: int, max_bytes: int, name: str | None = None, /
@@ -221,7 +244,14 @@ def record_getlk(
 ) -> tuple[int, int, int, int] | None: ...
 
 # signals.c
+SI_USER: int
+SI_KERNEL: int
 SI_QUEUE: int
+SI_TIMER: int
+SI_MESGQ: int
+SI_ASYNCIO: int
+SI_SIGIO: int
+SI_TKILL: int
 
 def sigqueue(pid: int, signo: int, value: int, /) -> None: ...
 def sigtimedwait(

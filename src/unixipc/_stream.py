@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+from collections.abc import Callable
 from multiprocessing import reduction
 from typing import Any, TypeVar
 
@@ -173,16 +174,20 @@ def _blocking_sigpipe_is_fatal() -> bool:
     return handler is signal.SIG_DFL or handler is None
 
 
-def _write_without_sigpipe(fd: int, data: memoryview) -> int:
-    """os.write that turns a broken pipe into an exception, never a fatal SIGPIPE."""
+def call_without_sigpipe(call: Callable[[int, Any], int], fd: int, data: Any) -> int:
+    """``call(fd, data)`` (a write) turning a broken pipe into an exception, never a
+    fatal SIGPIPE.
+
+    Python ignores SIGPIPE, so this is a plain call; if a program restored the
+    default action, SIGPIPE is blocked in this thread for the call and the one
+    it raised is consumed, never delivered.
+    """
     if not _blocking_sigpipe_is_fatal():
-        return os.write(fd, data)
-    # SIGPIPE would kill us: block it in this thread for the write, then swallow
-    # the one the write raised so that it is never delivered.
+        return call(fd, data)
     already = signal.SIGPIPE in signal.sigpending()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     try:
-        return os.write(fd, data)
+        return call(fd, data)
     except BrokenPipeError:
         if not already and signal.SIGPIPE in signal.sigpending():
             signal.sigtimedwait({signal.SIGPIPE}, 0)
@@ -216,7 +221,7 @@ class ByteStreamWriter(FdResource):
         total = len(view)
         while sent < total:
             try:
-                sent += _write_without_sigpipe(self._fd, view[sent:])
+                sent += call_without_sigpipe(os.write, self._fd, view[sent:])
                 continue
             except BlockingIOError:
                 pass

@@ -29,6 +29,7 @@ __all__ = (
     "check_open_key",
     "format_key",
     "ftok",
+    "public_key",
     "read_table",
 )
 
@@ -39,22 +40,20 @@ IPC_PRIVATE: int = _native.IPC_PRIVATE
 
 
 def ftok(path: str | os.PathLike[str], proj_id: int) -> int:
-    """The System V key that C's ``ftok(path, proj_id)`` gives (a signed 32-bit int).
+    """The System V key that C's ``ftok(path, proj_id)`` gives, in unsigned 32-bit form.
 
-    The key combines ``proj_id``'s low 8 bits with the file's device and inode
-    numbers, so every process naming the same existing file and ``proj_id``
-    gets the same key (and a different file, very likely, a different key).
+    As glibc does, the key combines the low 8 bits of ``proj_id`` (any int;
+    0 works, as in Stevens' programs) with the file's device and inode numbers,
+    so every process naming the same existing file and ``proj_id`` gets the
+    same key (and a different file, very likely, a different key).
 
     Raises:
         ResourceNotFoundError: ``path`` does not exist.
-        ValueError: ``proj_id`` is not between 1 and 255.
     """
     path = check_path(path)
-    check_int(proj_id, "proj_id")
-    if not 1 <= proj_id <= 255:
-        raise ValueError(f"proj_id must be between 1 and 255 (ftok uses 8 bits), got {proj_id}")
+    low_bits = check_int(proj_id, "proj_id") & 0xFF
     try:
-        return _native.ftok(path, proj_id)
+        return _native.ftok(path, low_bits)
     except OSError as error:
         raise from_os_error(error, "ftok path", path) from None
 
@@ -62,6 +61,11 @@ def ftok(path: str | os.PathLike[str], proj_id: int) -> int:
 def format_key(key: int) -> str:
     """A key as System V tools show it: 0x-prefixed, 8 hex digits."""
     return f"0x{key & 0xFFFFFFFF:08x}"
+
+
+def public_key(key: int) -> int:
+    """A key (signed key_t or unsigned) in the unsigned 32-bit form users see."""
+    return key & 0xFFFFFFFF
 
 
 def check_open_key(key: object, argument: str = "key") -> int:

@@ -28,8 +28,11 @@ URL                        how a connection is made
 Every channel has the same verbs, errors and timeouts (:class:`Channel`): a peer's
 ``close()`` gives :class:`EndOfChannel` after its last message; a peer that went
 away without closing (its process died) gives :class:`PeerDied`. Bytes from a peer
-are untrusted: a frame's length is checked before anything is allocated, and
-garbage makes that one channel raise :class:`IPCError`, never the listener.
+are untrusted: a frame's length is checked before anything is allocated, memory
+grows only with the bytes that really arrive, and garbage makes that one channel
+raise :class:`IPCError`, never the listener. ``close()`` from any thread wakes
+the threads and tasks blocked in the channel (or listener) with
+:class:`ClosedResourceError` at once.
 
 Persistence: a listener's name (socket file, FIFO, queue, shared memory object)
 lives until the listener is closed; connections live as long as both ends hold
@@ -42,28 +45,25 @@ as descriptors); ``tcp`` talks to any host.
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
-from ._channel_base import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    Channel,
-    Listener,
-    check_max_message_size,
-    take_options,
-)
-from ._channel_stream import MAX_FRAME, listen_socket, pipe_pair, socket_pair
 from ._deadline import Deadline, check_timeout
-from ._names import check_int, check_path, check_permissions, check_sysv_key
+from .channels import registry
+from .channels.core import DEFAULT_MAX_MESSAGE_SIZE, Channel, Listener
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = (
     "DEFAULT_MAX_MESSAGE_SIZE",
     "PAIR_KINDS",
     "SCHEMES",
     "Channel",
+    "ConnectOptions",
+    "ListenOptions",
     "Listener",
+    "PairKind",
+    "PairOptions",
     "channel_pair",
     "connect",
     "listen",
@@ -71,14 +71,51 @@ __all__ = (
 )
 
 #: The URL schemes :func:`listen` and :func:`connect` understand.
-SCHEMES = ("fifo", "mq", "sysvmq", "unix", "unix-abstract", "tcp", "shm")
+SCHEMES: tuple[str, ...] = tuple(registry.SCHEMES)
 #: The kinds :func:`channel_pair` makes.
-PAIR_KINDS = ("pipe", "socketpair", "shm")
+PAIR_KINDS: tuple[str, ...] = tuple(registry.PAIRS)
 
-# The largest max_message_size of a channel that splits messages into pieces.
-_MAX_SPLIT = 2**31 - 1
-# The longest path a UNIX socket address holds (sun_path, with its NUL).
-_SUN_PATH_MAX = 107
+#: A kind of :func:`channel_pair`.
+PairKind = Literal["pipe", "socketpair", "shm"]
+
+
+class ListenOptions(TypedDict, total=False):
+    """The options of :func:`listen` (each scheme refuses those it does not take)."""
+
+    #: The largest message, in bytes (default 64 MiB; not ``sysvmq``, whose limit
+    #: is the kernel's msgmax).
+    max_message_size: int
+    #: Of the socket file, FIFO, request queue or ring (``unix``, ``fifo``, ``mq``,
+    #: ``sysvmq``, ``shm``; default 0o600).
+    permissions: int
+    #: Connections waiting for ``accept`` (sockets 128, ``mq`` 8).
+    backlog: int
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The options of :func:`connect` (each scheme refuses those it does not take)."""
+
+    #: The largest message, in bytes (default 64 MiB; not ``sysvmq``).
+    max_message_size: int
+    #: Of the client's FIFOs, queues or rings (``fifo``, ``mq``, ``shm``; 0o600).
+    permissions: int
+    #: Messages each of an ``mq`` client's two queues holds (default 8).
+    queue_length: int
+    #: The message size of an ``mq`` client's queues (default 4096); longer
+    #: messages travel in pieces of this size.
+    queue_message_size: int
+    #: Bytes of each of a ``shm`` client's two rings (default 1 MiB).
+    capacity: int
+
+
+class PairOptions(TypedDict, total=False):
+    """The options of :func:`channel_pair`."""
+
+    #: The largest message, in bytes (default 64 MiB).
+    max_message_size: int
+    #: Bytes of each ring of a "shm" pair (default 1 MiB; messages of half of it
+    #: or more travel in pieces).
+    capacity: int
 
 
 def parse_url(url: str) -> tuple[str, Any]:
@@ -93,162 +130,26 @@ def parse_url(url: str) -> tuple[str, Any]:
         TypeError: ``url`` is not a str.
         ValueError: unknown scheme or malformed address.
     """
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str such as 'unix:///tmp/s', not {type(url).__name__}")
-    scheme, separator, rest = url.partition("://")
-    if scheme in ("pipe:", "socketpair:") or url in ("pipe:", "socketpair:"):
-        raise ValueError(f"{url!r} has no address: use channel_pair({url.rstrip(':')!r})")
-    if not separator or scheme not in SCHEMES:
-        raise ValueError(
-            f"url must be scheme://address with scheme one of {', '.join(SCHEMES)}; got {url!r}"
-        )
-    if not rest:
-        raise ValueError(f"url {url!r} has no address")
-    if scheme in ("unix", "fifo"):
-        path = check_path(rest, "url path")
-        if scheme == "unix" and len(os.fsencode(path)) > _SUN_PATH_MAX:
-            raise ValueError(f"a UNIX socket path has at most {_SUN_PATH_MAX} bytes: {url!r}")
-        return scheme, path
-    if scheme == "unix-abstract":
-        if "\0" in rest or len(rest.encode()) > _SUN_PATH_MAX - 1:
-            raise ValueError(f"an abstract socket name has 1 to {_SUN_PATH_MAX - 1} bytes: {url!r}")
-        return scheme, rest
-    if scheme == "tcp":
-        return scheme, _parse_host_port(url, rest)
-    if scheme in ("mq", "shm"):
-        name = "/" + rest.lstrip("/")
-        if len(name) < 2 or "/" in name[1:] or "\0" in name or len(name.encode()) > 200:
-            raise ValueError(f"{scheme}:// takes one name of 1 to 199 bytes, no '/': {url!r}")
-        return scheme, name
-    # sysvmq
-    try:
-        key = int(rest, 0)
-    except ValueError:
-        raise ValueError(f"sysvmq:// takes a key such as 0x1234 or 4660: {url!r}") from None
-    if key == 0 or not -(2**31) <= key < 2**32:
-        raise ValueError(f"sysvmq:// takes a nonzero 32-bit key (not IPC_PRIVATE): {url!r}")
-    return scheme, key
+    scheme, address = registry.parse_url(url)
+    return scheme.name, address
 
 
-def _parse_host_port(url: str, rest: str) -> tuple[str, int]:
-    host, colon, port_text = rest.rpartition(":")
-    if not colon or not port_text.isdigit():
-        raise ValueError(f"tcp:// takes host:port, such as tcp://127.0.0.1:5000: {url!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"not an IPv6 address in {url!r}") from None
-    elif ":" in host:
-        raise ValueError(f"write an IPv6 address in brackets, tcp://[::1]:5000: {url!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"a TCP port is between 0 and 65535: {url!r}")
-    return host, port
-
-
-def _max_size(options: dict[str, Any], limit: int = MAX_FRAME) -> int:
-    return check_max_message_size(options["max_message_size"], limit)
-
-
-def _stream_defaults() -> dict[str, Any]:
-    return {"max_message_size": DEFAULT_MAX_MESSAGE_SIZE}
-
-
-def _tcp_address(url: str, host: str, port: int, *, passive: bool) -> list[tuple[int, Any]]:
-    flags = socket.AI_PASSIVE if passive else 0
-    try:
-        found = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=flags
-        )
-    except socket.gaierror as error:
-        raise ValueError(f"cannot resolve the host of {url!r}: {error.strerror}") from None
-    return [(family, address) for family, _, _, _, address in found]
-
-
-def listen(url: str, **options: Any) -> Listener:
+def listen(url: str, **options: Unpack[ListenOptions]) -> Listener:
     """Listen for connections on ``url``; clients reach it with :func:`connect`.
 
-    Options (keyword arguments; a scheme refuses any it does not take):
-        max_message_size: the largest message, in bytes (default 64 MiB; not
-            ``sysvmq``, whose limit is the kernel's msgmax).
-        permissions: of the socket file, FIFO, request queue or ring (``unix``,
-            ``fifo``, ``mq``, ``sysvmq``, ``shm``; 0o600).
-        backlog: connections waiting for ``accept`` (sockets 128, ``mq`` 8).
+    Options: see :class:`ListenOptions`; a scheme refuses any it does not take.
 
     Raises:
         TypeError, ValueError: malformed URL or option.
         ResourceExistsError: the name is taken (socket file, FIFO, queue, ...).
         IPCOSError: the address is in use (TCP), or another system error.
     """
-    scheme, address = parse_url(url)
-    call = "listen"
-    if scheme in ("unix", "unix-abstract", "tcp"):
-        defaults = {**_stream_defaults(), "backlog": 128}
-        if scheme == "unix":
-            defaults["permissions"] = 0o600
-        opts = take_options(scheme, call, options, defaults)
-        size = _max_size(opts)
-        backlog = check_int(opts["backlog"], "backlog", minimum=1)
-        permissions = check_permissions(opts["permissions"]) if scheme == "unix" else None
-        if scheme == "tcp":
-            family, sockaddr = _tcp_address(url, address[0], address[1], passive=True)[0]
-            return listen_socket(
-                url, family, sockaddr, backlog=backlog, max_message_size=size, permissions=None
-            )
-        sockaddr = address if scheme == "unix" else "\0" + address
-        return listen_socket(
-            url,
-            socket.AF_UNIX,
-            sockaddr,
-            backlog=backlog,
-            max_message_size=size,
-            permissions=permissions,
-        )
-    if scheme == "fifo":
-        from ._channel_fifo import FifoListener
-
-        opts = take_options(scheme, call, options, {**_stream_defaults(), "permissions": 0o600})
-        return FifoListener(
-            url,
-            address,
-            max_message_size=_max_size(opts),
-            permissions=check_permissions(opts["permissions"]),
-        )
-    if scheme == "mq":
-        from ._channel_mq import MqListener
-
-        opts = take_options(
-            scheme, call, options, {**_stream_defaults(), "permissions": 0o600, "backlog": 8}
-        )
-        return MqListener(
-            url,
-            address,
-            max_message_size=_max_size(opts, _MAX_SPLIT),
-            permissions=check_permissions(opts["permissions"]),
-            backlog=check_int(opts["backlog"], "backlog", minimum=1),
-        )
-    if scheme == "sysvmq":
-        from ._channel_sysvmq import SysVListener
-
-        opts = take_options(scheme, call, options, {"permissions": 0o600})
-        permissions = check_permissions(opts["permissions"])
-        if permissions > 0o777:
-            raise ValueError(f"permissions must be at most 0o777 for System V, got {permissions:o}")
-        return SysVListener(url, check_sysv_key(address), permissions=permissions)
-    from ._channel_shm import ShmListener
-
-    opts = take_options(scheme, call, options, {**_stream_defaults(), "permissions": 0o600})
-    return ShmListener(
-        url,
-        address,
-        permissions=check_permissions(opts["permissions"]),
-        max_message_size=_max_size(opts, _MAX_SPLIT),
-    )
+    return registry.listen(url, dict(options))
 
 
-def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channel:
+def connect(
+    url: str, *, timeout: float | None = None, **options: Unpack[ConnectOptions]
+) -> Channel:
     """Connect to the listener at ``url`` and return the channel.
 
     For sockets, ``connect`` returns once the kernel made the connection (the
@@ -256,10 +157,7 @@ def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channe
     when the server has accepted, so ``timeout=0`` only succeeds if it does so at
     once.
 
-    Options: ``max_message_size`` (not ``sysvmq``); ``permissions`` of the client's
-    FIFOs, queues or rings (``fifo``, ``mq``, ``shm``; 0o600); ``queue_length`` (8) and
-    ``queue_message_size`` (4096) of an ``mq`` client's two queues; ``capacity`` of a
-    ``shm`` client's two rings (1 MiB).
+    Options: see :class:`ConnectOptions`; a scheme refuses any it does not take.
 
     Raises:
         TypeError, ValueError: malformed URL or option.
@@ -268,119 +166,33 @@ def connect(url: str, *, timeout: float | None = None, **options: Any) -> Channe
         WouldBlock, TimeoutExpired: not connected within ``timeout`` seconds.
     """
     check_timeout(timeout)
-    return _connect(url, Deadline(timeout), options)
+    return registry.connect(url, Deadline(timeout), dict(options))
 
 
-def _connect(url: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
-    """connect() with a deadline made by the caller (unixipc.aio cancels through it)."""
-    scheme, address = parse_url(url)
-    call = "connect"
-    if scheme in ("unix", "unix-abstract", "tcp"):
-        from ._channel_stream import connect_socket
-
-        opts = take_options(scheme, call, options, _stream_defaults())
-        size = _max_size(opts)
-        if scheme == "tcp":
-            candidates = _tcp_address(url, address[0] or "localhost", address[1], passive=False)
-            if address[1] == 0:
-                raise ValueError(f"cannot connect to port 0: {url!r}")
-            last: Exception | None = None
-            for family, sockaddr in candidates:
-                try:
-                    return connect_socket(url, family, sockaddr, deadline, max_message_size=size)
-                except OSError as error:  # try the next address of the host
-                    last = error
-            assert last is not None
-            raise last
-        sockaddr = address if scheme == "unix" else "\0" + address
-        return connect_socket(url, socket.AF_UNIX, sockaddr, deadline, max_message_size=size)
-    if scheme == "fifo":
-        from ._channel_fifo import connect_fifo
-
-        opts = take_options(scheme, call, options, {**_stream_defaults(), "permissions": 0o600})
-        return connect_fifo(
-            url,
-            address,
-            deadline,
-            max_message_size=_max_size(opts),
-            permissions=check_permissions(opts["permissions"]),
-        )
-    if scheme == "mq":
-        from ._channel_mq import connect_mq
-
-        defaults = {
-            **_stream_defaults(),
-            "permissions": 0o600,
-            "queue_length": 8,
-            "queue_message_size": 4096,
-        }
-        opts = take_options(scheme, call, options, defaults)
-        return connect_mq(
-            url,
-            address,
-            deadline,
-            max_message_size=_max_size(opts, _MAX_SPLIT),
-            permissions=check_permissions(opts["permissions"]),
-            queue_length=check_int(opts["queue_length"], "queue_length", minimum=1),
-            queue_message_size=check_int(
-                opts["queue_message_size"], "queue_message_size", minimum=1
-            ),
-        )
-    if scheme == "sysvmq":
-        from ._channel_sysvmq import connect_sysvmq
-
-        take_options(scheme, call, options, {})
-        return connect_sysvmq(url, check_sysv_key(address), deadline)
-    from ._channel_shm import DEFAULT_CAPACITY, connect_shm
-
-    defaults = {**_stream_defaults(), "capacity": DEFAULT_CAPACITY, "permissions": 0o600}
-    opts = take_options(scheme, call, options, defaults)
-    return connect_shm(
-        url,
-        address,
-        deadline,
-        capacity=_capacity(opts["capacity"]),
-        permissions=check_permissions(opts["permissions"]),
-        max_message_size=_max_size(opts, _MAX_SPLIT),
-    )
-
-
-def channel_pair(kind: str, **options: Any) -> tuple[Channel, Channel]:
+@overload
+def channel_pair(
+    kind: Literal["pipe", "socketpair"], *, max_message_size: int = ...
+) -> tuple[Channel, Channel]: ...
+@overload
+def channel_pair(
+    kind: Literal["shm"], *, max_message_size: int = ..., capacity: int = ...
+) -> tuple[Channel, Channel]: ...
+def channel_pair(kind: PairKind, **options: Unpack[PairOptions]) -> tuple[Channel, Channel]:
     """Two connected channel ends for related processes: ``kind`` is "pipe", "socketpair" or "shm".
 
     Make the pair before fork, or pass one end to a ``multiprocessing`` child
     (fork, spawn or forkserver). Each process then uses one end and closes the
-    other: an end never used in a process closes silently there, so this never
-    ends the conversation; the end a process uses tells its peer
-    :class:`EndOfChannel` when closed, :class:`PeerDied` if the process dies.
+    other: after a fork (or once an end is passed to a child) the copies are
+    silent until used, so closing the ends a process does not use never ends
+    the conversation; the end a process uses tells its peer
+    :class:`EndOfChannel` when closed, :class:`PeerDied` if the process dies. Used
+    in one process, both ends behave like any connection: closing one gives the
+    other :class:`EndOfChannel`.
 
-    Options: ``max_message_size``; for "shm", ``capacity`` of each ring (default 1 MiB;
-    messages of half of it or more travel in pieces).
+    Options: see :class:`PairOptions`.
 
     Raises:
         TypeError, ValueError: unknown kind or option.
         ResourceLimitError: out of descriptors (or shared memory).
     """
-    if kind not in PAIR_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, PAIR_KINDS))}; got {kind!r}")
-    if kind == "shm":
-        from ._channel_shm import DEFAULT_CAPACITY, shm_pair
-
-        defaults = {**_stream_defaults(), "capacity": DEFAULT_CAPACITY}
-        opts = take_options(kind, "channel_pair", options, defaults)
-        return shm_pair(_capacity(opts["capacity"]), _max_size(opts, _MAX_SPLIT))
-    opts = take_options(kind, "channel_pair", options, _stream_defaults())
-    size = _max_size(opts)
-    if kind == "pipe":
-        return pipe_pair(size)
-    return socket_pair(size)
-
-
-def _capacity(value: object) -> int:
-    """A ring's capacity in bytes (its largest message is half of it less 16)."""
-    from .ring import MAX_CAPACITY, MIN_CAPACITY
-
-    capacity = check_int(value, "capacity", minimum=MIN_CAPACITY)
-    if capacity > MAX_CAPACITY:
-        raise ValueError(f"capacity must be <= {MAX_CAPACITY}, got {capacity}")
-    return capacity
+    return registry.pair(kind, dict(options))

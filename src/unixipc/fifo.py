@@ -21,7 +21,9 @@ import threading
 from typing import Literal, overload
 
 from ._deadline import Deadline
-from ._names import check_path, check_permissions
+from ._names import check_group, check_path, check_permissions
+from ._permissions import new_node
+from ._resource import all_or_nothing
 from ._stream import ByteStreamReader, ByteStreamWriter, register_for_multiprocessing
 from .errors import ResourceExistsError, from_os_error
 
@@ -32,21 +34,42 @@ KIND = "FIFO"
 Access = Literal["r", "w"]
 
 
-def mkfifo(path: str | os.PathLike[str], *, permissions: int = 0o600) -> None:
-    """Create the FIFO ``path`` with exactly ``permissions`` (whatever the umask).
+@all_or_nothing
+def mkfifo(
+    path: str | os.PathLike[str],
+    *,
+    permissions: int = 0o600,
+    group: int | str | None = None,
+    allow_world_writable: bool = False,
+) -> None:
+    """Create the FIFO ``path`` with exactly ``permissions``, whatever the umask.
+
+    The FIFO is never more open than ``permissions``: it is made owner-only,
+    given ``group`` (a gid or a group name; default: the directory's or the
+    creator's group), then ``permissions``, through a descriptor that never
+    follows a symlink. Permissions that let every local user write (0o002) are
+    refused unless ``allow_world_writable=True``. If a step fails once the FIFO
+    exists (even a KeyboardInterrupt), it is removed before the error propagates.
 
     Raises:
-        ResourceExistsError: something already exists at ``path``.
+        ResourceExistsError: something already exists at ``path`` (a symlink
+            too: it is not followed).
         ResourceNotFoundError: the directory does not exist.
-        PermissionDeniedError: the directory is not writable.
+        PermissionDeniedError: the directory is not writable, or ``group`` is
+            not one of ours.
     """
-    path = check_path(path)
-    permissions = check_permissions(permissions)
-    try:
-        os.mkfifo(path, 0o600 & permissions)
-        os.chmod(path, permissions)
-    except OSError as error:
-        raise from_os_error(error, KIND, path) from None
+    with _new_fifo(path, permissions, group, allow_world_writable):
+        pass
+
+
+def _new_fifo(
+    path: str | os.PathLike[str], permissions: object, group: object, allow_world_writable: bool
+) -> contextlib.AbstractContextManager[int]:
+    """Make the FIFO; the block gets an O_PATH descriptor of it (see ``new_node``)."""
+    text = check_path(path)
+    bits = check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
+    gid = check_group(group)
+    return new_node(text, lambda mode: os.mkfifo(text, mode), stat.S_IFIFO, bits, gid, KIND)
 
 
 def exists(path: str | os.PathLike[str]) -> bool:
@@ -95,6 +118,8 @@ class Fifo:
         access: Literal["r"],
         *,
         permissions: int = ...,
+        group: int | str | None = ...,
+        allow_world_writable: bool = ...,
         timeout: float | None = ...,
     ) -> FifoReader: ...
     @overload
@@ -104,35 +129,36 @@ class Fifo:
         access: Literal["w"],
         *,
         permissions: int = ...,
+        group: int | str | None = ...,
+        allow_world_writable: bool = ...,
         timeout: float | None = ...,
     ) -> FifoWriter: ...
     @staticmethod
+    @all_or_nothing
     def create(
         path: str | os.PathLike[str],
         access: Access,
         *,
         permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
         timeout: float | None = None,
     ) -> FifoReader | FifoWriter:
-        """Create the FIFO ``path`` and open it for ``access`` ("r" or "w").
+        """Create the FIFO ``path`` (as :func:`mkfifo` does) and open it for
+        ``access`` ("r" or "w").
 
-        Opening waits for the other side (see :meth:`open`). If opening fails,
-        the FIFO just created is removed again.
+        Opening waits for the other side (see :meth:`open`) and opens the FIFO
+        just made, never what a symlink put at ``path`` meanwhile points to. If
+        opening fails (or times out), the FIFO just created is removed again.
 
         Raises:
             ResourceExistsError: ``path`` already exists.
             WouldBlock, TimeoutExpired: the other side did not open in time.
         """
-        path = check_path(path)
         access = _check_access(access)
         deadline = Deadline(timeout)
-        mkfifo(path, permissions=permissions)
-        try:
-            return _open(path, access, deadline)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
+        with _new_fifo(path, permissions, group, allow_world_writable) as node:
+            return _open(os.fspath(path), access, deadline, f"/proc/self/fd/{node}")
 
     @overload
     @staticmethod
@@ -170,6 +196,8 @@ class Fifo:
         access: Literal["r"],
         *,
         permissions: int = ...,
+        group: int | str | None = ...,
+        allow_world_writable: bool = ...,
         timeout: float | None = ...,
     ) -> FifoReader: ...
     @overload
@@ -179,28 +207,35 @@ class Fifo:
         access: Literal["w"],
         *,
         permissions: int = ...,
+        group: int | str | None = ...,
+        allow_world_writable: bool = ...,
         timeout: float | None = ...,
     ) -> FifoWriter: ...
     @staticmethod
+    @all_or_nothing
     def open_or_create(
         path: str | os.PathLike[str],
         access: Access,
         *,
         permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
         timeout: float | None = None,
     ) -> FifoReader | FifoWriter:
-        """Create the FIFO if it does not exist, then open it as :meth:`open` does.
+        """Open the FIFO ``path`` as :meth:`open` does, creating it first (as
+        :meth:`create` does) if it does not exist.
 
         Raises:
             ValueError: ``path`` exists but is not a FIFO.
             WouldBlock, TimeoutExpired: the other side did not open in time.
         """
-        path = check_path(path)
         access = _check_access(access)
         deadline = Deadline(timeout)
-        with contextlib.suppress(ResourceExistsError):
-            mkfifo(path, permissions=permissions)
-        return _open(path, access, deadline)
+        try:
+            with _new_fifo(path, permissions, group, allow_world_writable) as node:
+                return _open(os.fspath(path), access, deadline, f"/proc/self/fd/{node}")
+        except ResourceExistsError:
+            return _open(check_path(path), access, deadline)
 
     def unlink(self) -> None:
         """Remove the FIFO's name from the filesystem (this end stays usable).
@@ -227,18 +262,23 @@ register_for_multiprocessing(FifoReader)
 register_for_multiprocessing(FifoWriter)
 
 
-def _open(path: str, access: Access, deadline: Deadline) -> FifoReader | FifoWriter:
+def _open(
+    path: str, access: Access, deadline: Deadline, handle: str | None = None
+) -> FifoReader | FifoWriter:
+    """Open the FIFO ``path``; through ``handle`` (a ``/proc/self/fd`` link to the
+    FIFO just made) when given, so that no symlink planted at ``path`` is followed."""
+    where = path if handle is None else handle
     flags = (os.O_RDONLY if access == "r" else os.O_WRONLY) | os.O_CLOEXEC
     if deadline.blocking:
-        _check_is_fifo(path)
+        _check_is_fifo(where, path)
         try:
-            fd = os.open(path, flags)  # blocks; signals run handlers (PEP 475)
+            fd = os.open(where, flags)  # blocks; signals run handlers (PEP 475)
         except OSError as error:
             raise from_os_error(error, KIND, path) from None
     elif access == "w" and deadline.timeout == 0:
-        fd = _open_writer_now(path, flags)
+        fd = _open_writer_now(where, path, flags)
     else:
-        fd = _open_with_deadline(path, flags, deadline)
+        fd = _open_with_deadline(where, path, flags, deadline)
     try:
         os.set_blocking(fd, False)
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
@@ -252,20 +292,20 @@ def _open(path: str, access: Access, deadline: Deadline) -> FifoReader | FifoWri
     return end
 
 
-def _check_is_fifo(path: str) -> None:
+def _check_is_fifo(where: str, path: str) -> None:
     try:
-        mode = os.stat(path).st_mode
+        mode = os.stat(where).st_mode
     except OSError as error:
         raise from_os_error(error, KIND, path) from None
     if not stat.S_ISFIFO(mode):
         raise ValueError(f"{path!r} is not a FIFO")
 
 
-def _open_writer_now(path: str, flags: int) -> int:
+def _open_writer_now(where: str, path: str, flags: int) -> int:
     """A writer's try-once open: O_NONBLOCK fails with ENXIO when no reader is there."""
-    _check_is_fifo(path)
+    _check_is_fifo(where, path)
     try:
-        return os.open(path, flags | os.O_NONBLOCK)
+        return os.open(where, flags | os.O_NONBLOCK)
     except OSError as error:
         if error.errno == errno.ENXIO:
             raise Deadline(0).error(f"opening {KIND} {path!r} for writing") from None
@@ -276,7 +316,7 @@ def _open_writer_now(path: str, flags: int) -> int:
 _READER_TRY_ONCE_GRACE = 0.05
 
 
-def _open_with_deadline(path: str, flags: int, deadline: Deadline) -> int:
+def _open_with_deadline(where: str, path: str, flags: int, deadline: Deadline) -> int:
     """Open with a deadline although open(2) on a FIFO has none.
 
     A helper thread makes the blocking open of an O_PATH handle (so renaming or
@@ -285,7 +325,7 @@ def _open_with_deadline(path: str, flags: int, deadline: Deadline) -> int:
     both descriptors. The waiting thread uses no CPU.
     """
     try:
-        path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        path_fd = os.open(where, os.O_PATH | os.O_CLOEXEC)
     except OSError as error:
         raise from_os_error(error, KIND, path) from None
     try:
@@ -304,12 +344,14 @@ def _open_with_deadline(path: str, flags: int, deadline: Deadline) -> int:
 
         thread = threading.Thread(target=opener, name=f"unixipc-open {path}", daemon=True)
         thread.start()
-        wait = deadline.remaining()
-        if deadline.timeout == 0:
-            wait = _READER_TRY_ONCE_GRACE
         finished = False
         try:
-            finished = done.wait(wait)
+            if deadline.timeout == 0:
+                finished = done.wait(_READER_TRY_ONCE_GRACE)
+            else:
+                while not (finished := done.wait(deadline.sleep_seconds())):
+                    if deadline.expired():
+                        break
         finally:
             if not finished:
                 _release_opener(handle, flags, done)

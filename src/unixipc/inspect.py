@@ -22,7 +22,7 @@ the like, liveness tokens) and by the names channels give them; ``unixipc``
 tells what each is, with ring depth and live producers/consumers, a channel
 listener's URL and connections. The format of each object is read by a private
 ``_inspect`` function of the module that defines it (ring.py, shared_sync.py,
-_liveness.py); the channels' naming rules are gathered in ``_channel_role`` here.
+channels/liveness.py); the channels' naming rules are gathered in ``_channel_role`` here.
 
 Reading never changes anything: no attaching (segments are read from
 /proc/sysvipc), no opening for writing, no lock taken (lock state comes from
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _liveness, _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
+from . import _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
 from ._proc import (
     FileLockEntry,
     Holder,
@@ -61,6 +61,7 @@ from ._proc import (
     unix_sockets,
 )
 from ._sysv import format_key, read_table
+from .channels import liveness as _liveness
 from .errors import (
     IPCError,
     ResourceNotFoundError,
@@ -804,8 +805,8 @@ _FINDERS = {
 
 
 # ------------------------------------------------------------------ channels
-# The one place that knows how channels name their objects (see the _channel_*
-# modules): a listener of mq:///Q holds the token Q.listener; one of
+# The one place that knows how channels name their objects (see the drivers in
+# unixipc/channels/): a listener of mq:///Q holds the token Q.listener; one of
 # sysvmq://KEY holds /unixipc-sysvmq-<8 hex digits>.listener; a connection
 # being made is NAME.<token>.up/.down (queues, rings, FIFOs) with the tokens
 # NAME.<token>.c (the client's) and .s (the server's); shm://R listens on the

@@ -33,19 +33,27 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from . import _native
-from ._deadline import Deadline
-from ._names import check_bytes_like, check_int, check_permissions, check_posix_name
-from ._resource import Resource
+from ._names import (
+    check_bytes_like,
+    check_group,
+    check_int,
+    check_permissions,
+    check_posix_name,
+)
+from ._permissions import creation_mode, finish
+from ._queue import QueueBase, native_method, nbytes, plain_timeout, writable_view
+from ._resource import all_or_nothing, on_failure, open_or_create
 from .errors import (
     IPCError,
     IPCOSError,
     MessageTooLarge,
-    ResourceExistsError,
     UnsupportedFeature,
-    WouldBlock,
     from_os_error,
 )
 
@@ -64,9 +72,6 @@ KIND = "POSIX message queue"
 #: Priorities go from 0 to MQ_PRIO_MAX - 1 (32768 on Linux).
 MQ_PRIO_MAX: int = _native.MQ_PRIO_MAX
 
-# The hot calls, bound once.
-_mq_send = _native.mq_send
-_mq_receive = _native.mq_receive
 _SYSCTL_DIR = "/proc/sys/fs/mqueue"
 
 
@@ -211,11 +216,7 @@ def _check_priority(priority: object) -> int:
     value = check_int(priority, "priority", minimum=0)
     if value >= MQ_PRIO_MAX:
         raise ValueError(f"priority must be < MQ_PRIO_MAX ({MQ_PRIO_MAX}), got {value}")
-    return value
-
-
-def _deadline_ns(timeout: float) -> int:
-    return Deadline(timeout).as_ns()
+    return int(value)
 
 
 # ---- notification ----------------------------------------------------------------
@@ -236,8 +237,12 @@ class _NotificationDispatcher:
         with self._lock:
             if self._pipe is None:
                 read_fd, write_fd = os.pipe()  # close-on-exec: a new program has no thread
+                mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [])
                 thread = threading.Thread(
-                    target=self._run, args=(read_fd,), name="unixipc-mq-notifications", daemon=True
+                    target=self._run,
+                    args=(read_fd, mask),
+                    name="unixipc-mq-notifications",
+                    daemon=True,
                 )
                 thread.start()
                 self._pipe = (read_fd, write_fd)
@@ -249,7 +254,10 @@ class _NotificationDispatcher:
         with self._lock:
             self._callbacks.pop(token, None)
 
-    def _run(self, read_fd: int) -> None:
+    def _run(self, read_fd: int, mask: set[_signal.Signals]) -> None:
+        # Our own thread takes no signal, so that one the program blocks in its
+        # threads to wait for (signals.wait) never reaches its default action here.
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         while True:
             try:
                 data = os.read(read_fd, 4 * 256)  # each write is one atomic 4-byte token
@@ -263,7 +271,10 @@ class _NotificationDispatcher:
                 if callback is not None:
                     with contextlib.suppress(RuntimeError):  # interpreter shutting down
                         threading.Thread(
-                            target=callback, name="unixipc-mq-notify", daemon=True
+                            target=_with_mask,
+                            args=(mask, callback),
+                            name="unixipc-mq-notify",
+                            daemon=True,
                         ).start()
 
     def forget_after_fork(self) -> None:
@@ -277,6 +288,12 @@ class _NotificationDispatcher:
             self._pipe = None
 
 
+def _with_mask(mask: set[_signal.Signals], callback: Callable[[], object]) -> None:
+    """Run a callback with the signal mask of the thread that first registered one."""
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+    callback()
+
+
 _dispatcher = _NotificationDispatcher()
 os.register_at_fork(after_in_child=_dispatcher.forget_after_fork)
 
@@ -284,42 +301,42 @@ os.register_at_fork(after_in_child=_dispatcher.forget_after_fork)
 # ---- the queue -------------------------------------------------------------------
 
 
-class PosixMessageQueue(Resource, _native.PosixQueueCore):
+class PosixMessageQueue(QueueBase, _native.PosixQueueCore):
     """An open POSIX message queue.
 
     Use :meth:`create`, :meth:`open` or :meth:`open_or_create`. ``max_messages``
     and ``max_message_size`` are the queue's attributes, read when it was opened.
-
-    ``send``, ``receive`` and ``receive_into`` are C methods (of the private base
-    ``_native.PosixQueueCore``) for well-formed calls; anything unusual goes to
-    the Python methods below them, which validate and explain.
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create")
 
     def __init__(self, name: str, mqd: int, readable: bool, writable: bool) -> None:
-        """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
+        """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`.
+
+        Takes ownership of ``mqd``: it is closed if this fails.
+        """
         self.name = name
         self.readable = readable
         self.writable = writable
-        self._mqd = mqd
         self._notify_token: int | None = None
         self._notify_signal = False
         try:
-            _, max_messages, max_message_size, _ = _native.mq_getattr(mqd)
+            self._adopt(mqd, name, Message)
+            try:
+                _, max_messages, max_message_size, _ = _native.mq_getattr(mqd)
+            except BaseException:
+                self.close()
+                raise
         except OSError as error:
-            _native.mq_close(mqd)
             raise from_os_error(error, KIND, name) from None
         self.max_messages: int = max_messages
         self.max_message_size: int = max_message_size
-        self._limit = max_message_size
-        self._label = name
-        self._result_type = Message
-        self._opened(name)
 
     # -- opening --
 
     @classmethod
+    @all_or_nothing
     def create(
         cls,
         name: str,
@@ -327,10 +344,17 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
         max_messages: int = 10,
         max_message_size: int = 8192,
         permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> PosixMessageQueue:
         """Create the queue ``name`` and open it for reading and writing.
 
-        The permissions are set exactly, whatever the umask.
+        The queue gets exactly ``permissions``, whatever the umask, and is never
+        more open than that: it is created owner-only, given ``group`` (a gid or
+        a group name; default: the creator's group), then ``permissions``.
+        Permissions that let every local user write (0o002) are refused unless
+        ``allow_world_writable=True``. If anything fails once the queue exists
+        (even a KeyboardInterrupt), it is removed before the error propagates.
 
         Raises:
             ResourceExistsError: ``name`` exists already.
@@ -338,24 +362,34 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
                 fs.mqueue.msg_max / msgsize_max (attributes too large), the
                 user's RLIMIT_MSGQUEUE bytes, or fs.mqueue.queues_max; the
                 message names the limit and its value.
+            PermissionDeniedError: not allowed to give it ``group``.
+            ValueError: world-writable ``permissions`` without
+                ``allow_world_writable``, or another bad argument.
         """
         name = check_posix_name(name)
         check_int(max_messages, "max_messages", minimum=1)
         check_int(max_message_size, "max_message_size", minimum=1)
-        permissions = check_permissions(permissions)
+        permissions = check_permissions(
+            permissions, allow_world_writable=allow_world_writable, maximum=0o777
+        )
+        gid = check_group(group)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+        created: list[int] = []  # the descriptor, noted by the C as mq_open returns
+        # If this creation fails from here on, the name goes (if it was made); the
+        # queue object, journaled as it opens, releases its descriptor.
+        on_failure(lambda: _native.mq_unlink(name) if created else None)
         try:
-            mqd = _native.mq_open(name, flags, permissions, max_messages, max_message_size)
+            mqd = _native.mq_open(
+                name, flags, creation_mode(permissions), max_messages, max_message_size, created
+            )
         except OSError as error:
             raise _open_error(error, name, (max_messages, max_message_size)) from None
+        queue = cls._make(name, mqd, readable=True, writable=True)
         try:
-            os.fchmod(mqd, permissions)  # mq_open applied the umask
+            finish(mqd, permissions, gid)
         except OSError as error:
-            _native.mq_close(mqd)
-            with contextlib.suppress(OSError):
-                _native.mq_unlink(name)
             raise from_os_error(error, KIND, name) from None
-        return cls(name, mqd, readable=True, writable=True)
+        return queue
 
     @classmethod
     def open(cls, name: str, *, read: bool = True, write: bool = True) -> PosixMessageQueue:
@@ -375,7 +409,7 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
             mqd = _native.mq_open(name, flags, 0, -1, -1)
         except OSError as error:
             raise _open_error(error, name, None) from None
-        return cls(name, mqd, readable=read, writable=write)
+        return cls._make(name, mqd, readable=read, writable=write)
 
     @classmethod
     def open_or_create(
@@ -385,102 +419,111 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
         max_messages: int = 10,
         max_message_size: int = 8192,
         permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
     ) -> PosixMessageQueue:
-        """Open ``name`` for reading and writing, creating it if it does not exist.
+        """Open ``name`` for reading and writing, creating it (as :meth:`create`
+        does) if it does not exist.
 
-        An existing queue keeps its own attributes and permissions.
+        An existing queue keeps its own attributes, permissions and group.
 
         Raises:
             ResourceLimitError: creating it hit a kernel limit (see :meth:`create`).
             PermissionDeniedError: the existing queue's permissions forbid access.
         """
         name = check_posix_name(name)
-        check_int(max_messages, "max_messages", minimum=1)
-        check_int(max_message_size, "max_message_size", minimum=1)
-        check_permissions(permissions)
-        while True:
-            try:
-                return cls.create(
-                    name,
-                    max_messages=max_messages,
-                    max_message_size=max_message_size,
-                    permissions=permissions,
-                )
-            except ResourceExistsError:
-                pass
-            try:
-                return cls.open(name)
-            except FileNotFoundError:
-                continue  # removed between our two calls: try again
+        check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
+        return open_or_create(
+            lambda: cls.create(
+                name,
+                max_messages=max_messages,
+                max_message_size=max_message_size,
+                permissions=permissions,
+                group=group,
+                allow_world_writable=allow_world_writable,
+            ),
+            lambda: cls.open(name),
+        )
 
     # -- messages --
 
-    def _send_slow(
-        self, message: object, *, priority: int = 0, timeout: float | None = None
-    ) -> None:
-        """``send`` for the calls its C fast path does not take."""
-        # One C call checks the priority, compares the length with
-        # max_message_size (returning it, unsent, if larger) and sends; when it
-        # refuses an argument, the validators below raise the error naming it.
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
-        try:
-            refused = _mq_send(
-                self._mqd, message, priority, deadline, self.name, self.max_message_size
-            )
-        except OSError as error:
-            raise self._error(error, "send to", timeout) from None
-        except (TypeError, ValueError, OverflowError, BufferError):
-            _check_priority(priority)  # raise the error naming the argument
-            _nbytes(message)
-            raise
-        if refused is not None:
-            self._check_open()
+    @native_method(_native.PosixQueueCore.send)
+    def send(self, message: Buffer, /, *, priority: int = 0, timeout: float | None = None) -> None:
+        """Put ``message`` (any bytes-like object) on the queue with ``priority``.
+
+        Blocks while the queue is full: ``timeout=None`` (or ``math.inf``) waits,
+        ``0`` tries once, a positive number of seconds waits at most that long,
+        measured on the monotonic clock.
+
+        Raises:
+            MessageTooLarge: larger than ``max_message_size`` (nothing is sent).
+            WouldBlock: ``timeout=0`` and the queue is full.
+            TimeoutExpired: still full when ``timeout`` ran out.
+            ValueError: ``priority`` is not between 0 and ``MQ_PRIO_MAX - 1``.
+        """
+
+    @native_method(_native.PosixQueueCore.receive)
+    def receive(self, *, timeout: float | None = None) -> Message:  # type: ignore[empty-body]
+        """Take the oldest message of the highest priority: ``Message(data, priority)``.
+
+        Raises:
+            WouldBlock: ``timeout=0`` and the queue is empty.
+            TimeoutExpired: still empty when ``timeout`` ran out.
+        """
+
+    @native_method(_native.PosixQueueCore.receive_into)
+    def receive_into(  # type: ignore[empty-body]
+        self, buffer: Buffer, /, *, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """Receive the next message into ``buffer``; return ``(nbytes, priority)``.
+
+        ``buffer`` is a writable bytes-like object of at least ``max_message_size``
+        bytes (the kernel requires room for the largest message the queue accepts).
+
+        Raises:
+            MessageTooLarge: ``buffer`` is smaller than ``max_message_size`` (no
+                message is taken).
+            WouldBlock: ``timeout=0`` and the queue is empty.
+            TimeoutExpired: still empty when ``timeout`` ran out.
+        """
+
+    def _send_slow(self, message: object, *, priority: object = 0, timeout: object = None) -> None:
+        """``send`` for the calls its C fast path does not take: validate, then send."""
+        self._check_open()
+        size = nbytes(message)
+        priority = _check_priority(priority)
+        seconds = plain_timeout(timeout)
+        if size > self._send_limit:
             raise MessageTooLarge(
-                f"{self.describe()}: a message of {refused} bytes exceeds its "
+                f"{self.describe()}: a message of {size} bytes exceeds its "
                 f"max_message_size of {self.max_message_size}"
             )
+        _core_send(self, check_bytes_like(message), priority=priority, timeout=seconds)
 
-    def _receive_slow(self, *, timeout: float | None = None) -> Message:
+    def _receive_slow(self, *, timeout: object = None) -> Message:
         """``receive`` for the calls its C fast path does not take."""
-        try:
-            return _mq_receive(
-                self._mqd,
-                self.max_message_size,
-                -1 if timeout is None else _deadline_ns(timeout),
-                self.name,
-                Message,
-            )
-        except OSError as error:
-            raise self._error(error, "receive from", timeout) from None
-
-    def _receive_into_slow(
-        self, buffer: object, *, timeout: float | None = None
-    ) -> tuple[int, int]:
-        """``receive_into`` for the calls its C fast path does not take."""
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
-        try:
-            return _native.mq_receive_into(self._mqd, buffer, deadline, self.name)  # type: ignore[arg-type]
-        except (TypeError, BufferError):
-            raise TypeError(
-                f"buffer must be a writable, contiguous bytes-like object, "
-                f"not {type(buffer).__name__}"
-            ) from None
-        except OSError as error:
-            if error.errno == errno.EMSGSIZE:
-                raise MessageTooLarge(
-                    f"{self.describe()}: a buffer of {_nbytes(buffer)} bytes is smaller than "
-                    f"its max_message_size of {self.max_message_size}; no message was taken"
-                ) from None
-            raise self._error(error, "receive from", timeout) from None
-
-    def _error(self, error: OSError, what: str, timeout: float | None) -> IPCError:
-        """The exception for a failed send or receive (the slow path)."""
         self._check_open()
+        return _core_receive(self, timeout=plain_timeout(timeout))
+
+    def _receive_into_slow(self, buffer: object, *, timeout: object = None) -> tuple[int, int]:
+        """``receive_into`` for the calls its C fast path does not take."""
+        self._check_open()
+        seconds = plain_timeout(timeout)
+        view = writable_view(buffer)
+        if view.nbytes < self._limit:
+            raise MessageTooLarge(
+                f"{self.describe()}: a buffer of {view.nbytes} bytes is smaller than "
+                f"its max_message_size of {self.max_message_size}; no message was taken"
+            )
+        return _core_receive_into(self, view, timeout=seconds)
+
+    def _error(self, error: OSError, what: str, timeout: object) -> IPCError:
+        """The exception for a failed send or receive."""
+        self._check_open()
+        waited = self._wait_error(error, what, timeout)
+        if waited is not None:
+            return waited
         code = error.errno
-        if code == errno.ETIMEDOUT:
-            return Deadline(timeout).error(f"{what} {self.describe()}")
-        if code == errno.EAGAIN:
-            return WouldBlock(f"{what} {self.describe()} would block")
         if code == errno.EBADF:
             access = "writing" if what.startswith("send") else "reading"
             return IPCOSError(code, f"{self.describe()} was not opened for {access}", self.name)
@@ -494,14 +537,14 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
         """The queue's descriptor: on Linux it works with select, poll, selectors
         and asyncio (readable when a message waits, writable when there is room)."""
         self._check_open()
-        return self._mqd
+        return self._handle
 
     def info(self) -> PosixMessageQueueInfo:
         """The queue's attributes, current message count, permissions and owner."""
         self._check_open()
         try:
-            _, max_messages, max_message_size, current = _native.mq_getattr(self._mqd)
-            status = os.fstat(self._mqd)
+            _, max_messages, max_message_size, current = _native.mq_getattr(self._handle)
+            status = os.fstat(self._handle)
         except OSError as error:
             raise from_os_error(error, KIND, self.name) from None
         return PosixMessageQueueInfo(
@@ -515,16 +558,23 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
         )
 
     def request_notification(
-        self, callback: Callable[[], object] | None = None, *, signal: int | None = None
+        self,
+        callback: Callable[[], object] | None = None,
+        *,
+        signal: int | None = None,
+        value: int = 0,
     ) -> None:
         """Ask to be told when a message arrives in the empty queue (mq_notify).
 
         With ``callback``, ``callback()`` runs in a new thread; with ``signal``,
-        that signal is sent to this process; with neither, a request made through
-        this handle is cancelled. As in POSIX the request is one-shot (request
-        again to re-arm, e.g. from the callback), only one process at a time can
-        hold one, and none fires while a process is blocked in ``receive``.
-        A new request through this handle replaces its earlier one.
+        that signal is sent to this process carrying ``value`` (a C ``int``),
+        which a :func:`unixipc.signals.wait` or ``SignalReceiver`` gets as
+        ``SignalInfo.value`` (code ``SI_MESGQ``, with the sender's pid and uid);
+        with neither, a request made through this handle is cancelled. As in
+        POSIX the request is one-shot (request again to re-arm, e.g. from the
+        callback), only one process at a time can hold one, and none fires while
+        a process is blocked in ``receive``. A new request through this handle
+        replaces its earlier one.
 
         Raises:
             IPCOSError: another process holds the queue's notification (EBUSY).
@@ -538,15 +588,20 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
             raise ValueError(
                 f"signal must be a signal number (1 to {_signal.NSIG - 1}), got {signal_number}"
             )
+        check_int(value, "value")
+        if not -(2**31) <= value < 2**31:
+            raise ValueError(f"value must fit in a C int (32 bits), got {value}")
+        if value and signal_number is None:
+            raise ValueError("value goes with a signal: give signal= too")
         self._check_open()
         self._cancel_notification()
         try:
             if callback is not None:
                 pipe_fd, token = _dispatcher.add(callback)
                 self._notify_token = token
-                _native.mq_notify_pipe(self._mqd, pipe_fd, token, self.name)
+                _native.mq_notify_pipe(self._handle, pipe_fd, token, self.name)
             elif signal_number is not None:
-                _native.mq_notify_signal(self._mqd, signal_number, self.name)
+                _native.mq_notify_signal(self._handle, signal_number, value, self.name)
                 self._notify_signal = True
         except OSError as error:
             self._forget_notification()
@@ -561,7 +616,7 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
     def _cancel_notification(self) -> None:
         if self._notify_token is not None or self._notify_signal:
             with contextlib.suppress(OSError):
-                _native.mq_notify_signal(self._mqd, 0, self.name)
+                _native.mq_notify_signal(self._handle, 0, 0, self.name)
             self._forget_notification()
 
     def _forget_notification(self) -> None:
@@ -578,11 +633,12 @@ class PosixMessageQueue(Resource, _native.PosixQueueCore):
         """
         unlink(self.name)
 
-    def _release(self) -> None:
+    def _close_handle(self, handle: int) -> None:
         self._forget_notification()  # closing the descriptor cancels it in the kernel
-        mqd, self._mqd = self._mqd, -1  # a stale number could be reused: never call with it
-        _native.mq_close(mqd)
+        _native.mq_close(handle)
 
 
-def _nbytes(message: object) -> int:
-    return check_bytes_like(message, "message").nbytes
+# The C methods that the slow paths call with validated arguments.
+_core_send = _native.PosixQueueCore._send_plain
+_core_receive = _native.PosixQueueCore._receive_plain
+_core_receive_into = _native.PosixQueueCore._receive_into_plain

@@ -44,11 +44,18 @@ from ._resource import Resource
 from .errors import ResourceLimitError, from_os_error
 
 __all__ = (
+    "SI_MESGQ",
+    "SI_QUEUE",
+    "SI_TIMER",
+    "SI_TKILL",
+    "SI_USER",
     "SignalInfo",
     "SignalReceiver",
     "blocked",
+    "code_name",
     "name",
     "number",
+    "pending",
     "send",
     "send_to_thread",
     "wait",
@@ -56,8 +63,38 @@ __all__ = (
 
 KIND = "signal"
 
-#: si_code of a signal sent by sigqueue(3): only then does ``value`` mean something.
+#: si_code of a signal sent by kill(2).
+SI_USER: int = _native.SI_USER
+#: si_code of a signal sent by sigqueue(3), with a value.
 SI_QUEUE: int = _native.SI_QUEUE
+#: si_code of a POSIX timer's expiry (timer_create), with the timer's value.
+SI_TIMER: int = _native.SI_TIMER
+#: si_code of a POSIX message queue's notification (mq_notify), with its value.
+SI_MESGQ: int = _native.SI_MESGQ
+#: si_code of a signal sent to one thread (tgkill, pthread_kill).
+SI_TKILL: int = _native.SI_TKILL
+
+_CODE_NAMES = {
+    SI_USER: "SI_USER",
+    _native.SI_KERNEL: "SI_KERNEL",
+    SI_QUEUE: "SI_QUEUE",
+    SI_TIMER: "SI_TIMER",
+    SI_MESGQ: "SI_MESGQ",
+    _native.SI_ASYNCIO: "SI_ASYNCIO",
+    _native.SI_SIGIO: "SI_SIGIO",
+    SI_TKILL: "SI_TKILL",
+}
+# SIGCHLD's own codes (what happened to the child), from <signal.h>.
+_CHILD_CODE_NAMES = {
+    1: "CLD_EXITED",
+    2: "CLD_KILLED",
+    3: "CLD_DUMPED",
+    4: "CLD_TRAPPED",
+    5: "CLD_STOPPED",
+    6: "CLD_CONTINUED",
+}
+# The codes whose siginfo carries a sender's value (si_value).
+_CODES_WITH_VALUE = frozenset({SI_QUEUE, SI_TIMER, SI_MESGQ, _native.SI_ASYNCIO})
 
 _UNCATCHABLE = frozenset({_signal.SIGKILL, _signal.SIGSTOP})
 
@@ -113,6 +150,23 @@ def name(signo: int) -> str:
         return f"SIG{signo}"
 
 
+def code_name(code: int, signo: int | None = None) -> str:
+    """The name of an ``si_code``: ``"SI_QUEUE"``, ``"SI_USER"``, ``"SI_MESGQ"``...
+
+    Codes that the kernel gives per signal are named for SIGCHLD (``"CLD_EXITED"``)
+    when ``signo`` says so; other codes are shown as their number.
+    """
+    if signo == _signal.SIGCHLD and code in _CHILD_CODE_NAMES:
+        return _CHILD_CODE_NAMES[code]
+    return _CODE_NAMES.get(code, str(code))
+
+
+def pending() -> frozenset[int]:
+    """The signals pending for the calling thread or its process (sigpending(2)):
+    sent while blocked, not yet delivered or accepted."""
+    return frozenset(int(signo) for signo in _signal.sigpending())
+
+
 def _signal_set(signals: Iterable[SignalSpec] | SignalSpec, *, waitable: bool) -> frozenset[int]:
     if isinstance(signals, (int, str)):
         signals = [signals]
@@ -128,16 +182,20 @@ def _signal_set(signals: Iterable[SignalSpec] | SignalSpec, *, waitable: bool) -
     return numbers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SignalInfo:
     """One accepted signal, from its siginfo.
 
-    ``code`` is the siginfo's ``si_code``: ``SI_USER`` (0) for kill(2),
-    ``SI_QUEUE`` (-1) for sigqueue(3), ``SI_TKILL`` (-6) for pthread_kill (or
-    ``SI_USER``, on recent kernels), positive for signals raised by the kernel.
-    ``pid`` and ``uid`` identify the sender (for ``SI_USER``/``SI_QUEUE``/
-    ``SI_TKILL``). ``value`` is the integer a sender passed to sigqueue, or
-    None when the signal carries none.
+    ``code`` is the siginfo's ``si_code`` (:func:`code_name` names it):
+    ``SI_USER`` (0) for kill(2), ``SI_QUEUE`` (-1) for sigqueue(3), ``SI_TIMER``
+    (-2) for a POSIX timer, ``SI_MESGQ`` (-3) for a message queue's notification,
+    ``SI_TKILL`` (-6) for pthread_kill (or ``SI_USER``, on recent kernels),
+    positive for signals raised by the kernel. ``pid`` and ``uid`` identify the
+    sender (for ``SI_USER``, ``SI_QUEUE``, ``SI_MESGQ``, ``SI_TKILL``; 0 for a
+    timer). ``value`` is the integer the sender attached (sigqueue's value, the
+    timer's or the notification's ``sigev_value``), or None when the signal
+    carries none. ``repr()`` shows the names, as ``unixipc signal wait`` does:
+    ``SignalInfo(signal=SIGRTMIN+2, code=SI_QUEUE, pid=4242, uid=1000, value=7)``.
     """
 
     signal: int
@@ -151,9 +209,22 @@ class SignalInfo:
         """The signal's name, such as ``"SIGUSR1"`` or ``"SIGRTMIN+2"``."""
         return name(self.signal)
 
+    @property
+    def code_name(self) -> str:
+        """The name of ``code``, such as ``"SI_QUEUE"`` (see :func:`code_name`)."""
+        return code_name(self.code, self.signal)
+
+    def __repr__(self) -> str:
+        return (
+            f"SignalInfo(signal={self.name}, code={self.code_name}, pid={self.pid}, "
+            f"uid={self.uid}, value={self.value})"
+        )
+
     @classmethod
     def _from_raw(cls, signo: int, code: int, pid: int, uid: int, value: int) -> SignalInfo:
-        return cls(signo, code, pid, uid, value if code == SI_QUEUE else None)
+        if code == SI_TIMER:  # the siginfo's pid and uid fields hold the timer's id and overrun
+            pid = uid = 0
+        return cls(signo, code, pid, uid, value if code in _CODES_WITH_VALUE else None)
 
 
 def send(pid: int, signal: SignalSpec, *, value: int | None = None) -> None:
@@ -170,8 +241,12 @@ def send(pid: int, signal: SignalSpec, *, value: int | None = None) -> None:
         PermissionDeniedError: not allowed to signal it.
         ResourceLimitError: the receiver's queue of pending signals is full
             (sigqueue's EAGAIN, limited by RLIMIT_SIGPENDING).
+        ValueError: ``pid`` does not fit a C pid_t (32 bits), or ``value``
+            does not fit a C int.
     """
     pid = check_int(pid, "pid")
+    if not -(2**31) <= pid < 2**31:
+        raise ValueError(f"pid must fit in a C pid_t (32 bits), got {pid}")
     signo = 0 if signal == 0 else number(signal)
     if value is not None:
         value = check_int(value, "value")

@@ -45,12 +45,14 @@ import stat
 import struct
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from multiprocessing import reduction
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Final, Literal, TypeVar, overload
 
 from ._deadline import Deadline, wait_fd
-from ._names import check_bytes_like, check_int, check_path, check_permissions
+from ._names import check_bytes_like, check_group, check_int, check_path, check_permissions
+from ._permissions import identity, new_node
+from ._resource import all_or_nothing, on_failure
 from .errors import (
     ClosedResourceError,
     EndOfChannel,
@@ -63,6 +65,7 @@ from .errors import (
 )
 
 __all__ = (
+    "ANY_UID",
     "FRAME_HEADER_SIZE",
     "MAX_FRAME_SIZE",
     "BoundUnixSocket",
@@ -74,6 +77,7 @@ __all__ = (
     "join_group",
     "leave_group",
     "peek",
+    "peer_admitted",
     "peer_credentials",
     "receive_datagram",
     "receive_exactly",
@@ -86,6 +90,7 @@ __all__ = (
     "send_datagram",
     "send_fds",
     "send_message",
+    "send_with_credentials",
     "tcp_connect",
     "tcp_listen",
     "udp_socket",
@@ -904,6 +909,63 @@ def peer_credentials(sock: socket.socket) -> Credentials:
     return Credentials(pid, uid, gid)
 
 
+def send_with_credentials(
+    sock: socket.socket,
+    data: Any,
+    *,
+    pid: int | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    address: Any = None,
+    timeout: float | None = None,
+) -> None:
+    """Send ``data`` with explicit credentials attached (SCM_CREDENTIALS).
+
+    The receiver reads them with :func:`receive_with_credentials` (or C's
+    ``recvmsg`` with SO_PASSCRED). Each of ``pid``, ``uid``, ``gid`` defaults to
+    this process's own (pid, effective uid and gid), which anyone may send; the
+    kernel lets only a privileged process claim others (CAP_SYS_ADMIN for a pid,
+    CAP_SETUID for a uid, CAP_SETGID for a gid). ``data`` must not be empty on a
+    stream socket (the credentials travel with its first byte). ``address`` is
+    for unconnected datagram sockets.
+
+    Raises:
+        PermissionDeniedError: the credentials are not ours to claim (EPERM).
+        PeerDied: the peer has gone; never SIGPIPE.
+        WouldBlock, TimeoutExpired: the socket's buffer stayed full.
+    """
+    view = check_bytes_like(data)
+    credentials = Credentials(
+        os.getpid() if pid is None else _check_id(pid, "pid", signed=True),
+        os.geteuid() if uid is None else _check_id(uid, "uid"),
+        os.getegid() if gid is None else _check_id(gid, "gid"),
+    )
+    deadline = Deadline(timeout)
+    _check_socket(sock)
+    _check_unix(sock, "send_with_credentials")
+    if not len(view) and sock.type == socket.SOCK_STREAM:
+        raise ValueError("data must hold at least one byte to carry the credentials")
+    control = [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, _UCRED.pack(*astuple(credentials)))]
+
+    def send(flags: int) -> int:
+        if address is None:
+            return sock.sendmsg([view], control, flags | _NOSIGNAL)
+        return sock.sendmsg([view], control, flags | _NOSIGNAL, address)
+
+    sent = _retry(
+        sock, select.POLLOUT, deadline, lambda: f"sending credentials on {_describe(sock)}", send
+    )
+    if sent < len(view):  # a stream took part of it: the credentials went with that part
+        _send_buffers(sock, [view[sent:]], deadline)
+
+
+def _check_id(value: object, argument: str, *, signed: bool = False) -> int:
+    number = check_int(value, argument, minimum=0)
+    if number >= (2**31 if signed else 2**32 - 1):
+        raise ValueError(f"{argument} does not fit its C type, got {number}")
+    return number
+
+
 def receive_with_credentials(
     sock: socket.socket, max_data: int = 65536, *, timeout: float | None = None
 ) -> tuple[bytes, Credentials | None]:
@@ -1041,26 +1103,36 @@ class BoundUnixSocket(socket.socket):
 class UnixListener(BoundUnixSocket, Listener):
     """A listening UNIX stream or seqpacket socket (see :func:`unix_listen`).
 
-    With ``allowed_uids``, ``accept`` closes connections from other users at
-    once (checked with SO_PEERCRED) and keeps waiting; ``rejected_peers``
-    counts them.
+    With ``allowed_uids`` or ``allowed_gids``, ``accept`` closes connections
+    from other users at once (checked with the kernel's SO_PEERCRED) and keeps
+    waiting; ``rejected_peers`` counts them. An abstract listener has
+    ``allowed_uids == {os.geteuid()}`` unless told otherwise.
     """
 
     allowed_uids: frozenset[int] | None = None
+    allowed_gids: frozenset[int] | None = None
     rejected_peers: int = 0
 
     def _admit(self, connection: socket.socket) -> bool:
-        if self.allowed_uids is None:
-            return True
-        try:
-            uid = peer_credentials(connection).uid
-        except (OSError, IPCError):
-            uid = -1
-        if uid in self.allowed_uids:
+        if peer_admitted(connection, self.allowed_uids, self.allowed_gids):
             return True
         self.rejected_peers += 1
         connection.close()
         return False
+
+
+def peer_admitted(
+    connection: socket.socket, uids: frozenset[int] | None, gids: frozenset[int] | None
+) -> bool:
+    """Whether the peer of a UNIX ``connection`` may stay: its uid is in ``uids``
+    or its gid in ``gids`` (SO_PEERCRED); everyone when both are None."""
+    if uids is None and gids is None:
+        return True
+    try:
+        peer = peer_credentials(connection)
+    except (OSError, IPCError):
+        return False
+    return (uids is not None and peer.uid in uids) or (gids is not None and peer.gid in gids)
 
 
 def _rebuild(
@@ -1109,6 +1181,8 @@ def _remove_leftover(path: str) -> None:
     of which disturbs the live server (no connection is queued); a file with no
     socket behind it gives ECONNREFUSED.
     """
+    if not os.path.lexists(path):  # the usual case, without raising and catching
+        return
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -1155,15 +1229,65 @@ def _unix_address(path: object, abstract: bool) -> tuple[str, str]:
     return ("\0" + text, "@" + text) if abstract else (text, text)
 
 
+#: ``allowed_uids=ANY_UID``: admit every local user, even on an abstract socket.
+ANY_UID: Final = "any"
+
+
+def _id_set(ids: object, argument: str) -> frozenset[int] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(f"{argument} must be an iterable of ints")
+    checked = frozenset(check_int(one, f"{argument} item", minimum=0) for one in ids)
+    if not checked:
+        raise ValueError(f"{argument} must not be empty (it would refuse everyone)")
+    return checked
+
+
+def _peer_sets(
+    kind: str,
+    abstract: bool,
+    allowed_uids: object,
+    allowed_gids: object,
+) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """Who a listener admits: (uids, gids), None meaning no check of that kind.
+
+    An abstract socket has no file permissions, so by default only our own uid
+    may connect (the pattern of CPython's CVE-2022-42919); ``ANY_UID`` opens it.
+    """
+    if allowed_uids == ANY_UID:
+        uids = None
+    elif allowed_uids is None and allowed_gids is None and abstract:
+        if kind == "datagram":
+            raise ValueError(
+                "an abstract datagram socket takes datagrams from every local user and "
+                "has no connections to check: pass allowed_uids=sockets.ANY_UID if that "
+                "is meant (and check senders with receive_with_credentials), or bind a "
+                "socket file, whose permissions protect it"
+            )
+        uids = frozenset({os.geteuid()})
+    else:
+        uids = _id_set(allowed_uids, "allowed_uids")
+    gids = _id_set(allowed_gids, "allowed_gids")
+    if kind == "datagram" and (uids is not None or gids is not None):
+        raise ValueError(
+            "allowed_uids and allowed_gids need connections: use kind='stream' or 'seqpacket'"
+        )
+    return uids, gids
+
+
 @overload
 def unix_listen(
     path: str | os.PathLike[str],
     *,
     kind: Literal["stream", "seqpacket"] = ...,
     permissions: int = ...,
+    group: int | str | None = ...,
+    allow_world_writable: bool = ...,
     backlog: int = ...,
     abstract: bool = ...,
-    allowed_uids: Iterable[int] | None = ...,
+    allowed_uids: Iterable[int] | Literal["any"] | None = ...,
+    allowed_gids: Iterable[int] | None = ...,
 ) -> UnixListener: ...
 @overload
 def unix_listen(
@@ -1171,94 +1295,111 @@ def unix_listen(
     *,
     kind: Literal["datagram"],
     permissions: int = ...,
+    group: int | str | None = ...,
+    allow_world_writable: bool = ...,
     backlog: int = ...,
     abstract: bool = ...,
-    allowed_uids: None = ...,
+    allowed_uids: Literal["any"] | None = ...,
+    allowed_gids: None = ...,
 ) -> BoundUnixSocket: ...
+@all_or_nothing
 def unix_listen(
     path: str | os.PathLike[str],
     *,
     kind: Kind = "stream",
     permissions: int = 0o600,
+    group: int | str | None = None,
+    allow_world_writable: bool = False,
     backlog: int = 128,
     abstract: bool = False,
-    allowed_uids: Iterable[int] | None = None,
+    allowed_uids: Iterable[int] | Literal["any"] | None = None,
+    allowed_gids: Iterable[int] | None = None,
 ) -> UnixListener | BoundUnixSocket:
     """Bind a UNIX socket at ``path`` and, for stream and seqpacket, listen on it.
 
     A leftover socket file with nobody behind it is replaced; a live listener's
     file is never touched (:class:`ResourceExistsError`), nor is anything that
-    is not a socket. unixipc processes take an flock(2) on the directory while
-    they check and replace, so two of them racing for the same stale path
-    cannot both win.
+    is not a socket (a symlink is not followed). unixipc processes take an
+    flock(2) on the directory while they check and replace, so two of them
+    racing for the same stale path cannot both win.
 
     The file gets exactly ``permissions`` whatever the umask, and never more
-    than that at any moment: the socket's mode is set to ``permissions`` before
-    bind(2) (which then applies the umask, so it can only take bits away), and
-    the file is chmod-ed to ``permissions`` before listen(2), i.e. before anyone
-    can connect. Connecting needs write permission on the file.
+    than that at any moment: it is made owner-only (bind applies the umask,
+    which can only take bits away), given ``group`` (a gid or a group name),
+    then ``permissions``, through a descriptor that follows no symlink, all
+    before listen(2), i.e. before anyone can connect. Connecting needs write
+    permission on the file, so permissions that let every local user write
+    (0o002) are refused unless ``allow_world_writable=True``.
 
     ``abstract=True`` uses the Linux abstract namespace (``path`` is then a
-    name, not a file): **no file permissions protect it**; any process in the
-    network namespace may connect, so use ``allowed_uids``; ``permissions``
-    must be left at its default. ``allowed_uids`` (stream and seqpacket)
-    makes ``accept`` close connections from other users (SO_PEERCRED).
+    name, not a file). **No file permissions protect it**: any process in the
+    network namespace may connect. So an abstract listener admits only this
+    process's own effective uid by default (checked with SO_PEERCRED when a
+    connection is accepted; others are closed at once and counted in
+    ``rejected_peers``): name others with ``allowed_uids``/``allowed_gids``,
+    or pass ``allowed_uids=ANY_UID`` to admit everyone. ``permissions`` and
+    ``group`` must be left at their defaults there.
+
+    ``allowed_uids`` and ``allowed_gids`` (stream and seqpacket) make
+    ``accept`` close connections from users whose uid is in neither set, for
+    socket files too.
 
     A datagram socket (``kind="datagram"``) is bound only: receive with
     :func:`receive_datagram`; peers send from their own bound sockets
-    (:func:`unix_connect` binds them automatically). Like listeners, the
-    returned socket is non-blocking underneath (``gettimeout()`` is 0.0);
+    (:func:`unix_connect` binds them automatically). It has no connections to
+    check, so an abstract one needs ``allowed_uids=ANY_UID``. Like listeners,
+    the returned socket is non-blocking underneath (``gettimeout()`` is 0.0);
     the functions of this module still block as their ``timeout`` says.
 
     Raises:
         ResourceExistsError: a live socket or a non-socket file is at ``path``,
             or the abstract name is in use.
         ResourceNotFoundError: the directory does not exist.
-        PermissionDeniedError: the directory or the leftover file is not writable.
+        PermissionDeniedError: the directory or the leftover file is not
+            writable, or ``group`` is not one of ours.
         ValueError, TypeError: bad arguments (before any system call).
     """
     socket_type = _check_kind(kind)
     address, name = _unix_address(path, abstract)
-    permissions = check_permissions(permissions)
-    if permissions & ~0o777:
+    permissions = check_permissions(
+        permissions, allow_world_writable=allow_world_writable, maximum=0o777
+    )
+    gid = check_group(group)
+    if abstract and (permissions != 0o600 or gid is not None):
         raise ValueError(
-            f"permissions for a socket file must be within 0o777, got {oct(permissions)}"
+            "abstract sockets have no file permissions or group; use allowed_uids instead"
         )
-    if abstract and permissions != 0o600:
-        raise ValueError("abstract sockets have no file permissions; use allowed_uids instead")
     check_int(backlog, "backlog", minimum=0)
-    uids: frozenset[int] | None = None
-    if allowed_uids is not None:
-        if kind == "datagram":
-            raise ValueError("allowed_uids needs connections: use kind='stream' or 'seqpacket'")
-        if isinstance(allowed_uids, (str, bytes)) or not isinstance(allowed_uids, Iterable):
-            raise TypeError("allowed_uids must be an iterable of ints")
-        uids = frozenset(check_int(uid, "allowed_uids item", minimum=0) for uid in allowed_uids)
-        if not uids:
-            raise ValueError("allowed_uids must not be empty (it would refuse everyone)")
+    uids, gids = _peer_sets(kind, abstract, allowed_uids, allowed_gids)
     cls: type[BoundUnixSocket] = BoundUnixSocket if kind == "datagram" else UnixListener
-    sock = cls(socket.AF_UNIX, socket_type | socket.SOCK_CLOEXEC)
+    # The object first, the descriptor in it next: whatever interrupts this
+    # (a signal handler raising), nothing is left open and unreachable.
+    sock = cls.__new__(cls)
+    on_failure(sock.close)  # if this creation fails, even after the block below
     try:
+        socket.socket.__init__(sock, socket.AF_UNIX, socket_type | socket.SOCK_CLOEXEC)
         if abstract:
             try:
                 sock.bind(address)
             except OSError as error:
                 raise from_os_error(error, "abstract UNIX socket", name) from None
         else:
-            os.fchmod(sock.fileno(), permissions)
+
+            def bind(mode: int) -> None:
+                os.fchmod(sock.fileno(), mode)  # the file's mode, less the umask
+                sock.bind(address)
+
             with _directory_locked(address):
                 _remove_leftover(address)
-                try:
-                    sock.bind(address)
-                    os.chmod(address, permissions)  # put back the bits the umask took
-                    info = os.lstat(address)
-                except OSError as error:
-                    raise from_os_error(error, "UNIX socket", name) from None
-            sock._identity = (info.st_dev, info.st_ino)
+                with new_node(
+                    address, bind, stat.S_IFSOCK, permissions, gid, "UNIX socket"
+                ) as node:
+                    sock._identity = identity(os.fstat(node))
         sock.path = name if not abstract else name[1:]
         sock.abstract = abstract
         if isinstance(sock, UnixListener):
             sock.allowed_uids = uids
+            sock.allowed_gids = gids
             sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:

@@ -20,21 +20,29 @@ from __future__ import annotations
 import errno
 import struct
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _native
-from ._deadline import Deadline, check_timeout
-from ._names import check_bytes_like, check_int, check_permissions, check_sysv_key
-from ._resource import Resource
-from ._sysv import IPC_PRIVATE, format_key
+from ._names import (
+    check_bytes_like,
+    check_group,
+    check_int,
+    check_permissions,
+    check_sysv_key,
+)
+from ._queue import QueueBase, native_method, nbytes, plain_timeout, writable_view
+from ._resource import all_or_nothing, open_or_create
+from ._sysv import IPC_PRIVATE, SysVKind, check_open_key, format_key, public_key
 from .errors import (
     IPCError,
     MessageTooLarge,
     PermissionDeniedError,
     UnsupportedFeature,
-    WouldBlock,
     from_os_error,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = (
     "SysVMessage",
@@ -48,12 +56,7 @@ __all__ = (
 KIND = "System V message queue"
 
 _LONG_MAX = 2 ** (8 * struct.calcsize("l") - 1) - 1  # message types are C longs
-_NO_DEADLINE = -1
-# The hot calls, bound once.
-_msgsnd = _native.msgsnd
-_msgrcv = _native.msgrcv
-_IPC_NOWAIT = _native.IPC_NOWAIT
-_MSG_NOERROR = _native.MSG_NOERROR
+_ULONG_MAX = 2 ** (8 * struct.calcsize("L")) - 1  # max_bytes is a C unsigned long
 _MSG_EXCEPT = _native.MSG_EXCEPT
 
 
@@ -66,8 +69,9 @@ class SysVMessage(NamedTuple):
 
 @dataclass(frozen=True)
 class SysVMessageQueueInfo:
-    """What ``SysVMessageQueue.info()`` reports (IPC_STAT). Times are seconds since
-    the epoch, 0 for never."""
+    """What ``SysVMessageQueue.info()`` reports (IPC_STAT). ``key`` is in unsigned
+    32-bit form (as ``ipcs`` shows it). Times are seconds since the epoch, 0 for
+    never."""
 
     key: int
     id: int
@@ -94,61 +98,66 @@ def _kernel_limit(name: str, default: int) -> int:
         return default
 
 
-def _check_key_to_open(key: object) -> int:
-    value = check_sysv_key(key)
-    if value == IPC_PRIVATE:
-        raise ValueError("IPC_PRIVATE names no existing queue; use SysVMessageQueue.open_id(id)")
-    return value
-
-
-def _check_sysv_permissions(permissions: object) -> int:
-    bits = check_permissions(permissions)
-    if bits > 0o777:
-        raise ValueError(f"permissions must be between 0 and 0o777 for System V, got {oct(bits)}")
-    return bits
-
-
-def _timeout_flags(timeout: float) -> tuple[int, int]:
-    """(flags, deadline_ns) for a timeout that is not None."""
-    seconds = check_timeout(timeout)
-    if seconds == 0:
-        return _IPC_NOWAIT, _NO_DEADLINE
-    return 0, Deadline(seconds).as_ns()
+def _check_sysv_permissions(permissions: object, allow_world_writable: bool = True) -> int:
+    return check_permissions(permissions, allow_world_writable=allow_world_writable, maximum=0o777)
 
 
 def _check_send_type(value: object) -> int:
     number = check_int(value, "type", minimum=1)
     if number > _LONG_MAX:
         raise ValueError(f"type must be <= {_LONG_MAX}, got {number}")
-    return number
+    return int(number)
 
 
 def _check_receive_type(value: object) -> int:
     number = check_int(value, "type")
     if not -_LONG_MAX <= number <= _LONG_MAX:
         raise ValueError(f"type must be between {-_LONG_MAX} and {_LONG_MAX}, got {number}")
-    return number
+    return int(number)
 
 
-def _nbytes(message: object) -> int:
-    return check_bytes_like(message, "message").nbytes
+def _check_receive_flags(message_type: int, truncate: object, except_type: object) -> None:
+    if not isinstance(truncate, bool) or not isinstance(except_type, bool):
+        raise TypeError("truncate and except_type must be bools")
+    if except_type:
+        if not _MSG_EXCEPT:
+            raise UnsupportedFeature("except_type (MSG_EXCEPT) is Linux-only")
+        if message_type <= 0:
+            raise ValueError(f"except_type needs a type > 0, got {message_type!r}")
+
+
+def _set_owner(queue_id: int, gid: int, permissions: int) -> None:
+    """IPC_SET of the group and mode (the owner and max_bytes stay)."""
+    status = _native.msgctl_stat(queue_id)
+    _native.msgctl_set(queue_id, status["uid"], gid, permissions, status["max_bytes"])
+
+
+_QUEUES = SysVKind(
+    KIND,
+    find=lambda key: _native.msgget(key, 0),
+    remove=_native.msgctl_rmid,
+    set_owner=_set_owner,
+    limits={},
+)
+
+
+def _label(key: int, queue_id: int | None = None) -> str:
+    if key != IPC_PRIVATE:
+        return format_key(key)
+    return "IPC_PRIVATE" if queue_id is None else f"IPC_PRIVATE id {queue_id}"
+
+
+def _gone(error: OSError) -> OSError:
+    """EINVAL from an id means the queue is gone (removed): say EIDRM."""
+    return OSError(errno.EIDRM, "") if error.errno == errno.EINVAL else error
 
 
 # ---- module functions ------------------------------------------------------------
 
 
 def exists(key: int) -> bool:
-    """True if a System V message queue with ``key`` exists."""
-    key = _check_key_to_open(key)
-    try:
-        _native.msgget(key, 0)
-    except OSError as error:
-        if error.errno == errno.ENOENT:
-            return False
-        if error.errno == errno.EACCES:
-            return True
-        raise from_os_error(error, KIND, format_key(key)) from None
-    return True
+    """True if a System V message queue with ``key`` exists (also one we may not open)."""
+    return _QUEUES.exists(check_open_key(key))
 
 
 def unlink(key: int) -> None:
@@ -159,12 +168,8 @@ def unlink(key: int) -> None:
         ResourceNotFoundError: no queue with ``key``.
         PermissionDeniedError: not its owner or creator.
     """
-    key = _check_key_to_open(key)
-    name = format_key(key)
-    try:
-        _native.msgctl_rmid(_native.msgget(key, 0, name), name)
-    except OSError as error:
-        raise from_os_error(error, KIND, name) from None
+    key = check_open_key(key)
+    _QUEUES.remove(_QUEUES.find(key), format_key(key))
 
 
 def list_ids() -> list[int]:
@@ -188,64 +193,69 @@ def list_ids() -> list[int]:
 # ---- the queue -------------------------------------------------------------------
 
 
-class SysVMessageQueue(Resource, _native.SysVQueueCore):
+class SysVMessageQueue(QueueBase, _native.SysVQueueCore):
     """A System V message queue. ``key`` and ``id`` identify it.
 
     Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`.
     There is no handle to release: ``close()`` only marks this object unusable;
     the queue lives on until ``unlink()``. Pickling sends the id (for spawned
     children), which works for ``IPC_PRIVATE`` queues too.
-
-    ``send``, ``receive`` and ``receive_into`` are C methods (of the private base
-    ``_native.SysVQueueCore``) for well-formed calls; anything unusual goes to
-    the Python methods below them, which validate and explain.
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create", "open_id")
 
     def __init__(self, key: int, queue_id: int) -> None:
         """Use :meth:`create`, :meth:`open`, :meth:`open_or_create` or :meth:`open_id`."""
-        self._key = key
-        self._id = queue_id
+        self._key = public_key(key)
         self._queue_id = queue_id
-        # The largest message the kernel accepts (msgsnd refuses larger ones),
-        # which is also the size receive() makes room for.
-        self._max_size = _kernel_limit("msgmax", 8192)
-        name = format_key(key) if key != IPC_PRIVATE else f"IPC_PRIVATE id {queue_id}"
-        self._label = name
-        self._result_type = SysVMessage
-        self._opened(name)
-        # A message larger than the queue's max_bytes would make msgsnd wait
-        # forever: send() refuses it, against this value refreshed when it says no.
-        self._send_limit = self._current_send_limit()
-
-    def _current_send_limit(self) -> int:
+        name = _label(key, queue_id)
         try:
-            max_bytes = _native.msgctl_stat(self._id)["max_bytes"]
-        except OSError:
-            return self._max_size  # not allowed to read it (or gone): msgmax only
-        return min(self._max_size, max_bytes)
-
-    @classmethod
-    def _get(cls, key: int, flags: int) -> SysVMessageQueue:
-        name = format_key(key) if key != IPC_PRIVATE else "IPC_PRIVATE"
-        try:
-            queue_id = _native.msgget(key, flags, name)
+            self._adopt(queue_id, name, SysVMessage)
         except OSError as error:
-            raise from_os_error(error, KIND, name) from None
-        return cls(key, queue_id)
+            raise from_os_error(_gone(error), KIND, name) from None
 
     @classmethod
-    def create(cls, key: int, *, permissions: int = 0o600) -> SysVMessageQueue:
+    @all_or_nothing
+    def create(
+        cls,
+        key: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> SysVMessageQueue:
         """Create a queue with ``key`` (``IPC_PRIVATE``: always a new one).
+
+        The queue is never more open than ``permissions``: it is created
+        owner-only, then given ``group`` (a gid or a group name; default: the
+        creator's group) and ``permissions`` (IPC_SET). Permissions that let
+        every local user write (0o002) are refused unless
+        ``allow_world_writable=True``. If anything fails once the queue exists
+        (even a KeyboardInterrupt), it is removed before the error propagates.
 
         Raises:
             ResourceExistsError: a queue with ``key`` exists already.
             ResourceLimitError: the system's queue limit (kernel.msgmni) is reached.
+            ValueError: a negative ``key`` (keys are unsigned 32-bit numbers,
+                as ``ftok`` returns them), world-writable ``permissions``
+                without ``allow_world_writable``, or another bad argument.
         """
         key = check_sysv_key(key)
-        permissions = _check_sysv_permissions(permissions)
-        return cls._get(key, _native.IPC_CREAT | _native.IPC_EXCL | permissions)
+        permissions = _check_sysv_permissions(permissions, allow_world_writable)
+        gid = check_group(group)
+
+        def make(mode: int, created: list[int]) -> None:
+            _native.msgget(key, _native.IPC_CREAT | _native.IPC_EXCL | mode, _label(key), created)
+
+        return _QUEUES.create(
+            key,
+            permissions,
+            gid,
+            make,
+            lambda queue_id: cls._make(key, queue_id),
+            {errno.ENOSPC: "kernel.msgmni queues on the system"},
+        )
 
     @classmethod
     def open(cls, key: int) -> SysVMessageQueue:
@@ -255,19 +265,33 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
             ResourceNotFoundError: no queue with ``key``.
             PermissionDeniedError: its permissions forbid access.
         """
-        return cls._get(_check_key_to_open(key), 0)
+        key = check_open_key(key)
+        return cls._make(key, _QUEUES.find(key))
 
     @classmethod
-    def open_or_create(cls, key: int, *, permissions: int = 0o600) -> SysVMessageQueue:
-        """Open the queue with ``key``, creating it if there is none.
+    def open_or_create(
+        cls,
+        key: int,
+        *,
+        permissions: int = 0o600,
+        group: int | str | None = None,
+        allow_world_writable: bool = False,
+    ) -> SysVMessageQueue:
+        """Open the queue with ``key``, creating it (as :meth:`create` does) if
+        there is none.
 
         Raises:
             ResourceLimitError: creating it hit the system's queue limit.
             PermissionDeniedError: the existing queue's permissions forbid access.
         """
-        key = _check_key_to_open(key)
-        permissions = _check_sysv_permissions(permissions)
-        return cls._get(key, _native.IPC_CREAT | permissions)
+        key = check_open_key(key)
+        _check_sysv_permissions(permissions, allow_world_writable)
+        return open_or_create(
+            lambda: cls.create(
+                key, permissions=permissions, group=group, allow_world_writable=allow_world_writable
+            ),
+            lambda: cls.open(key),
+        )
 
     @classmethod
     def open_id(cls, queue_id: int) -> SysVMessageQueue:
@@ -279,20 +303,23 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
             PermissionDeniedError: its permissions forbid reading its status.
         """
         check_int(queue_id, "queue_id", minimum=0)
+        if queue_id >= 2**31:
+            raise ValueError(f"queue_id must be < 2**31, got {queue_id}")
         try:
             key = _native.msgctl_stat(queue_id, f"id {queue_id}")["key"]
         except OSError as error:
             code = errno.ENOENT if error.errno in (errno.EINVAL, errno.EIDRM) else error.errno
             raise from_os_error(OSError(code, ""), KIND, f"id {queue_id}") from None
-        return cls(key, queue_id)
+        return cls._make(key, queue_id)
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
         self._check_open()
-        return (type(self).open_id, (self._id,))
+        return (type(self).open_id, (self._queue_id,))
 
     @property
     def key(self) -> int:
-        """The queue's key (``IPC_PRIVATE``, 0, for a private queue)."""
+        """The queue's key in unsigned 32-bit form (``IPC_PRIVATE``, 0, for a
+        private queue)."""
         return self._key
 
     @property
@@ -302,37 +329,24 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
 
     # -- messages --
 
-    def _send_slow(self, message: object, *, type: int = 1, timeout: float | None = None) -> None:
-        """``send`` for the calls its C fast path does not take."""
-        # One C call checks the type, compares the length with the limit
-        # (returning it, unsent, if larger) and sends; when it refuses an
-        # argument, the validators below raise the error naming it.
-        flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
-        try:
-            refused = _msgsnd(
-                self._id, message, type, flags, deadline, self._label, self._send_limit
-            )
-        except OSError as error:
-            raise self._error(error, "send to", timeout, _nbytes(message)) from None
-        except (TypeError, ValueError, OverflowError, BufferError):
-            _check_send_type(type)  # raise the error naming the argument
-            _nbytes(message)
-            raise
-        if refused is not None:
-            self._check_open()
-            self._send_limit = self._current_send_limit()
-            if refused <= self._send_limit:  # max_bytes was raised meanwhile
-                return self._send_slow(message, type=type, timeout=timeout)
-            limit = (
-                f"the kernel's msgmax of {self._max_size}"
-                if refused > self._max_size
-                else f"its max_bytes of {self._send_limit}"
-            )
-            raise MessageTooLarge(
-                f"{self.describe()}: a message of {refused} bytes exceeds {limit}"
-            )
+    @native_method(_native.SysVQueueCore.send)
+    def send(self, message: Buffer, /, *, type: int = 1, timeout: float | None = None) -> None:
+        """Put ``message`` (any bytes-like object) on the queue as ``type`` (> 0).
 
-    def _receive_slow(
+        Blocks while the queue holds its ``max_bytes``: ``timeout=None`` (or
+        ``math.inf``) waits, ``0`` tries once, a positive number of seconds
+        waits at most that long, measured on the monotonic clock.
+
+        Raises:
+            MessageTooLarge: larger than the kernel's msgmax or the queue's
+                ``max_bytes`` (nothing is sent; msgsnd would wait forever).
+            WouldBlock: ``timeout=0`` and the queue is full.
+            TimeoutExpired: still full when ``timeout`` ran out.
+            ResourceNotFoundError: the queue was removed (also while waiting).
+        """
+
+    @native_method(_native.SysVQueueCore.receive)
+    def receive(  # type: ignore[empty-body]
         self,
         *,
         type: int = 0,
@@ -340,85 +354,132 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
         truncate: bool = False,
         except_type: bool = False,
     ) -> SysVMessage:
-        """``receive`` for the calls its C fast path does not take."""
-        flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
-        flags |= self._receive_flags(type, truncate, except_type)
-        try:
-            return _msgrcv(
-                self._id, self._max_size, type, flags, deadline, self._label, SysVMessage
-            )
-        except OSError as error:
-            raise self._error(error, "receive from", timeout, self._max_size) from None
-        except (TypeError, OverflowError):
-            _check_receive_type(type)  # raise the error naming the argument
-            raise
+        """Take a message: ``SysVMessage(data, type)``.
 
-    def _receive_into_slow(
+        ``type`` 0 takes the oldest message; > 0 the oldest of that type (of any
+        other type with ``except_type``, MSG_EXCEPT); < 0 the oldest of the lowest
+        type <= |type|. A message longer than the kernel's msgmax (possible only if
+        msgmax was lowered) is cut to it with ``truncate=True`` (MSG_NOERROR);
+        without it, MessageTooLarge is raised and the message stays queued.
+
+        Raises:
+            WouldBlock: ``timeout=0`` and no matching message.
+            TimeoutExpired: no matching message when ``timeout`` ran out.
+            MessageTooLarge: see above.
+            ResourceNotFoundError: the queue was removed (also while waiting).
+        """
+
+    @native_method(_native.SysVQueueCore.receive_into)
+    def receive_into(  # type: ignore[empty-body]
         self,
-        buffer: object,
+        buffer: Buffer,
+        /,
         *,
         type: int = 0,
         timeout: float | None = None,
         truncate: bool = False,
         except_type: bool = False,
     ) -> tuple[int, int]:
-        """``receive_into`` for the calls its C fast path does not take."""
-        flags, deadline = (0, -1) if timeout is None else _timeout_flags(timeout)
-        flags |= self._receive_flags(type, truncate, except_type)
-        try:
-            return _native.msgrcv_into(self._id, buffer, type, flags, deadline, self._label)  # type: ignore[arg-type]
-        except (TypeError, OverflowError, BufferError):
-            _check_receive_type(type)
-            raise TypeError(
-                "buffer must be a writable, contiguous bytes-like object, "
-                f"not {buffer.__class__.__name__}"
-            ) from None
-        except OSError as error:
-            raise self._error(error, "receive from", timeout, _nbytes(buffer)) from None
+        """Receive the next message into ``buffer``; return ``(nbytes, type)``.
 
-    @staticmethod
-    def _receive_flags(message_type: object, truncate: object, except_type: object) -> int:
-        if not isinstance(truncate, bool) or not isinstance(except_type, bool):
-            raise TypeError("truncate and except_type must be bools")
-        flags = _MSG_NOERROR if truncate else 0
-        if except_type:
-            if not _MSG_EXCEPT:
-                raise UnsupportedFeature("except_type (MSG_EXCEPT) is Linux-only")
-            if not isinstance(message_type, int) or message_type <= 0:
-                raise ValueError(f"except_type needs a type > 0, got {message_type!r}")
-            flags |= _MSG_EXCEPT
-        return flags
+        ``type``, ``timeout`` and ``except_type`` as in ``receive``. A message longer
+        than ``buffer`` is cut to fit with ``truncate=True``; without it,
+        MessageTooLarge is raised and the message stays queued.
+
+        Raises:
+            MessageTooLarge: the message does not fit and ``truncate`` is False.
+            WouldBlock: ``timeout=0`` and no matching message.
+            TimeoutExpired: no matching message when ``timeout`` ran out.
+            ResourceNotFoundError: the queue was removed (also while waiting).
+        """
+
+    def _send_slow(self, message: object, *, type: object = 1, timeout: object = None) -> None:
+        """``send`` for the calls its C fast path does not take: validate, then send."""
+        self._check_open()
+        size = nbytes(message)
+        message_type = _check_send_type(type)
+        seconds = plain_timeout(timeout)
+        if size > self._send_limit:
+            self._refresh_limits()  # another process may have raised max_bytes
+            if size > self._send_limit:
+                limit = (
+                    f"the kernel's msgmax of {self._limit}"
+                    if size > self._limit
+                    else f"its max_bytes of {self._send_limit}"
+                )
+                raise MessageTooLarge(
+                    f"{self.describe()}: a message of {size} bytes exceeds {limit}"
+                )
+        _core_send(self, check_bytes_like(message), type=message_type, timeout=seconds)
+
+    def _receive_slow(
+        self,
+        *,
+        type: object = 0,
+        timeout: object = None,
+        truncate: object = False,
+        except_type: object = False,
+    ) -> SysVMessage:
+        """``receive`` for the calls its C fast path does not take."""
+        self._check_open()
+        message_type = _check_receive_type(type)
+        seconds = plain_timeout(timeout)
+        _check_receive_flags(message_type, truncate, except_type)
+        return _core_receive(
+            self,
+            type=message_type,
+            timeout=seconds,
+            truncate=bool(truncate),
+            except_type=bool(except_type),
+        )
+
+    def _receive_into_slow(
+        self,
+        buffer: object,
+        *,
+        type: object = 0,
+        timeout: object = None,
+        truncate: object = False,
+        except_type: object = False,
+    ) -> tuple[int, int]:
+        """``receive_into`` for the calls its C fast path does not take."""
+        self._check_open()
+        message_type = _check_receive_type(type)
+        seconds = plain_timeout(timeout)
+        _check_receive_flags(message_type, truncate, except_type)
+        view = writable_view(buffer)
+        return _core_receive_into(
+            self,
+            view,
+            type=message_type,
+            timeout=seconds,
+            truncate=bool(truncate),
+            except_type=bool(except_type),
+        )
 
     def _error(
-        self, error: OSError, what: str, timeout: float | None, size: int | None = None
+        self, error: OSError, what: str, timeout: object, size: int | None = None
     ) -> IPCError:
-        """The exception for a failed send or receive (the slow path)."""
+        """The exception for a failed send or receive."""
         self._check_open()
-        code = error.errno
-        where = f"{what} {self.describe()}"
-        if code == errno.ETIMEDOUT:
-            return Deadline(timeout).error(where)
-        if code in (errno.EAGAIN, errno.ENOMSG):
-            return WouldBlock(f"{where} would block")
-        if code == errno.E2BIG:
+        waited = self._wait_error(error, what, timeout)
+        if waited is not None:
+            return waited
+        if error.errno == errno.E2BIG:
             return MessageTooLarge(
                 f"{self.describe()}: the next matching message is larger than {size} bytes; "
                 "it stays queued (truncate=True takes it cut to fit)"
             )
-        if code == errno.EINVAL:  # the id names no queue any more
-            return from_os_error(OSError(errno.EIDRM, ""), KIND, self._label)
-        return from_os_error(error, KIND, self._label)
+        return from_os_error(_gone(error), KIND, self._label)
 
     # -- control --
 
     def _stat(self) -> dict[str, int]:
         self._check_open()
         try:
-            return _native.msgctl_stat(self._id, self._label)
+            return _native.msgctl_stat(self._queue_id, self._label)
         except OSError as error:
-            if error.errno == errno.EINVAL:  # the id no longer names a queue
-                error = OSError(errno.EIDRM, "")
-            raise from_os_error(error, KIND, self._label) from None
+            raise from_os_error(_gone(error), KIND, self._label) from None
 
     def info(self) -> SysVMessageQueueInfo:
         """The queue's status (IPC_STAT): owner, permissions, counts, limits, times.
@@ -429,7 +490,7 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
         status = self._stat()
         return SysVMessageQueueInfo(
             key=status["key"],
-            id=self._id,
+            id=self._queue_id,
             permissions=status["mode"] & 0o777,
             uid=status["uid"],
             gid=status["gid"],
@@ -445,30 +506,41 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
             last_change_time=status["last_change_time"],
         )
 
-    def _set(self, mode: int, max_bytes: int) -> None:
+    def _set(
+        self,
+        *,
+        permissions: int | None = None,
+        gid: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """IPC_SET: change what is given, keep the rest."""
         status = self._stat()
+        mode = status["mode"] & 0o777 if permissions is None else permissions
+        new_gid = status["gid"] if gid is None else gid
+        new_max = status["max_bytes"] if max_bytes is None else max_bytes
         try:
-            _native.msgctl_set(self._id, status["uid"], status["gid"], mode, max_bytes, self._label)
+            _native.msgctl_set(self._queue_id, status["uid"], new_gid, mode, new_max, self._label)
         except OSError as error:
             limit = _kernel_limit("msgmnb", 16384)
-            if error.errno == errno.EPERM and max_bytes > max(limit, status["max_bytes"]):
+            if error.errno == errno.EPERM and new_max > max(limit, status["max_bytes"]):
                 raise PermissionDeniedError(
                     error.errno,
-                    f"{self.describe()}: raising max_bytes to {max_bytes}, above the "
+                    f"{self.describe()}: raising max_bytes to {new_max}, above the "
                     f"kernel's msgmnb of {limit}, needs CAP_SYS_RESOURCE",
                     self._label,
                 ) from None
-            raise from_os_error(error, KIND, self._label) from None
+            raise from_os_error(_gone(error), KIND, self._label) from None
+        self._refresh_limits()
 
-    def set_permissions(self, permissions: int) -> None:
+    def set_permissions(self, permissions: int, *, allow_world_writable: bool = False) -> None:
         """Change the permission bits (IPC_SET; owner or creator only).
 
         Raises:
             PermissionDeniedError: not the owner or creator.
             ResourceNotFoundError: the queue was removed.
+            ValueError: world-writable without ``allow_world_writable=True``.
         """
-        permissions = _check_sysv_permissions(permissions)
-        self._set(permissions, self._stat()["max_bytes"])
+        self._set(permissions=_check_sysv_permissions(permissions, allow_world_writable))
 
     def set_max_bytes(self, max_bytes: int) -> None:
         """Change how many bytes of messages the queue may hold (IPC_SET).
@@ -480,10 +552,13 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
             PermissionDeniedError: above msgmnb without CAP_SYS_RESOURCE, or not
                 the owner or creator.
             ResourceNotFoundError: the queue was removed.
+            ValueError: ``max_bytes`` is not between 1 and the largest C
+                unsigned long.
         """
         check_int(max_bytes, "max_bytes", minimum=1)
-        self._set(self._stat()["mode"] & 0o777, max_bytes)
-        self._send_limit = min(self._max_size, max_bytes)
+        if max_bytes > _ULONG_MAX:
+            raise ValueError(f"max_bytes must be at most {_ULONG_MAX}, got {max_bytes}")
+        self._set(max_bytes=max_bytes)
 
     def unlink(self) -> None:
         """Remove the queue now (IPC_RMID): its messages are discarded, and senders
@@ -495,11 +570,12 @@ class SysVMessageQueue(Resource, _native.SysVQueueCore):
         """
         self._check_open()
         try:
-            _native.msgctl_rmid(self._id, self._label)
+            _native.msgctl_rmid(self._queue_id, self._label)
         except OSError as error:
-            if error.errno == errno.EINVAL:
-                error = OSError(errno.EIDRM, "")
-            raise from_os_error(error, KIND, self._label) from None
+            raise from_os_error(_gone(error), KIND, self._label) from None
 
-    def _release(self) -> None:
-        self._id = -1  # msgsnd/msgrcv on -1 fail, and the slow path reports "closed"
+
+# The C methods that the slow paths call with validated arguments.
+_core_send = _native.SysVQueueCore._send_plain
+_core_receive = _native.SysVQueueCore._receive_plain
+_core_receive_into = _native.SysVQueueCore._receive_into_plain

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from ..channel import Channel, channel_pair, connect, listen
+from ..channel import Channel, PairKind, channel_pair, connect, listen
 from ..errors import ResourceExistsError
 from ._common import DemoLine, fork_child, reap
 
@@ -47,7 +47,7 @@ def _ping_pong(label: str, url: str, ours: Channel, pid: int) -> DemoLine:
     )
 
 
-def _over_pair(kind: str) -> DemoLine:
+def _over_pair(kind: PairKind) -> DemoLine:
     ours, theirs = channel_pair(kind)
     pid = fork_child(lambda: _echo(theirs))
     theirs.close()  # the child uses it; closing our copy says nothing
@@ -55,7 +55,7 @@ def _over_pair(kind: str) -> DemoLine:
     return _ping_pong(label, f"channel_pair({kind!r})", ours, pid)
 
 
-def _over_url(label: str, make_url: Callable[[], str], **options: object) -> DemoLine:
+def _over_url(label: str, make_url: Callable[[], str], **options: int) -> DemoLine:
     while True:
         try:
             listener = listen(make_url())

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import unixipc
+from unixipc.channel import PairKind
 
-from ..._channel_sysvmq import _token_base
+from ...channels.sysvmq import token_base
 from ..transport import Link, Plan, Role, Transport, Unsupported, buffer_capacity
 from ._common import quietly, remove_paths, remove_shared_memory_names
 
@@ -65,7 +66,7 @@ class _ChannelTransport(Transport):
 
 
 class _PairTransport(_ChannelTransport):
-    kind: ClassVar[str] = ""
+    kind: ClassVar[PairKind] = "pipe"
 
     def setup(self, plan: Plan) -> None:
         self._pair = unixipc.channel_pair(self.kind, **self.options(plan))
@@ -169,7 +170,7 @@ class ChannelSysvMqTransport(_UrlTransport):
         queue_type = getattr(unixipc, "SysVMessageQueue", None)
         if queue_type is not None:
             quietly(_open_and_unlink, queue_type, plan.sysv_key)
-        remove_shared_memory_names(_token_base(plan.sysv_key) + ".")
+        remove_shared_memory_names(token_base(plan.sysv_key) + ".")
 
 
 class ChannelShmUrlTransport(_UrlTransport):
