@@ -179,10 +179,17 @@ def test_many_producers_and_consumers_each_message_exactly_once(
     consumers = [
         children(_receive_until_end, handle.name, how) for how in ("one", "many", "view", "into")
     ]
-    # Let every consumer attach before the producers can finish.
+    # Let every consumer attach before the producers can finish; and count this
+    # handle as a producer until all three are done: one that finished before
+    # another had even started would otherwise leave none alive, and the consumers
+    # would take that for the end (seen in the slower sanitizer run).
     wait_until(lambda: handle.info().consumers == 4)
+    handle.declare(producer=True)
     producers = [children(_send_numbers, handle.name, p, count, (1, 7, 64)[p]) for p in range(3)]
     assert [child.result() for child in producers] == [count] * 3
+    handle.close()  # the last producer: the consumers end once the ring is empty
+    handle = Ring.open(handle.name)
+    cleanup(handle.close)
     received = [child.result() for child in consumers]
     everything = sorted(item for got in received for item in got)
     assert everything == sorted((p, n) for p in range(3) for n in range(count))
