@@ -102,8 +102,8 @@ def test_the_c_spin_reports_p999_with_enough_samples_only() -> None:
         assert figures["rtt_p999_us"] >= figures["rtt_p99_us"]
     else:
         assert figures["rtt_p999_us"] is None
-    # A slow round trip: far fewer samples than p99.9 needs.
-    figures = _baseline("futex", "64", "0.02", "0", "0")
+    # A 2 ms run of the slower futex round trip: far fewer samples than p99.9 needs.
+    figures = _baseline("futex", "64", "0.002", "0", "0")
     assert figures["round_trips"] < 10_000
     assert figures["rtt_p999_us"] is None
 
