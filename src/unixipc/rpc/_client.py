@@ -154,6 +154,8 @@ class Client(ClientBase):
 
     def __init__(self, channel: Channel, codec: Codec, limit: int) -> None:
         self._channel = channel
+        self._broken = None  # instance attributes: the fast path reads them on every call
+        self._closed = False
         self._codec = codec
         self._pack = codec.pack
         self._unpack = codec.unpack
