@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import unixipc
-from tests import conftest
+from tests import conftest, nats_support
 from tests.conftest import PREFIX, Names
 from tests.helpers import Child
 from unixipc import Channel, Listener
@@ -53,7 +53,11 @@ CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     # Rings of 64 KiB: messages of 32 KiB - 16 and more travel in pieces.
     "shm": {"capacity": 65536, "max_message_size": 200_000},
     "pair-shm": {"capacity": 65536, "max_message_size": 200_000},
+    # A dead peer is noticed after four heartbeats: 2 s; a sender to it blocks
+    # once 256 KiB are out (its death is only noticed by silence).
+    "nats": {"max_message_size": 200_000, "heartbeat": 0.5, "window": 256 * 1024},
 }
+LISTEN_OPTIONS["nats"] = CONNECT_OPTIONS["nats"]
 
 
 def _leftover_sysvmq_tokens() -> list[str]:
@@ -97,6 +101,8 @@ def url_for(scheme: str, names: Names) -> str:
         return f"{scheme}://{names.posix(scheme)[1:]}"
     if scheme == "sysvmq":
         return f"sysvmq://{names.key():#x}"
+    if scheme == "nats":
+        return nats_support.shared_server().url(names.posix("nats")[1:])
     raise AssertionError(scheme)
 
 
@@ -178,6 +184,13 @@ class Endpoint:
 
 
 # The fixtures of the channel tests (loaded by conftest.py as a plugin).
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nats_servers() -> Any:
+    """Every nats-server a test started is killed at the end of the session."""
+    yield
+    nats_support.stop_all()
 
 
 def _endpoints(name: str, schemes: list[str]) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._deadline import Deadline
-from . import fifo, mq, pipe, shm, socket, sysvmq
+from . import fifo, mq, nats, pipe, shm, socket, sysvmq
 from .core import Channel, Listener, Option, establish, take_options
 from .url import split_url
 
@@ -76,6 +76,9 @@ SCHEMES: dict[str, Scheme] = {
             socket.CONNECT_OPTIONS,
         ),
         Scheme("shm", shm.parse, shm.listen, shm.connect, shm.LISTEN_OPTIONS, shm.CONNECT_OPTIONS),
+        Scheme(
+            "nats", nats.parse, nats.listen, nats.connect, nats.LISTEN_OPTIONS, nats.CONNECT_OPTIONS
+        ),
     )
 }
 
