@@ -115,8 +115,19 @@ class Loop:
             self.loop.call_soon_threadsafe(function, *args)
 
     def start(self, coroutine: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
-        """Run ``coroutine`` in the loop; its result as a future (from any thread)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        """Run ``coroutine`` in the loop; its result as a future (from any thread).
+
+        Once the loop has stopped (interpreter exit), the coroutine is dropped.
+        """
+        if not self.stopped:
+            with contextlib.suppress(RuntimeError):
+                return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        coroutine.close()
+        dropped: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        dropped.cancel()
+        return dropped
+
+    stopped = False
 
     def run(self, coroutine: Coroutine[Any, Any, _T], timeout: float | None, what: str) -> _T:
         """Run ``coroutine`` in the loop and wait up to ``timeout`` seconds for its result.
@@ -141,6 +152,7 @@ class Loop:
             raise
 
     def stop(self) -> None:
+        self.stopped = True
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.loop.stop)
 
@@ -233,8 +245,9 @@ class Connection:
         if not client.is_connected:
             return False
         transport = client._transport
-        if transport is None:
-            return False
+        writer = getattr(transport, "_io_writer", None)
+        if transport is None or (writer is not None and writer.is_closing()):
+            return False  # lost: nats-py is about to reconnect
         transport.write(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
         return True
 
@@ -258,7 +271,11 @@ class Connection:
             callback()
 
     async def _error(self, error: Exception) -> None:
-        pass  # disconnections are handled by the channels' heartbeats
+        # Kept to explain a failed first connection; later ones are handled by
+        # the channels' heartbeats.
+        self.last_error = error
+
+    last_error: Exception | None = None
 
 
 _pool: dict[Server, Connection] = {}
@@ -332,7 +349,7 @@ def acquire(server: Server, timeout: float | None) -> Connection:
         raise
     except Exception as error:
         owner.start(_close_quietly(made.client))
-        raise _refused(server, error) from None
+        raise _refused(server, made.last_error or error) from None
     with _pool_guard:
         current = _pool.get(server)
         if current is not None and current.owner is owner and not current.client.is_closed:
