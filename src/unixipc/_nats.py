@@ -236,8 +236,9 @@ class Connection:
     def max_payload(self) -> int:
         return int(self.client.max_payload)
 
-    def write(self, subject: bytes, payload: bytes) -> bool:
-        """Publish at once, with :attr:`Loop.lock` held (the loop parked or running here).
+    def write(self, subject: bytes, parts: list[bytes]) -> bool:
+        """Publish the message made of ``parts`` at once, with :attr:`Loop.lock` held
+        (the loop parked, or running in this thread).
 
         False when the connection is down (the channel retransmits later).
         """
@@ -248,7 +249,8 @@ class Connection:
         writer = getattr(transport, "_io_writer", None)
         if transport is None or (writer is not None and writer.is_closing()):
             return False  # lost: nats-py is about to reconnect
-        transport.write(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
+        size = sum(map(len, parts))
+        transport.writelines([b"PUB %s %d\r\n" % (subject, size), *parts, b"\r\n"])
         return True
 
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Any:

@@ -91,6 +91,9 @@ _HELLO, _WELCOME, _REFUSE = b"uxn\x01", b"uxn\x02", b"uxn\x03"
 # received (the next number we expect), pieces our user took.
 _HEADER = struct.Struct("!BQQQ")
 HEADER_SIZE = _HEADER.size
+# A DATA message carries a run of consecutive pieces, each after its length.
+_LENGTH = struct.Struct("!I")
+PIECE_OVERHEAD = HEADER_SIZE + _LENGTH.size
 _DATA, _GOODBYE, _STATUS, _RESEND = 1, 2, 3, 4
 # What a piece costs of the window besides its bytes (so tiny pieces are bounded too).
 PIECE_COST = 64
@@ -98,6 +101,9 @@ PIECE_COST = 64
 _MAX_WINDOW = 1 << 30
 # The longest subject we accept (the server's own limit is larger).
 _MAX_SUBJECT = 256
+# A send this soon after the last write joins the next message instead of making
+# its own (a stream goes out in runs of pieces; a lone send goes out at once).
+_COALESCE = 50e-6
 # Resends of the same thing are at least this far apart (a lost piece is asked
 # for again by the next heartbeat).
 _RESEND_GAP = 0.05
@@ -246,7 +252,8 @@ class NatsLink(LinkBase):
         self._peer: bytes | None = None  # the peer's inbox, once the handshake is done
         self._refusal: str | None = None  # why a connect failed
         self._writable = False  # the handshake is on the wire: direct writes may follow
-        self.piece_size = self.rx_piece_size = connection.max_payload - HEADER_SIZE
+        self._payload = connection.max_payload
+        self.piece_size = self.rx_piece_size = self._payload - PIECE_OVERHEAD
         self._interval = settings.heartbeat
         self._silence = HEARTBEATS_TO_DEATH * settings.heartbeat
         # Sending.
@@ -310,10 +317,11 @@ class NatsLink(LinkBase):
     def _peer_said(self, handshake: bytes) -> None:
         """Take the peer's heartbeat, piece size and window from its HELLO/WELCOME."""
         _, milliseconds, max_payload, window = _HANDSHAKE.unpack(handshake)
-        piece = min(self._connection.max_payload, max_payload) - HEADER_SIZE
-        if piece < 64 or milliseconds == 0 or window == 0:
+        payload = min(self._connection.max_payload, max_payload)
+        if payload < 1024 or milliseconds == 0 or window == 0:
             raise ValueError("bad handshake")
-        self.piece_size = self.rx_piece_size = piece
+        self._payload = payload
+        self.piece_size = self.rx_piece_size = payload - PIECE_OVERHEAD
         self._interval = min(self._settings.heartbeat, milliseconds / 1000)
         self._peer_window = min(window, _MAX_WINDOW)
 
@@ -342,9 +350,13 @@ class NatsLink(LinkBase):
         if consumed > self._peer_consumed:
             self._released(consumed)
         self._peer_received = max(self._peer_received, received)
-        if kind in (_DATA, _GOODBYE):
+        if kind == _DATA:
+            self._accept(seq, data)
+        elif kind == _GOODBYE:
             if seq == self._expected:
-                self._accept(kind, data)
+                self._expected += 1
+                self._peer_closed = True
+                self._wake()
             elif seq > self._expected:
                 self._ask_resend()
         elif kind == _STATUS:
@@ -374,20 +386,34 @@ class NatsLink(LinkBase):
             return  # not for us: ignore
         _signal(self._rx_fd)
 
-    def _accept(self, kind: int, data: bytes) -> None:
-        self._expected += 1
-        if kind == _GOODBYE:
-            self._peer_closed = True
-            self._wake()
-            return
-        piece = data[HEADER_SIZE:]
-        self._in_cost += len(piece) + PIECE_COST
-        if self._in_cost - self._out_cost > self._settings.window + self.rx_piece_size + PIECE_COST:
-            self._fail("the peer sent more than the window allows")
-            return
+    def _accept(self, seq: int, data: bytes) -> None:
+        """Take the pieces of a run that come next; ask again if some went missing."""
         rx = self._rx
-        rx.append(piece)
-        if len(rx) == 1:
+        was_empty = not rx
+        limit = self._settings.window + self.rx_piece_size + PIECE_COST
+        offset, end = HEADER_SIZE, len(data)
+        while offset < end:
+            if offset + 4 > end:
+                self._fail("a piece cut short")
+                return
+            (length,) = _LENGTH.unpack_from(data, offset)
+            offset += 4
+            if length > self.rx_piece_size or offset + length > end:
+                self._fail("a piece longer than its message")
+                return
+            if seq == self._expected:
+                self._expected = seq + 1
+                rx.append(data[offset : offset + length])
+                self._in_cost += length + PIECE_COST
+                if self._in_cost - self._out_cost > limit:
+                    self._fail("the peer sent more than the window allows")
+                    return
+            elif seq > self._expected:
+                self._ask_resend()
+                break
+            seq += 1
+            offset += length
+        if was_empty and rx:
             _signal(self._rx_fd)
 
     def _released(self, consumed: int) -> None:
@@ -414,9 +440,21 @@ class NatsLink(LinkBase):
         if start == last_start and now - last_time < _RESEND_GAP:
             return
         self._last_resend = (start, now)
+        self._flush()
+        run: list[bytes] = []
+        first = start
         for seq, piece in self._unacked:
-            if seq >= start:
-                self._write(_DATA if piece is not None else _GOODBYE, seq, piece or b"")
+            if seq < start:
+                continue
+            if piece is None:  # the goodbye, always last
+                self._emit(first, run)
+                run = []
+                self._write(_GOODBYE, seq)
+            else:
+                if not run:
+                    first = seq
+                run.append(piece)
+        self._emit(first, run)
 
     def _reconnected(self) -> None:
         """Our connection moved to another server: ask for what we missed, tell our next."""
@@ -455,16 +493,50 @@ class NatsLink(LinkBase):
         _signal(self._rx_fd)
         _signal(self._tx_fd)
 
-    def _write(self, kind: int, seq: int, piece: bytes = b"") -> None:
-        """Publish one message to the peer (lock held), with our acknowledgements."""
-        peer = self._peer
-        if peer is None or not self._writable:
-            return
+    def _header(self, kind: int, seq: int) -> bytes:
+        """A header with our acknowledgements (lock held)."""
         self._told = self._consumed
         self._told_cost = self._out_cost
-        header = _HEADER.pack(kind, seq, self._expected, self._told)
-        if self._connection.write(peer, header + piece if piece else header):
+        return _HEADER.pack(kind, seq, self._expected, self._told)
+
+    def _write(self, kind: int, seq: int) -> None:
+        """Publish a message without pieces to the peer, after what is queued (lock held)."""
+        if self._peer is None or not self._writable:
+            return
+        self._flush()
+        if self._connection.write(self._peer, [self._header(kind, seq)]):
             self._last_sent = time.monotonic()
+
+    def _emit(self, first: int, pieces: list[bytes]) -> None:
+        """Publish the pieces numbered from ``first`` as few messages as fit (lock held)."""
+        if not pieces or self._peer is None or not self._writable:
+            return
+        budget = self._payload - HEADER_SIZE
+        parts = [self._header(_DATA, first)]
+        size = 0
+        for piece in pieces:
+            if size and size + 4 + len(piece) > budget:
+                self._connection.write(self._peer, parts)
+                first += (len(parts) - 1) // 2
+                parts = [self._header(_DATA, first)]
+                size = 0
+            parts += (_LENGTH.pack(len(piece)), piece)
+            size += 4 + len(piece)
+        if self._connection.write(self._peer, parts):
+            self._last_sent = self._last_write = time.monotonic()
+
+    def _flush(self) -> None:
+        """Publish the pieces a stream queued (lock held; the loop thread calls it too)."""
+        self._flush_due = False
+        queued = self._queued
+        if queued:
+            self._queued = []
+            self._emit(self._queued_first, queued)
+
+    _queued: list[bytes] = []
+    _queued_first = 0
+    _flush_due = False
+    _last_write = 0.0
 
     # The piece link (calling threads).
 
@@ -486,13 +558,27 @@ class NatsLink(LinkBase):
                         self._next = seq + 1
                         unacked.append((seq, data))
                         self._unacked_cost += cost
-                        self._write(_DATA, seq, data)
+                        if self._queued or time.monotonic() - self._last_write < _COALESCE:
+                            self._queue(data)  # a stream: goes out with the next ones
+                        else:
+                            self._emit(seq, [data])
                         return
                     self._send_waiting = True
                     _clear(self._tx_fd)
                 deadline = self._wait(self._tx_fd, timeout, deadline)
         finally:
             inside[SEND] = False
+
+    def _queue(self, piece: bytes) -> None:
+        """Queue the piece just numbered; the loop thread publishes the run soon (lock held)."""
+        if not self._queued:
+            self._queued = [piece]
+            self._queued_first = self._next - 1
+        else:
+            self._queued.append(piece)
+        if not self._flush_due:
+            self._flush_due = True
+            self._connection.owner.soon(self._flush)
 
     def _check_sending(self) -> None:
         if self._peer_closed:
@@ -674,7 +760,7 @@ class NatsAcceptor:
         if not _valid_subject(reply):
             return
         if len(self._ready) + self._pending >= self._max_backlog:
-            self._connection.write(reply, _REFUSE)
+            self._connection.write(reply, [_REFUSE])
             return
         self._pending += 1
         self._connection.owner.loop.create_task(self._welcome(reply, data))
