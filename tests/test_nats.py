@@ -25,6 +25,7 @@ from tests.conftest import Names
 from tests.helpers import run_python
 from unixipc import (
     Channel,
+    EndOfChannel,
     IPCError,
     IPCOSError,
     Listener,
@@ -256,3 +257,49 @@ def test_a_server_killed_mid_stream_loses_and_repeats_nothing(
         pytest.fail(f"PeerDied after {len(received)} of {count}: {outcome[0]}")
     assert len(received) == count
     assert sent_at_kill < count - 100  # the server went in the middle of the stream
+
+
+def _connect_when_there(url: str) -> Channel:
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return unixipc.connect(url, timeout=WAIT)
+        except OSError as error:  # the bridge is not listening yet
+            if time.monotonic() > deadline or error.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+                raise
+            time.sleep(0.05)
+
+
+def test_bridge_joins_shared_memory_to_nats(names: Names, cleanup: Callable[..., None]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    nats_url = nats_support.shared_server().url(names.posix("n")[1:])
+    shm_url = f"shm://{names.posix('bridge')[1:]}"
+    service = unixipc.listen(nats_url)
+    cleanup(service.close)
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "unixipc", "bridge", shm_url, nats_url, "--clients", "1", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    cleanup(bridge.kill)
+    local = _connect_when_there(shm_url)
+    cleanup(local.close)
+    remote = service.accept(timeout=WAIT)
+    cleanup(remote.close)
+    messages = [b"one", b"", bytes(100_000)]
+    for message in messages:
+        local.send(message, timeout=WAIT)
+        remote.send(remote.receive(timeout=WAIT).upper(), timeout=WAIT)
+        assert local.receive(timeout=WAIT) == message.upper()
+    local.close()  # passed on: the service sees the end after every message
+    with pytest.raises(EndOfChannel):
+        remote.receive(timeout=WAIT)
+    output, _ = bridge.communicate(timeout=WAIT)
+    assert bridge.returncode == 0
+    report = json.loads(output.splitlines()[-1])
+    assert report["clients"] == 1
+    assert report["src_to_dst"] == {"messages": 3, "bytes": 100_003}
+    assert report["dst_to_src"] == {"messages": 3, "bytes": 100_003}
