@@ -6,7 +6,7 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, nats, oncrpc, peers, topics
+from .adapters import c, channels, facilities, nats, oncrpc, peers, rpc, topics
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
@@ -48,6 +48,16 @@ TRANSPORTS: tuple[Transport, ...] = (
     topics.ZmqPubSubTransport(),
     nats.NatsPyRequestTransport(),
     nats.NatsPyPublishTransport(),
+    # remote procedure calls: unixipc.rpc, then what users pick instead
+    rpc.RpcShmTransport(),
+    rpc.RpcUnixTransport(),
+    rpc.RpcShmThroughputTransport(),
+    rpc.RpcUnixThroughputTransport(),
+    rpc.MpManagerTransport(),
+    rpc.XmlRpcTransport(),
+    rpc.Pyro5Transport(),
+    rpc.RpycTransport(),
+    rpc.GrpcTransport(),
     # the physical limit
     c.CSpinTransport(),
     c.CHybridTransport(),

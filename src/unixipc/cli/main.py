@@ -31,6 +31,7 @@ SUBCOMMANDS = (
     "channel",
     "bridge",
     "ring",
+    "rpc",
     "rpcinfo",
     "rpcgen",
 )
