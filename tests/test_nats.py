@@ -15,6 +15,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -303,3 +304,52 @@ def test_bridge_joins_shared_memory_to_nats(names: Names, cleanup: Callable[...,
     assert report["clients"] == 1
     assert report["src_to_dst"] == {"messages": 3, "bytes": 100_003}
     assert report["dst_to_src"] == {"messages": 3, "bytes": 100_003}
+
+
+def _rpc_server(url: str, ready: Any, stop: Any) -> int:
+    """An RPC server in the queue group "calc" on ``url``; returns how many calls it served."""
+    import os
+
+    from unixipc import rpc
+
+    served = [0]
+    server = rpc.Server(url, queue="calc")
+
+    @server.function
+    def whoami() -> int:
+        served[0] += 1
+        return os.getpid()
+
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    ready.set()
+    stop.wait(WAIT)
+    server.close()
+    thread.join(WAIT)
+    return served[0]
+
+
+def test_rpc_servers_in_a_queue_group_share_the_clients(
+    names: Names, children: Callable[..., Any]
+) -> None:
+    import multiprocessing
+
+    from unixipc import rpc
+
+    url = nats_support.shared_server().url(names.posix("rpc")[1:])
+    context = multiprocessing.get_context("fork")
+    stop = context.Event()
+    servers = []
+    for _ in range(2):
+        ready = context.Event()
+        servers.append(children(_rpc_server, url, ready, stop))
+        assert ready.wait(WAIT)
+    answered_by = []
+    for _ in range(16):  # each connection goes to one server of the group, at random
+        with rpc.connect(url, timeout=WAIT) as client:
+            answered_by.append(client.call("whoami"))
+            assert client.call("whoami") == answered_by[-1]  # one connection, one server
+    stop.set()
+    served = [server.result() for server in servers]
+    assert set(answered_by) == {server.pid for server in servers}
+    assert sum(served) == 32

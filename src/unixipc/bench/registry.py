@@ -51,6 +51,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     # remote procedure calls: unixipc.rpc, then what users pick instead
     rpc.RpcShmTransport(),
     rpc.RpcUnixTransport(),
+    nats.RpcNatsTransport(),
     rpc.RpcShmThroughputTransport(),
     rpc.RpcUnixThroughputTransport(),
     rpc.MpManagerTransport(),

@@ -7,7 +7,8 @@ the same room as every other transport, heartbeats); ``nats-py-reqrep`` and
 ``nats-py-pub`` are nats-py on asyncio as its documentation shows it
 (``request`` to a responder whose callback publishes the reply; ``publish`` in a
 loop to a subscriber callback, at most once and without flow control), run by
-:mod:`unixipc.bench.nats_peers` in two processes of their own.
+:mod:`unixipc.bench.nats_peers` in two processes of their own; ``rpc-nats`` is
+``unixipc.rpc`` over a ``nats://`` channel, beside ``nats-py-reqrep``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..transport import Plan, Transport, Unsupported, buffer_capacity
 from .channels import _UrlTransport
+from .rpc import _UnixipcRpcTransport
 
 _STARTUP = 10.0
 
@@ -131,3 +133,18 @@ class NatsPyPublishTransport(_NatsPyTransport):
     summary = "nats-py on asyncio: publish() in a loop to a subscriber callback (no flow control)"
     tests = ("throughput",)
     mode = "publish"
+
+
+class RpcNatsTransport(_UnixipcRpcTransport):
+    name = "rpc-nats"
+    summary = "unixipc.rpc over nats://127.0.0.1 (client.call, msgpack; a local nats-server)"
+    requires = ("nats",)
+
+    def setup(self, plan: Plan) -> None:
+        self._address = start_server(plan)
+
+    def url(self, plan: Plan) -> str:
+        return f"nats://{self._address}/{plan.prefix}.rpc"
+
+    def cleanup(self, plan: Plan) -> None:
+        stop_server(plan)
