@@ -24,6 +24,7 @@ URL                        how a connection is made
 ``tcp://host:port``        the same over TCP (this is how a program crosses hosts)
 ``shm://name``             the shared-memory ring, one ring per direction
 ``nats://host:port/subj``  through a NATS server: HELLO on the subject, an inbox per end
+``nats+js://host:port/N``  a durable conversation N in JetStream (at least once)
 =========================  ===========================================================
 
 Every channel has the same verbs, errors and timeouts (:class:`Channel`): a peer's
