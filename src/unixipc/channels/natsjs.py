@@ -11,15 +11,15 @@ listener accepts one end: the conversation (a second ``accept`` waits, then
 times out). The stream is a work queue: a message is removed once its receiver
 has finished with it, and stays (durably, on the server's disk) until then.
 
-- *At least once, each message once per run*: a message is acknowledged when
-  its receiver asks for the next one (or closes), before that one is handed
-  out, so a receiver killed while it handled a message gets that message again
-  when it comes back, then the rest, in order: on binding, the end replaces its durable consumer with one that
-  starts at the first unacknowledged message. Messages the server redelivers to
-  a live end (one slower than the consumer's ``ack_wait``) are dropped by their
-  stream sequence number; a send that must be repeated (no confirmation in
-  time) carries the same ``Nats-Msg-Id``, which the server's duplicate window
-  drops.
+- *At least once, each message once per run*: a message is acknowledged when its
+  receiver asks for the next one (or closes), before that one is handed out, so a
+  receiver killed while it handled a message gets that message again when it comes
+  back, then the rest, in order: on binding, the end replaces its durable consumer
+  with one that starts at the first unacknowledged message. Messages the server
+  redelivers to a live end (one slower than the consumer's ``ack_wait``) are
+  dropped by their stream sequence number; a send that must be repeated (no
+  confirmation in time) carries the same ``Nats-Msg-Id``, which the server's
+  duplicate window drops.
 - *Sends* wait for the server's confirmation (a round trip), whatever their
   timeout: a message is stored when ``send`` returns, and there is no
   backpressure other than the server's limits. A server that does not confirm
