@@ -353,3 +353,21 @@ def test_rpc_servers_in_a_queue_group_share_the_clients(
     served = [server.result() for server in servers]
     assert set(answered_by) == {server.pid for server in servers}
     assert sum(served) == 32
+
+
+def test_a_cancelled_flush_leaves_the_connection_reading(
+    server: nats_support.NatsServer, names: Names, cleanup: Callable[..., None]
+) -> None:
+    """A PONG for a flush() given up on used to end nats-py's read loop."""
+    client, server_end = _pair(server.url(names.posix("n")[1:]), cleanup)
+    connection = client._link._connection  # type: ignore[attr-defined]
+
+    async def give_up_on_a_ping() -> None:
+        stale = asyncio.get_running_loop().create_future()
+        stale.cancel()  # what flush(timeout) leaves when the PONG comes late
+        connection.client._pongs.append(stale)
+        connection.client._transport.write(b"PING\r\n")  # its PONG comes back
+
+    connection.owner.run(give_up_on_a_ping(), WAIT, "ping")
+    server_end.send(b"still reading", timeout=WAIT)
+    assert client.receive(timeout=5) == b"still reading"

@@ -21,8 +21,10 @@ Two shortcuts keep a channel's latency near nats-py's own:
   ``_process_msg``), without the per-subscription queue and task that nats-py
   uses for callbacks.
 
-Both lean on two internals of nats-py 2.x (``Client._process_msg`` and
-``Client._transport``); the tests exercise both paths on every run.
+Both lean on internals of nats-py 2.x (``Client._process_msg`` and
+``Client._transport``), and so does a fix: a PONG for a ``flush()`` that timed
+out no longer ends nats-py's read loop (``_process_pong``). The tests exercise
+all three on every run.
 
 A fork leaves the child without the loop thread: the child starts its own on
 first use, with connections of its own (the parent's belong to the parent).
@@ -174,6 +176,25 @@ def loop() -> Loop:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """TLS to the NATS server: the CAs to trust, our client certificate, the name to check."""
+
+    ca_file: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+    server_hostname: str | None = None
+    context: ssl.SSLContext | None = None  # the caller's own, instead of the files
+
+    def make_context(self) -> ssl.SSLContext:
+        if self.context is not None:
+            return self.context
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.certificate is not None:
+            context.load_cert_chain(self.certificate, self.private_key)
+        return context
+
+
+@dataclass(frozen=True)
 class Server:
     """Where a connection goes and who it says it is (the key of a shared connection)."""
 
@@ -182,7 +203,7 @@ class Server:
     password: str | None = None
     token: str | None = None
     credentials: str | None = None
-    tls: ssl.SSLContext | None = None
+    tls: Tls | None = None
 
     def describe(self) -> str:
         return ",".join(self.urls)
@@ -212,6 +233,17 @@ def _client_class() -> Any:
                 return
             handler(data, reply, headers or b"")
 
+        async def _process_pong(self) -> None:
+            # nats-py resolves the oldest PING's future even when a flush() that
+            # timed out cancelled it, and the InvalidStateError ends its read loop
+            # (the connection then reads nothing more): skip cancelled ones.
+            if self._pongs:
+                future = self._pongs.pop(0)
+                if not future.done():
+                    future.set_result(True)
+                self._pongs_received += 1
+                self._pings_outstanding = 0
+
     _Client = Client
     return Client
 
@@ -236,7 +268,7 @@ class Connection:
     def max_payload(self) -> int:
         return int(self.client.max_payload)
 
-    def write(self, subject: bytes, parts: list[bytes]) -> bool:
+    def write(self, subject: bytes, parts: list[bytes], reply: bytes = b"") -> bool:
         """Publish the message made of ``parts`` at once, with :attr:`Loop.lock` held
         (the loop parked, or running in this thread).
 
@@ -250,7 +282,11 @@ class Connection:
         if transport is None or (writer is not None and writer.is_closing()):
             return False  # lost: nats-py is about to reconnect
         size = sum(map(len, parts))
-        transport.writelines([b"PUB %s %d\r\n" % (subject, size), *parts, b"\r\n"])
+        if reply:
+            line = b"PUB %s %s %d\r\n" % (subject, reply, size)
+        else:
+            line = b"PUB %s %d\r\n" % (subject, size)
+        transport.writelines([line, *parts, b"\r\n"])
         return True
 
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Any:
@@ -274,8 +310,13 @@ class Connection:
 
     async def _error(self, error: Exception) -> None:
         # Kept to explain a failed first connection; later ones are handled by
-        # the channels' heartbeats.
+        # the channels' heartbeats. A certificate refused while connecting the
+        # first time ends the attempt at once (nats-py would retry forever).
         self.last_error = error
+        if self.connecting and isinstance(error, ssl.SSLError):
+            raise error
+
+    connecting = True
 
     last_error: Exception | None = None
 
@@ -290,6 +331,10 @@ def _refused(server: Server, error: BaseException) -> IPCError:
     from .errors import IPCOSError, PermissionDeniedError
 
     text = str(error) or type(error).__name__
+    if isinstance(error, ssl.SSLError):
+        return PermissionDeniedError(
+            errno.EACCES, f"TLS with the NATS server {server.describe()} failed: {text}"
+        )
     if "authorization" in text.lower() or "authentication" in text.lower():
         return PermissionDeniedError(
             errno.EACCES, f"NATS server {server.describe()} refused the credentials: {text}"
@@ -321,9 +366,12 @@ async def _connect(connection: Connection, timeout: float) -> None:
     if server.credentials is not None:
         options["user_credentials"] = server.credentials
     if server.tls is not None:
-        options["tls"] = server.tls
+        options["tls"] = server.tls.make_context()
+        if server.tls.server_hostname is not None:
+            options["tls_hostname"] = server.tls.server_hostname
     await client.connect(**options)
     client.options["max_reconnect_attempts"] = -1
+    connection.connecting = False
 
 
 def acquire(server: Server, timeout: float | None) -> Connection:
@@ -413,6 +461,11 @@ def _close_at_exit() -> None:
 
     async def close_all() -> None:
         await asyncio.gather(*(_close_quietly(client) for client in clients))
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     with contextlib.suppress(Exception):
         running.run(close_all(), _EXIT_WAIT, "closing NATS connections")

@@ -47,6 +47,8 @@ as descriptors); ``tcp`` talks to any host.
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from ._deadline import Deadline, check_timeout
@@ -101,6 +103,18 @@ class ListenOptions(TypedDict, total=False):
     #: The NATS queue group of a ``nats`` listener (default "unixipc"): listeners
     #: of one group on one subject share the clients.
     queue: str
+    #: ``nats``, ``nats+js``: TLS to the NATS server (both ends are its clients):
+    #: trust these CAs for its certificate (default: the system's).
+    ca_file: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: our client certificate (PEM), if the server asks for one.
+    certificate: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the PEM file of its private key.
+    private_key: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the name the server's certificate must carry
+    #: (default: the URL's host).
+    server_hostname: str
+    #: ``nats``, ``nats+js``: a context made by the caller instead of the options above.
+    ssl_context: ssl.SSLContext
 
 
 class ConnectOptions(TypedDict, total=False):
@@ -121,6 +135,18 @@ class ConnectOptions(TypedDict, total=False):
     heartbeat: float
     #: As :attr:`ListenOptions.window` (``nats``).
     window: int
+    #: ``nats``, ``nats+js``: TLS to the NATS server (both ends are its clients):
+    #: trust these CAs for its certificate (default: the system's).
+    ca_file: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: our client certificate (PEM), if the server asks for one.
+    certificate: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the PEM file of its private key.
+    private_key: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the name the server's certificate must carry
+    #: (default: the URL's host).
+    server_hostname: str
+    #: ``nats``, ``nats+js``: a context made by the caller instead of the options above.
+    ssl_context: ssl.SSLContext
 
 
 class PairOptions(TypedDict, total=False):

@@ -30,9 +30,14 @@ message, or a part of one longer than the servers' ``max_payload``).
   header of whatever it sends, at least every quarter window, and always
   before it waits. A peer that sends beyond the window breaks the channel.
 - *Liveness*: an idle end sends a STATUS every ``heartbeat`` seconds (the
-  smaller of both ends' settings); an end that hears nothing from its peer for
-  four of its own heartbeats ends the channel with :class:`PeerDied` (the peer's
-  process died, or one of them lost the NATS server and did not get back in time).
+  smaller of both ends' settings). After two heartbeats of silence it probes:
+  a STATUS with its inbox as reply subject, which the server answers with "no
+  responders" once the peer's inbox has no subscriber (its process died and its
+  connection closed, or it lost its server). Two such answers in a row end the
+  channel with :class:`PeerDied` (three to four heartbeats after the death), as
+  do our own connection staying down for four heartbeats and, whatever the
+  server says, fifteen heartbeats of silence. A peer that is only slow (a loaded
+  machine) keeps its subscription, so it is never taken for dead that way.
 - *Goodbye*: ``close()`` sends GOODBYE numbered after the last piece, so the peer
   gets :class:`EndOfChannel` after every message, and waits (at most 2 s) until
   the server confirmed it has everything.
@@ -41,10 +46,12 @@ message, or a part of one longer than the servers' ``max_payload``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import secrets
 import select
+import ssl
 import struct
 import time
 import urllib.parse
@@ -107,8 +114,13 @@ _COALESCE = 50e-6
 # Resends of the same thing are at least this far apart (a lost piece is asked
 # for again by the next heartbeat).
 _RESEND_GAP = 0.05
-# An end that hears nothing for this many of its heartbeats ends the channel.
-HEARTBEATS_TO_DEATH = 4
+# Liveness, in heartbeats: after this much silence an end asks the server whether
+# the peer's inbox still has a subscriber (a probe: "no responders" means it is
+# gone); two such answers in a row end the channel, as does our own connection
+# staying down this long, or silence this long whatever the server says.
+PROBE_AFTER = 2
+DOWN_FOR = 4
+SILENT_FOR = 15
 # A WELCOME is awaited at most this many heartbeats when connect has no timeout.
 _HANDSHAKE_HEARTBEATS = 10
 
@@ -210,6 +222,43 @@ def _settings(options: dict[str, Any]) -> Settings:
     return Settings(options["heartbeat"], options["window"], options["max_message_size"])
 
 
+def _path_option(name: str) -> Option:
+    def check(value: object) -> str | None:
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(
+                f"{name} must be a path (str or os.PathLike), not {type(value).__name__}"
+            )
+        return os.fspath(value)
+
+    return Option(None, check)
+
+
+def _check_context(value: object) -> ssl.SSLContext:
+    if not isinstance(value, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(value).__name__}")
+    return value
+
+
+def _check_hostname(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("server_hostname must be a non-empty str")
+    return value
+
+
+def server_of(address: Address, options: dict[str, Any]) -> _nats.Server:
+    """The server to connect to, with TLS when a TLS option is given."""
+    files = {name: options.get(name) for name in ("ca_file", "certificate", "private_key")}
+    hostname, context = options.get("server_hostname"), options.get("ssl_context")
+    if files["private_key"] is not None and files["certificate"] is None:
+        raise ValueError("private_key needs certificate (the client certificate it belongs to)")
+    if context is not None and any(value is not None for value in files.values()):
+        raise ValueError("give ssl_context or ca_file/certificate/private_key, not both")
+    if context is None and hostname is None and all(value is None for value in files.values()):
+        return address.server
+    tls = _nats.Tls(**files, server_hostname=hostname, context=context)
+    return dataclasses.replace(address.server, tls=tls)
+
+
 def _eventfd() -> int:
     return os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 
@@ -255,7 +304,8 @@ class NatsLink(LinkBase):
         self._payload = connection.max_payload
         self.piece_size = self.rx_piece_size = self._payload - PIECE_OVERHEAD
         self._interval = settings.heartbeat
-        self._silence = HEARTBEATS_TO_DEATH * settings.heartbeat
+        self._gone = 0  # probes in a row that found the peer's inbox without a subscriber
+        self._down_since: float | None = None
         # Sending.
         self._next = 0  # the number of our next piece
         self._unacked: deque[tuple[int, bytes | None]] = deque()  # not yet taken (None: goodbye)
@@ -339,11 +389,16 @@ class NatsLink(LinkBase):
         if self._peer is None:
             self._on_handshake(data, reply, headers)
             return
+        if headers:
+            if headers.startswith(b"NATS/1.0 503"):
+                self._no_responders()
+            return
         if len(data) < HEADER_SIZE:
             self._fail("a message shorter than a header")
             return
         kind, seq, received, consumed = _HEADER.unpack_from(data)
         self._last_heard = time.monotonic()
+        self._gone = 0
         if not consumed <= received <= self._next:
             self._fail("the peer acknowledged pieces that were never sent")
             return
@@ -470,16 +525,33 @@ class NatsLink(LinkBase):
         if self._closing or self._ending is not None or self._peer_closed:
             return
         now = time.monotonic()
-        if now - self._last_heard > self._silence:
-            self._end(
-                PeerDied,
-                f"no word from the peer for {self._silence:g} s (its process died, "
-                "or the NATS server is out of reach)",
-            )
+        heartbeat = self._settings.heartbeat
+        silent = now - self._last_heard
+        if self._connection.client.is_connected:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since > DOWN_FOR * heartbeat:
+            self._end(PeerDied, f"the NATS server was out of reach for {DOWN_FOR * heartbeat:g} s")
             return
-        if now - self._last_sent >= self._interval * 0.75:
+        if silent > SILENT_FOR * heartbeat:
+            self._end(PeerDied, f"no word from the peer for {SILENT_FOR * heartbeat:g} s")
+            return
+        if silent > PROBE_AFTER * heartbeat:
+            self._write(_STATUS, self._next, probe=True)  # "no responders" if it is gone
+        elif now - self._last_sent >= self._interval * 0.75:
             self._write(_STATUS, self._next)
         self._timer = self._connection.owner.loop.call_later(self._interval, self._tick)
+
+    def _no_responders(self) -> None:
+        """A probe found no subscriber on the peer's inbox (loop thread)."""
+        self._gone += 1
+        if self._gone >= 2:  # twice, a heartbeat apart, without a word in between
+            self._end(
+                PeerDied,
+                "its inbox lost its subscriber (its process died, or it lost the "
+                "NATS server and did not come back)",
+            )
 
     def _fail(self, why: str) -> None:
         self._end(IPCError, f"{why} (the channel is unusable now)")
@@ -499,12 +571,17 @@ class NatsLink(LinkBase):
         self._told_cost = self._out_cost
         return _HEADER.pack(kind, seq, self._expected, self._told)
 
-    def _write(self, kind: int, seq: int) -> None:
-        """Publish a message without pieces to the peer, after what is queued (lock held)."""
+    def _write(self, kind: int, seq: int, *, probe: bool = False) -> None:
+        """Publish a message without pieces to the peer, after what is queued (lock held).
+
+        A probe carries our inbox as its reply subject, so that the server answers
+        "no responders" if the peer's inbox has no subscriber any more.
+        """
         if self._peer is None or not self._writable:
             return
         self._flush()
-        if self._connection.write(self._peer, [self._header(kind, seq)]):
+        reply = self._inbox.encode() if probe else b""
+        if self._connection.write(self._peer, [self._header(kind, seq)], reply):
             self._last_sent = time.monotonic()
 
     def _emit(self, first: int, pieces: list[bytes]) -> None:
@@ -735,7 +812,7 @@ class NatsAcceptor:
         self._url = url
         self._settings = _settings(options)
         self._max_backlog = options["backlog"]
-        self._connection = _nats.acquire(address.server, None)
+        self._connection = _nats.acquire(server_of(address, options), None)
         self._waker = Waker()
         self._fd = _eventfd()
         self._ready: deque[NatsLink] = deque()
@@ -836,7 +913,7 @@ def listen(url: str, address: Address, options: dict[str, Any]) -> Listener:
 def connect(url: str, address: Address, deadline: Deadline, options: dict[str, Any]) -> Channel:
     """Say HELLO on the subject and wait for a listener's WELCOME."""
     settings = _settings(options)
-    connection = _nats.acquire(address.server, deadline.remaining())
+    connection = _nats.acquire(server_of(address, options), deadline.remaining())
     link = NatsLink(url, connection, settings)
     try:
         owner = connection.owner
@@ -865,10 +942,19 @@ def connect(url: str, address: Address, deadline: Deadline, options: dict[str, A
 
 HEARTBEAT = Option(1.0, _check_seconds("heartbeat", 0.01, 3600.0))
 WINDOW = positive_option("window", 4 * 1024 * 1024)
+# TLS to the NATS server (both ends are its clients): the same names as tls://.
+TLS_OPTIONS: dict[str, Option] = {
+    "ca_file": _path_option("ca_file"),
+    "certificate": _path_option("certificate"),
+    "private_key": _path_option("private_key"),
+    "server_hostname": Option(None, _check_hostname),
+    "ssl_context": Option(None, _check_context),
+}
 CONNECT_OPTIONS: dict[str, Option] = {
     "max_message_size": max_size_option(MAX_SPLIT),
     "heartbeat": HEARTBEAT,
     "window": WINDOW,
+    **TLS_OPTIONS,
 }
 LISTEN_OPTIONS: dict[str, Option] = {
     **CONNECT_OPTIONS,

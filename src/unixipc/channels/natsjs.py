@@ -67,7 +67,7 @@ from .core import (
     max_size_option,
     refused,
 )
-from .nats import Address
+from .nats import TLS_OPTIONS, Address, server_of
 from .nats import parse as parse_nats
 from .pieces import PieceChannel
 
@@ -298,7 +298,7 @@ class JetStreamAcceptor:
         self._url = url
         self._name = address.subject
         self._max_message_size = options["max_message_size"]
-        self._connection = _nats.acquire(address.server, None)
+        self._connection = _nats.acquire(server_of(address, options), None)
         self._waker = Waker()
         self._fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._given = False
@@ -359,7 +359,7 @@ def listen(url: str, address: Address, options: dict[str, Any]) -> Listener:
 
 def connect(url: str, address: Address, deadline: Deadline, options: dict[str, Any]) -> Channel:
     """Bind the client's end of the conversation (the listener made its stream)."""
-    connection = _nats.acquire(address.server, deadline.remaining())
+    connection = _nats.acquire(server_of(address, options), deadline.remaining())
     link = JetStreamLink(url, connection, address.subject, client=True)
     try:
         js = connection.client.jetstream()
@@ -383,5 +383,5 @@ def connect(url: str, address: Address, deadline: Deadline, options: dict[str, A
     return PieceChannel(url, link, max_message_size=options["max_message_size"])
 
 
-LISTEN_OPTIONS: dict[str, Option] = {"max_message_size": max_size_option(MAX_SPLIT)}
+LISTEN_OPTIONS: dict[str, Option] = {"max_message_size": max_size_option(MAX_SPLIT), **TLS_OPTIONS}
 CONNECT_OPTIONS = LISTEN_OPTIONS
