@@ -311,8 +311,11 @@ class Connection:
     async def _error(self, error: Exception) -> None:
         # Kept to explain a failed first connection; later ones are handled by
         # the channels' heartbeats. A certificate refused while connecting the
-        # first time ends the attempt at once (nats-py would retry forever).
-        self.last_error = error
+        # first time ends the attempt at once (nats-py would retry forever). A
+        # refusal of the credentials is kept over the reset that may follow it
+        # (the server closes with our PING unread).
+        if self.last_error is None or not _is_refusal(self.last_error):
+            self.last_error = error
         if self.connecting and isinstance(error, ssl.SSLError):
             raise error
 
@@ -325,6 +328,12 @@ _pool: dict[Server, Connection] = {}
 _pool_guard = threading.Lock()
 
 
+def _is_refusal(error: BaseException) -> bool:
+    """The server refused our certificate or credentials (not a transport failure)."""
+    text = str(error).lower()
+    return isinstance(error, ssl.SSLError) or "authorization" in text or "authentication" in text
+
+
 def _refused(server: Server, error: BaseException) -> IPCError:
     import errno
 
@@ -335,7 +344,7 @@ def _refused(server: Server, error: BaseException) -> IPCError:
         return PermissionDeniedError(
             errno.EACCES, f"TLS with the NATS server {server.describe()} failed: {text}"
         )
-    if "authorization" in text.lower() or "authentication" in text.lower():
+    if _is_refusal(error):
         return PermissionDeniedError(
             errno.EACCES, f"NATS server {server.describe()} refused the credentials: {text}"
         )
@@ -399,7 +408,8 @@ def acquire(server: Server, timeout: float | None) -> Connection:
         raise
     except Exception as error:
         owner.start(_close_quietly(made.client))
-        raise _refused(server, made.last_error or error) from None
+        last = made.last_error
+        raise _refused(server, error if last is None or _is_refusal(error) else last) from None
     with _pool_guard:
         current = _pool.get(server)
         if current is not None and current.owner is owner and not current.client.is_closed:

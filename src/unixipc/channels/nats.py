@@ -6,11 +6,12 @@ drops slow consumers; this driver adds what a channel promises on top of it.
 Connecting: the listener subscribes to ``subject`` in a queue group (several
 listeners on one subject share the clients). A client subscribes to a private
 inbox ``_INBOX.<128 random bits>`` and sends HELLO to ``subject`` with that inbox
-as the reply subject; the listener's loop makes a private inbox for the
-connection, subscribes, answers WELCOME from it and keeps the connection for
-``accept`` (like a kernel's backlog: ``connect`` returns once the listener's
-process answered). Nobody on the subject: the server's "no responders" reply
-makes ``connect`` fail at once (ECONNREFUSED); a full backlog answers REFUSE.
+as the reply subject; the listener's loop makes a private inbox for the connection,
+subscribes, answers WELCOME from it and keeps the connection for ``accept`` (like
+a kernel's backlog: ``connect`` returns before ``accept``; a process that forked
+children to accept behaves differently, see :class:`NatsAcceptor`).
+Nobody on the subject: the server's "no responders" reply makes ``connect`` fail
+at once (ECONNREFUSED); a full backlog answers REFUSE.
 
 Messages: every NATS message between two ends starts with a 25-byte header
 (kind, sequence number, how many of the peer's pieces we received, how many
@@ -55,6 +56,7 @@ import ssl
 import struct
 import time
 import urllib.parse
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,7 +124,9 @@ PROBE_AFTER = 2
 DOWN_FOR = 4
 SILENT_FOR = 15
 # A WELCOME is awaited at most this many heartbeats when connect has no timeout.
-_HANDSHAKE_HEARTBEATS = 10
+_HANDSHAKE_HEARTBEATS = 30
+# A HELLO waiting this long where nobody accepts goes to the queue group again.
+_BOUNCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -350,7 +354,11 @@ class NatsLink(LinkBase):
         await self._connection.client.publish(subject, self._handshake(_HELLO), reply=self._inbox)
 
     async def welcome(self, client_inbox: bytes, hello: bytes) -> None:
-        """The listener's side: our inbox, then WELCOME from it (on the wire before we return)."""
+        """The listener's side: our inbox, then WELCOME from it (on the wire before we return).
+
+        The PING/PONG makes the server know our inbox before anything we write
+        directly, and before the client can answer.
+        """
         self._peer_said(hello)
         await self.subscribe()
         self._peer = client_inbox
@@ -806,43 +814,85 @@ def _valid_subject(subject: bytes) -> bool:
 
 
 class NatsAcceptor:
-    """The listener's subscription to the subject, and the connections it made."""
+    """The listener's subscription to the subject, and the clients waiting for accept.
+
+    Like a kernel's backlog, the listener's loop thread answers a HELLO at once
+    (the server-side inbox, WELCOME) and keeps the connection for ``accept``, so
+    ``connect`` returns before the server accepts. After the listener's process
+    forked, it may be its children that accept (a pre-forking server): from then
+    on a HELLO that arrives while no thread of the process is in ``accept`` is
+    only kept, and if nobody here accepts it within ``_BOUNCE`` it is published to
+    the subject again, for another listener of the queue group (with none, it
+    comes back here). A forked child that calls ``accept`` takes the listener over
+    on a connection of its own. Closing re-publishes the HELLOs still kept (to
+    another listener, or "no responders": ECONNREFUSED for the client) and ends
+    the connections nobody accepted (EndOfChannel).
+    """
 
     def __init__(self, url: str, address: Address, options: dict[str, Any]) -> None:
         self._url = url
+        self._address = address
+        self._server = server_of(address, options)
+        self._queue = options["queue"]
         self._settings = _settings(options)
         self._max_backlog = options["backlog"]
-        self._connection = _nats.acquire(server_of(address, options), None)
+        self._closing = False
+        self._subscription: Any = None
+        self._timer: Any = None
+        self._fd = -1
+        self._adopt(None)
+
+    def _adopt(self, timeout: float | None) -> None:
+        """Subscribe to the subject on this process's own connection.
+
+        ``_pid`` changes last: until then :meth:`close` treats the listener as
+        the parent's (a child whose subscription failed releases nothing).
+        """
+        self._forked = False  # set in the parent by a fork: children may accept instead
+        self._ready: deque[NatsLink] = deque()  # connections made, waiting for accept
+        self._hellos: deque[tuple[bytes, bytes, float]] = deque()  # (reply, HELLO, arrival)
+        self._accepting = 0
+        self._connection = _nats.acquire(self._server, timeout)
         self._waker = Waker()
         self._fd = _eventfd()
-        self._ready: deque[NatsLink] = deque()
-        self._pending = 0
-        self._closing = False
-        self._pid = os.getpid()
         try:
             self._subscription = self._connection.owner.run(
-                self._connection.subscribe(address.subject, self._on_hello, options["queue"]),
+                self._connection.subscribe(self._address.subject, self._on_hello, self._queue),
                 10.0,
-                f"subscribing to {address.subject}",
+                f"listening on {self._url}",
             )
         except BaseException:
             _nats.release(self._connection)
-            os.close(self._fd)
+            self._drop_descriptors()
             raise
+        self._pid = os.getpid()
+
+    def _drop_descriptors(self) -> None:
+        """Close our eventfds (in a forked child: its copies of the parent's), once."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        self._waker.close()
 
     def _on_hello(self, data: bytes, reply: bytes, headers: bytes) -> None:
-        """A client's HELLO (loop thread): make its connection in a task."""
+        """A client's HELLO (loop thread): kept for accept."""
         if self._closing or len(data) != _HANDSHAKE.size or data[:4] != _HELLO:
             return
         if not _valid_subject(reply):
             return
-        if len(self._ready) + self._pending >= self._max_backlog:
+        if len(self._hellos) + len(self._ready) >= self._max_backlog:
             self._connection.write(reply, [_REFUSE])
             return
-        self._pending += 1
-        self._connection.owner.loop.create_task(self._welcome(reply, data))
+        if not self._forked or self._accepting:
+            self._connection.owner.loop.create_task(self._welcome_soon(reply, data))
+            return
+        self._hellos.append((reply, data, time.monotonic()))
+        _signal(self._fd)
+        if self._timer is None:
+            self._timer = self._connection.owner.loop.call_later(_BOUNCE, self._bounce)
 
-    async def _welcome(self, reply: bytes, hello: bytes) -> None:
+    async def _welcome_soon(self, reply: bytes, hello: bytes) -> None:
+        """Make the connection now and keep it for accept (loop thread)."""
         connection = self._connection
         _nats.share(connection)
         link = NatsLink(self._url, connection, self._settings)
@@ -851,8 +901,6 @@ class NatsAcceptor:
         except Exception:
             link.close(False)
             return
-        finally:
-            self._pending -= 1
         if self._closing:
             link.say_goodbye()
             link.close(False)
@@ -860,54 +908,131 @@ class NatsAcceptor:
         self._ready.append(link)
         _signal(self._fd)
 
+    def _bounce(self) -> None:
+        """Hand the HELLOs nobody here accepts to the group again (loop thread)."""
+        self._timer = None
+        if self._closing or not self._hellos:
+            return
+        if not self._accepting:
+            too_old = time.monotonic() - _BOUNCE
+            while self._hellos and self._hellos[0][2] <= too_old:
+                try:  # accept may take it meanwhile
+                    reply, hello, _ = self._hellos.popleft()
+                except IndexError:
+                    break
+                self._republish(reply, hello)
+        if self._hellos:
+            self._timer = self._connection.owner.loop.call_later(_BOUNCE, self._bounce)
+
+    def _republish(self, reply: bytes, hello: bytes) -> None:
+        self._connection.write(self._address.subject.encode(), [hello], reply)
+
     def take(self, timeout: float | None) -> Channel | None:
-        deadline: Deadline | None = None
-        while True:
-            if self._closing:
-                raise ClosedResourceError
-            if self._ready:
-                link = self._ready.popleft()
-                return PieceChannel(
-                    self._url, link, max_message_size=self._settings.max_message_size
-                )
-            _clear(self._fd)
-            if self._ready:
-                continue
-            if timeout == 0:
-                raise WouldBlock
-            if deadline is None:
-                deadline = Deadline(timeout)
-            left = deadline.remaining()
-            if left is not None and left <= 0:
-                raise TimeoutExpired
-            self._waker.wait(((self._fd, select.POLLIN),), left)
+        if self._pid != os.getpid():  # a forked child accepts: its own subscription
+            self._drop_descriptors()
+            self._adopt(_ADOPT_WAIT)  # a one-time step, like a link's takeover
+        self._accepting += 1
+        try:
+            deadline: Deadline | None = None
+            while True:
+                if self._closing:
+                    raise ClosedResourceError
+                if self._ready:
+                    link = self._ready.popleft()
+                    return PieceChannel(
+                        self._url, link, max_message_size=self._settings.max_message_size
+                    )
+                try:  # the loop thread may bounce the last one meanwhile
+                    reply, hello, _ = self._hellos.popleft()
+                except IndexError:
+                    pass
+                else:
+                    return self._welcome(reply, hello)
+                _clear(self._fd)
+                if self._ready or self._hellos:
+                    continue
+                if timeout == 0:
+                    raise WouldBlock
+                if deadline is None:
+                    deadline = Deadline(timeout)
+                left = deadline.remaining()
+                if left is not None and left <= 0:
+                    raise TimeoutExpired
+                self._waker.wait(((self._fd, select.POLLIN),), left)
+        finally:
+            self._accepting -= 1
+
+    def _welcome(self, reply: bytes, hello: bytes) -> Channel | None:
+        """Make the connection a HELLO asks for; None if it is bogus (accept goes on)."""
+        connection = self._connection
+        _nats.share(connection)
+        link = NatsLink(self._url, connection, self._settings)
+        try:
+            connection.owner.run(link.welcome(reply, hello), 10.0, f"accepting on {self._url}")
+        except (ValueError, IPCError, OSError):
+            link.close(False)
+            return None
+        except BaseException:
+            link.close(False)
+            raise
+        return PieceChannel(self._url, link, max_message_size=self._settings.max_message_size)
 
     def wait_spec(self) -> WaitSpec:
         return WaitSpec(self._fd, None)
 
     def interrupt(self) -> None:
         self._closing = True
-        self._waker.wake()
+        if self._pid == os.getpid():
+            self._waker.wake()
 
     def close(self) -> None:
         self._closing = True
+        if self._pid != os.getpid():
+            self._drop_descriptors()  # the parent's listener: not ours to stop
+            return
         try:
-            if self._pid != os.getpid():
-                return
             connection = self._connection
-            connection.owner.start(connection.unsubscribe(self._subscription))
+            hellos = list(self._hellos)
+            self._hellos.clear()
+            connection.owner.run(
+                self._stop(hellos), _nats.FLUSH_WAIT, f"closing the listener {self._url}"
+            )
+        except (IPCError, OSError):
+            pass  # the server is gone: nothing to hand over
+        try:
             while self._ready:  # connections nobody accepted: their clients get EndOfChannel
                 link = self._ready.popleft()
                 link.say_goodbye()
                 link.close(True)
-            _nats.release(connection)
         finally:
-            os.close(self._fd)
-            self._waker.close()
+            _nats.release(self._connection)
+            self._drop_descriptors()
+
+    async def _stop(self, hellos: list[tuple[bytes, bytes, float]]) -> None:
+        """Unsubscribe, then hand the waiting clients to the group (or to no one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        await self._connection.unsubscribe(self._subscription)
+        await self._connection.client.flush(_nats.FLUSH_WAIT)  # our interest is gone first
+        for reply, hello, _ in hellos:
+            self._republish(reply, hello)
+
+
+_LISTENERS: weakref.WeakSet[NatsAcceptor] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    for acceptor in list(_LISTENERS):
+        acceptor._forked = True
+
+
+os.register_at_fork(after_in_parent=_forked)
 
 
 def listen(url: str, address: Address, options: dict[str, Any]) -> Listener:
-    return Listener(url, NatsAcceptor(url, address, options))
+    acceptor = NatsAcceptor(url, address, options)
+    _LISTENERS.add(acceptor)
+    return Listener(url, acceptor)
 
 
 def connect(url: str, address: Address, deadline: Deadline, options: dict[str, Any]) -> Channel:
