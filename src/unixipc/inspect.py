@@ -1,8 +1,9 @@
 """Find, describe and remove IPC objects on this machine (the engine of ``unixipc ls/rm/top``).
 
 What it sees: POSIX shared memory and named semaphores (/dev/shm; a semaphore's
-value and waiters read from its file, never sem_open'ed); POSIX message queues (from the mqueue filesystem, mounted for the occasion in a
-private mount namespace of a child process when it is not mounted here); System
+value and waiters read from its file, never sem_open'ed); POSIX message queues
+(from the mqueue filesystem, mounted for the occasion in a private mount
+namespace of a child process when it is not mounted here); System
 V queues, segments and semaphore sets (/proc/sysvipc, semctl GETALL for the
 values); UNIX socket files, bound (/proc/net/unix) or left behind, and FIFOs
 (found under a few directories, see :data:`DEFAULT_DIRECTORIES`, and wherever a
