@@ -444,8 +444,10 @@ def release(connection: Connection) -> None:
 
 
 async def _close_quietly(client: Any) -> None:
+    # Bounded: after a refused TLS handshake nats-py's close() waits on a future
+    # nothing resolves (the task was collected pending, with a warning at exit).
     with contextlib.suppress(Exception):
-        await client.close()
+        await asyncio.wait_for(client.close(), FLUSH_WAIT)
 
 
 def _forget_after_fork() -> None:
