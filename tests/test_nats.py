@@ -220,7 +220,8 @@ def test_a_server_killed_mid_stream_loses_and_repeats_nothing(
     options = {"heartbeat": 1.0, "window": 4096}
     listener = unixipc.listen(first.url(subject), **options)
     cleanup(listener.close)
-    client = unixipc.connect(second.url(subject), timeout=WAIT, **options)
+    # The listener's interest reaches the other servers a moment later (routes).
+    client = _connect_when_there(second.url(subject), **options)
     cleanup(client.close)
     accepted = listener.accept(timeout=WAIT)
     cleanup(accepted.close)
@@ -260,12 +261,12 @@ def test_a_server_killed_mid_stream_loses_and_repeats_nothing(
     assert sent_at_kill < count - 100  # the server went in the middle of the stream
 
 
-def _connect_when_there(url: str) -> Channel:
+def _connect_when_there(url: str, **options: Any) -> Channel:
     deadline = time.monotonic() + WAIT
     while True:
         try:
-            return unixipc.connect(url, timeout=WAIT)
-        except OSError as error:  # the bridge is not listening yet
+            return unixipc.connect(url, timeout=WAIT, **options)
+        except OSError as error:  # not listening yet (or not known there yet)
             if time.monotonic() > deadline or error.errno not in (errno.ENOENT, errno.ECONNREFUSED):
                 raise
             time.sleep(0.05)
