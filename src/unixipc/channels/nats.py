@@ -939,9 +939,7 @@ class NatsAcceptor:
                     raise ClosedResourceError
                 if self._ready:
                     link = self._ready.popleft()
-                    return PieceChannel(
-                        self._url, link, max_message_size=self._settings.max_message_size
-                    )
+                    return self._channel(link)
                 try:  # the loop thread may bounce the last one meanwhile
                     reply, hello, _ = self._hellos.popleft()
                 except IndexError:
@@ -975,6 +973,9 @@ class NatsAcceptor:
         except BaseException:
             link.close(False)
             raise
+        return self._channel(link)
+
+    def _channel(self, link: NatsLink) -> Channel:
         return PieceChannel(self._url, link, max_message_size=self._settings.max_message_size)
 
     def wait_spec(self) -> WaitSpec:
