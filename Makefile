@@ -26,11 +26,15 @@ pytest: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest
 
 # The Sun RPC interop tests build C peers with rpcgen and libtirpc and run the real
-# rpcbind (Debian packages; installed here with apt-get when missing and root).
+# rpcbind; the two-host test makes namespaces and links with ip and tc, and drops
+# packets with nftables where the kernel has no netem (Debian packages; installed
+# here with apt-get when missing and root).
 RPC_PACKAGES_MISSING = $(strip \
 	$(if $(wildcard /usr/sbin/rpcbind /sbin/rpcbind),,rpcbind) \
 	$(if $(shell command -v rpcgen),,rpcsvc-proto) \
-	$(if $(wildcard /usr/include/tirpc/rpc/rpc.h),,libtirpc-dev))
+	$(if $(wildcard /usr/include/tirpc/rpc/rpc.h),,libtirpc-dev) \
+	$(if $(wildcard /usr/sbin/tc /sbin/tc),,iproute2) \
+	$(if $(wildcard /usr/sbin/nft /sbin/nft),,nftables))
 system-deps:
 ifneq ($(RPC_PACKAGES_MISSING),)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import unixipc
-from tests import conftest
+from tests import conftest, nats_support
 from tests.conftest import PREFIX, Names
 from tests.helpers import Child
 from unixipc import Channel, Listener
@@ -29,8 +29,9 @@ from unixipc.channels import registry
 WAIT = 30.0
 
 # Every scheme, from the registry, as test ids: "pair-<kind>" for channel_pair,
-# else the URL scheme.
-URL_SCHEMES = list(channel_module.SCHEMES)
+# else the URL scheme. Durable conversations (nats+js) are not connections (no
+# liveness, one end per listener): tests/test_nats_js.py holds their contract.
+URL_SCHEMES = [name for name in channel_module.SCHEMES if not registry.SCHEMES[name].durable]
 ALL_SCHEMES = [f"pair-{kind}" for kind in channel_module.PAIR_KINDS] + URL_SCHEMES
 
 
@@ -53,7 +54,11 @@ CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     # Rings of 64 KiB: messages of 32 KiB - 16 and more travel in pieces.
     "shm": {"capacity": 65536, "max_message_size": 200_000},
     "pair-shm": {"capacity": 65536, "max_message_size": 200_000},
+    # A dead peer is noticed after four heartbeats: 2 s; a sender to it blocks
+    # once 256 KiB are out (its death is only noticed by silence).
+    "nats": {"max_message_size": 200_000, "heartbeat": 0.5, "window": 256 * 1024},
 }
+LISTEN_OPTIONS["nats"] = CONNECT_OPTIONS["nats"]
 
 
 def _leftover_sysvmq_tokens() -> list[str]:
@@ -97,6 +102,8 @@ def url_for(scheme: str, names: Names) -> str:
         return f"{scheme}://{names.posix(scheme)[1:]}"
     if scheme == "sysvmq":
         return f"sysvmq://{names.key():#x}"
+    if scheme == "nats":
+        return nats_support.shared_server().url(names.posix("nats")[1:])
     raise AssertionError(scheme)
 
 
@@ -178,6 +185,13 @@ class Endpoint:
 
 
 # The fixtures of the channel tests (loaded by conftest.py as a plugin).
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nats_servers() -> Any:
+    """Every nats-server a test started is killed at the end of the session."""
+    yield
+    nats_support.stop_all()
 
 
 def _endpoints(name: str, schemes: list[str]) -> Any:

@@ -23,6 +23,8 @@ URL                        how a connection is made
 ``unix-abstract://name``   the same in Linux's abstract namespace (no file)
 ``tcp://host:port``        the same over TCP (this is how a program crosses hosts)
 ``shm://name``             the shared-memory ring, one ring per direction
+``nats://host:port/subj``  through a NATS server: HELLO on the subject, an inbox per end
+``nats+js://host:port/N``  a durable conversation N in JetStream (at least once)
 =========================  ===========================================================
 
 Every channel has the same verbs, errors and timeouts (:class:`Channel`): a peer's
@@ -45,6 +47,8 @@ as descriptors); ``tcp`` talks to any host.
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from ._deadline import Deadline, check_timeout
@@ -88,8 +92,29 @@ class ListenOptions(TypedDict, total=False):
     #: Of the socket file, FIFO, request queue or ring (``unix``, ``fifo``, ``mq``,
     #: ``sysvmq``, ``shm``; default 0o600).
     permissions: int
-    #: Connections waiting for ``accept`` (sockets 128, ``mq`` 8).
+    #: Connections waiting for ``accept`` (sockets and ``nats`` 128, ``mq`` 8).
     backlog: int
+    #: Seconds between a ``nats`` end's heartbeats when idle (default 1.0); an end
+    #: that hears nothing for four of its heartbeats raises PeerDied.
+    heartbeat: float
+    #: Bytes a ``nats`` peer may send that this end's user has not received yet
+    #: (default 4 MiB; each message counts 64 bytes more): then its send waits.
+    window: int
+    #: The NATS queue group of a ``nats`` listener (default "unixipc"): listeners
+    #: of one group on one subject share the clients.
+    queue: str
+    #: ``nats``, ``nats+js``: TLS to the NATS server (both ends are its clients):
+    #: trust these CAs for its certificate (default: the system's).
+    ca_file: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: our client certificate (PEM), if the server asks for one.
+    certificate: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the PEM file of its private key.
+    private_key: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the name the server's certificate must carry
+    #: (default: the URL's host).
+    server_hostname: str
+    #: ``nats``, ``nats+js``: a context made by the caller instead of the options above.
+    ssl_context: ssl.SSLContext
 
 
 class ConnectOptions(TypedDict, total=False):
@@ -106,6 +131,22 @@ class ConnectOptions(TypedDict, total=False):
     queue_message_size: int
     #: Bytes of each of a ``shm`` client's two rings (default 1 MiB).
     capacity: int
+    #: As :attr:`ListenOptions.heartbeat` (``nats``).
+    heartbeat: float
+    #: As :attr:`ListenOptions.window` (``nats``).
+    window: int
+    #: ``nats``, ``nats+js``: TLS to the NATS server (both ends are its clients):
+    #: trust these CAs for its certificate (default: the system's).
+    ca_file: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: our client certificate (PEM), if the server asks for one.
+    certificate: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the PEM file of its private key.
+    private_key: str | os.PathLike[str]
+    #: ``nats``, ``nats+js``: the name the server's certificate must carry
+    #: (default: the URL's host).
+    server_hostname: str
+    #: ``nats``, ``nats+js``: a context made by the caller instead of the options above.
+    ssl_context: ssl.SSLContext
 
 
 class PairOptions(TypedDict, total=False):

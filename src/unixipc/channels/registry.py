@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._deadline import Deadline
-from . import fifo, mq, pipe, shm, socket, sysvmq
+from . import fifo, mq, nats, natsjs, pipe, shm, socket, sysvmq
 from .core import Channel, Listener, Option, establish, take_options
 from .url import split_url
 
@@ -27,6 +27,9 @@ class Scheme:
     connect: Callable[[str, Any, Deadline, dict[str, Any]], Channel]
     listen_options: dict[str, Option]
     connect_options: dict[str, Option]
+    #: A durable conversation (``nats+js``) rather than a connection: no liveness,
+    #: one end per listener (the channel suites, about connections, leave it out).
+    durable: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,18 @@ SCHEMES: dict[str, Scheme] = {
             socket.CONNECT_OPTIONS,
         ),
         Scheme("shm", shm.parse, shm.listen, shm.connect, shm.LISTEN_OPTIONS, shm.CONNECT_OPTIONS),
+        Scheme(
+            "nats", nats.parse, nats.listen, nats.connect, nats.LISTEN_OPTIONS, nats.CONNECT_OPTIONS
+        ),
+        Scheme(
+            "nats+js",
+            natsjs.parse,
+            natsjs.listen,
+            natsjs.connect,
+            natsjs.LISTEN_OPTIONS,
+            natsjs.CONNECT_OPTIONS,
+            durable=True,
+        ),
     )
 }
 

@@ -64,7 +64,7 @@ def _over_url(label: str, make_url: Callable[[], str], **options: int) -> DemoLi
             continue
     with listener:
         url = listener.url
-        pid = fork_child(lambda: _echo(connect(url, timeout=30, **options)))
+        pid = fork_child(lambda: _echo(connect(url, timeout=30, **options)))  # type: ignore[arg-type]
         ours = listener.accept(timeout=30)
     return _ping_pong(label, url, ours, pid)
 
