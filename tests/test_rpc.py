@@ -212,9 +212,11 @@ def test_server_killed_mid_call_then_restarted(
         assert service.events == []  # the parent never served
 
 
-# Schemes whose listener names a new process may take over once their owner died
-# (the kernel frees the name, or listen reclaims a dead listener's name).
-RECLAIMED = ("unix", "unix-abstract", "tcp")
+# Schemes whose listener names a new process may take over once their owner died:
+# the kernel frees them (sockets), listen reclaims a dead listener's file (unix://),
+# or the name is a subject on the NATS server. The others come with the reclaim of
+# every scheme's names (issue 13).
+RECLAIMED = ("unix", "unix-abstract", "tcp", "nats")
 
 
 def _serve_until_told(url: str, scheme: str, told: int, stop: int, stop_write: int) -> str:
