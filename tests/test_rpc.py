@@ -8,8 +8,6 @@ objects) or, where a process must die, in forked children.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -210,99 +208,6 @@ def test_server_killed_mid_call_then_restarted(
     finally:
         server.close()
         assert service.events == []  # the parent never served
-
-
-# Schemes whose listener names a new process may take over once their owner died:
-# the kernel frees them (sockets), listen reclaims a dead listener's file (unix://),
-# or the name is a subject on the NATS server. The others come with the reclaim of
-# every scheme's names (issue 13).
-RECLAIMED = ("unix", "unix-abstract", "tcp", "nats")
-
-
-def _serve_until_told(url: str, scheme: str, told: int, stop: int, stop_write: int) -> str:
-    """Child: own the listener and serve; write the URL to ``told`` once serving, and
-    b"!" when a call of "hold" arrives; close the server at the end of ``stop``."""
-    os.close(stop_write)  # inherited: the test's copy alone decides when to stop
-    server, _ = make_server(url, scheme)
-
-    @server.function
-    def hold() -> None:
-        os.write(told, b"!")
-        time.sleep(3 * WAIT)  # killed before
-
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    os.write(told, server.url.encode() + b"\n")
-    os.read(stop, 1)
-    server.close()
-    return "closed"
-
-
-class _ServerProcess:
-    """A server in a child process that owns its listener."""
-
-    def __init__(self, children: Callable[..., Child], url: str, scheme: str) -> None:
-        self.reports, told = os.pipe()
-        stop, self._stop = os.pipe()
-        try:
-            self.child = children(_serve_until_told, url, scheme, told, stop, self._stop)
-        finally:
-            os.close(told)
-            os.close(stop)
-        line = b""
-        while not line.endswith(b"\n"):
-            part = os.read(self.reports, 4096)
-            assert part, "the server process died before serving"
-            line += part
-        self.url = line[:-1].decode()
-
-    def stop(self) -> str:
-        """Close the server (it must still live) and wait for its process to end."""
-        os.close(self._stop)
-        os.close(self.reports)
-        result: str = self.child.result()
-        return result
-
-    def kill(self) -> None:
-        os.kill(self.child.pid, signal.SIGKILL)
-        self.child.process.join(WAIT)
-        os.close(self._stop)
-        os.close(self.reports)
-
-
-def test_server_process_killed_and_replaced(
-    scheme: str, names: Names, children: Callable[..., Child]
-) -> None:
-    # The listener belongs to the process that dies; a new process takes its URL over.
-    if scheme not in RECLAIMED:
-        pytest.skip(f"{scheme}:// names are not reclaimed after their owner died yet")
-    options = CONNECT_OPTIONS.get(scheme, {})
-    first = _ServerProcess(children, url_for(scheme, names), scheme)
-    client = rpc.connect(first.url, timeout=WAIT, **options)
-    assert client.call("add", 1, 2) == 3
-    outcome: list[BaseException] = []
-
-    def call_held() -> None:
-        try:
-            client.call("hold")
-        except BaseException as error:
-            outcome.append(error)
-
-    caller = threading.Thread(target=call_held)
-    caller.start()
-    assert os.read(first.reports, 1) == b"!"  # the call is running in the server
-    first.kill()
-    caller.join(WAIT)
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], unixipc.PeerDied), outcome
-    with pytest.raises(unixipc.PeerDied):
-        client.call("add", 1, 2)  # sticky: a client does not reconnect by itself
-    client.close()
-
-    second = _ServerProcess(children, first.url, scheme)  # the same URL, taken over
-    assert second.url == first.url
-    with rpc.connect(first.url, timeout=WAIT, **options) as again:
-        assert again.call("add", 2, 2) == 4
-    assert second.stop() == "closed"
 
 
 def test_server_closing_ends_its_clients(scheme: str, names: Names) -> None:
