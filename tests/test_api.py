@@ -81,6 +81,8 @@ PUBLIC = {
     "Ring",
     "RingInfo",
     "ring",
+    # remote procedure calls
+    "rpc",
     # topics and waiting on many objects
     "Topic",
     "TopicInfo",

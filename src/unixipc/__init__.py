@@ -22,6 +22,7 @@ from . import posix_mq as posix_mq
 from . import posix_sem as posix_sem
 from . import posix_shm as posix_shm
 from . import ring as ring
+from . import rpc as rpc
 from . import shared_sync as shared_sync
 from . import signals as signals
 from . import sockets as sockets
@@ -167,6 +168,7 @@ __all__ = (
     "posix_sem",
     "posix_shm",
     "ring",
+    "rpc",
     "shared_sync",
     "signals",
     "sockets",

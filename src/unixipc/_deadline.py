@@ -35,7 +35,7 @@ FAR_DEADLINE_NS: int = _native.FAR_DEADLINE_NS
 #: The longest single sleep handed to an API with its own limit (poll(2) takes an
 #: int of milliseconds, threading's waits a time_t): longer waits are loops.
 LONGEST_SLEEP = 86400.0
-_POLL_MS_MAX = 2**31 - 1
+POLL_MS_MAX = 2**31 - 1
 
 
 def check_timeout(timeout: object, argument: str = "timeout") -> float | None:
@@ -116,7 +116,7 @@ class Deadline:
         if self._at is None:
             return -1
         left = max(0.0, self._at - time.monotonic())
-        return min(math.ceil(left * 1000), _POLL_MS_MAX)
+        return min(math.ceil(left * 1000), POLL_MS_MAX)
 
     def as_ns(self) -> int:
         """The deadline on CLOCK_MONOTONIC in ns for the C layer, or -1 for none.

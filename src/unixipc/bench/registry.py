@@ -6,7 +6,7 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, oncrpc, peers, topics
+from .adapters import c, channels, facilities, oncrpc, peers, rpc, topics
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
@@ -45,6 +45,16 @@ TRANSPORTS: tuple[Transport, ...] = (
     peers.SysvIpcTransport(),
     peers.IceoryxTransport(),
     topics.ZmqPubSubTransport(),
+    # remote procedure calls: unixipc.rpc, then what users pick instead
+    rpc.RpcShmTransport(),
+    rpc.RpcUnixTransport(),
+    rpc.RpcShmThroughputTransport(),
+    rpc.RpcUnixThroughputTransport(),
+    rpc.MpManagerTransport(),
+    rpc.XmlRpcTransport(),
+    rpc.Pyro5Transport(),
+    rpc.RpycTransport(),
+    rpc.GrpcTransport(),
     # the physical limit
     c.CSpinTransport(),
     c.CHybridTransport(),

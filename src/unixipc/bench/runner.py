@@ -109,6 +109,7 @@ class Row:
     size: int
     placement: Placement
     status: str = "ok"  # "ok", "skipped" or "failed"
+    workload: str = "messages"  # "calls": an RPC row, whose "x peer" is relative to RPC peers
     skipped_reason: str | None = None
     error: str | None = None
     reference_only: bool = False
@@ -219,6 +220,7 @@ def plan_rows(options: Options, transports: Sequence[Transport]) -> list[_Config
                         size,
                         placement,
                         reference_only=transport.reference_only,
+                        workload=transport.workload,
                     )
                     limit = transport.max_size()
                     assigned = cpus.assign(placement)
@@ -431,12 +433,12 @@ def add_ratios(rows: Sequence[Row]) -> None:
     reference's round trip divided by this row's, for throughput this row's
     messages per second divided by the reference's.
     """
-    best: dict[tuple[str, tuple[Test, int, Placement]], Row] = {}
+    best: dict[tuple[str, str, tuple[Test, int, Placement]], Row] = {}
     for row in rows:
         score = row.score()
         if score is None or row.reference_only or row.family == "unixipc":
             continue
-        slot = (row.family, row.key)
+        slot = (row.family, row.workload if row.family == "peer" else "", row.key)
         current = best.get(slot)
         if current is None or score > (current.score() or 0.0):
             best[slot] = row
@@ -444,8 +446,8 @@ def add_ratios(rows: Sequence[Row]) -> None:
         score = row.score()
         if score is None or row.reference_only:
             continue
-        peer = best.get(("peer", row.key))
-        limit = best.get(("C", row.key))
+        peer = best.get(("peer", row.workload, row.key))
+        limit = best.get(("C", "", row.key))
         if peer is not None:
             row.best_peer = peer.transport
             row.ratio_to_best_peer = score / (peer.score() or 1.0)

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Literal
 
 Test = Literal["latency", "throughput"]
 Family = Literal["unixipc", "peer", "C"]
+#: What a row measures: messages, or remote procedure calls (compared with RPC peers only).
+Workload = Literal["messages", "calls"]
 Placement = Literal["cross-core", "same-core", "unpinned"]
 Role = Literal["driver", "peer"]
 
@@ -121,6 +123,7 @@ class Transport:
     #: Short, stable name used on the command line and in JSON (``pipe``, ``zmq-ipc``).
     name: ClassVar[str] = ""
     family: ClassVar[Family] = "peer"
+    workload: ClassVar[Workload] = "messages"
     #: One line: which API is measured.
     summary: ClassVar[str] = ""
     tests: ClassVar[tuple[Test, ...]] = TESTS

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .._deadline import Deadline
+from .._deadline import POLL_MS_MAX, Deadline
 from .._names import check_int, check_permissions
 from .._resource import Resource
 from ..errors import (
@@ -231,10 +231,18 @@ class Waker:
                 poller.register(fd, events)
             poller.register(self._fd, select.POLLIN)
             self._pollers[watch] = poller
-        ready = dict(poller.poll(-1 if timeout is None else math.ceil(timeout * 1000)))
-        if self.woken:
-            raise ClosedResourceError("closed while waiting")
-        return ready
+        # poll() takes at most about 24 days: a longer timeout (1e12, inf made
+        # finite by a caller) is waited out in pieces of that length.
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ms = -1
+            if end is not None:
+                ms = min(math.ceil(max(0.0, end - time.monotonic()) * 1000), POLL_MS_MAX)
+            ready = dict(poller.poll(ms))
+            if self.woken:
+                raise ClosedResourceError("closed while waiting")
+            if ready or end is None or time.monotonic() >= end:
+                return ready
 
     def wake(self) -> None:
         self.woken = True

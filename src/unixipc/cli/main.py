@@ -30,6 +30,7 @@ SUBCOMMANDS = (
     "signal",
     "channel",
     "ring",
+    "rpc",
     "rpcinfo",
     "rpcgen",
 )
