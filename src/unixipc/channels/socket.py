@@ -273,7 +273,10 @@ def _connect(
 def _greeted(url: str, sock: socket.socket, max_message_size: int) -> Channel:
     """The channel of a socket just connected, once our greeting is sent."""
     try:
-        _greet(sock)
+        # A listener that dropped us at once (a refused uid) is found by the
+        # first receive: EndOfChannel or PeerDied, like any peer that left.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            _greet(sock)
     except BaseException:
         sock.close()
         raise

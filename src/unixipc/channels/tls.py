@@ -250,9 +250,9 @@ def _handshake(
         ) from None
     except ssl.SSLError as error:
         raise AuthenticationError(f"{url}: TLS failed: {error.reason or error}") from None
-    except AuthenticationError:
+    except (AuthenticationError, BlockingIOError, TimeoutError):
         raise
-    except IPCError as error:  # the peer's alert on what it refused
+    except (IPCError, OSError) as error:  # its alert on what it refused, or a reset
         raise AuthenticationError(f"{url}: the {who} refused the connection: {error}") from None
     return link
 
