@@ -24,7 +24,6 @@ over message facilities: POSIX and System V queues, shared-memory rings).
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import errno
 import math
@@ -33,7 +32,7 @@ import select
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -905,18 +904,6 @@ def close_all(things: Sequence[Any]) -> None:
             os.close(thing)
         else:
             thing.close()
-
-
-@contextlib.contextmanager
-def undone_on_failure(made: Any) -> Iterator[None]:
-    """Remove and close ``made`` (a named object just created) if the block fails."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(IPCError):
-            made.unlink()
-        made.close()
-        raise
 
 
 class Attempt:

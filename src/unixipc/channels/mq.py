@@ -41,7 +41,6 @@ from .core import (
     WaitSpec,
     max_size_option,
     positive_option,
-    undone_on_failure,
 )
 from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
@@ -115,14 +114,18 @@ class MqInbox(TokenInbox):
     """The listener's well-known request queue, and its liveness token."""
 
     def __init__(self, url: str, name: str, options: dict[str, Any]) -> None:
-        self._requests = PosixMessageQueue.create(
+        super().__init__(url, name, options, name + _LISTENER_SUFFIX)
+        self._requests = self.made(
+            lambda: PosixMessageQueue.create(
+                name,
+                max_messages=options["backlog"],
+                max_message_size=_REQUEST_QUEUE_MESSAGE_SIZE,
+                permissions=options["permissions"],
+            ),
+            lambda: posix_mq.unlink(name),
+            posix_mq.KIND,
             name,
-            max_messages=options["backlog"],
-            max_message_size=_REQUEST_QUEUE_MESSAGE_SIZE,
-            permissions=options["permissions"],
         )
-        with undone_on_failure(self._requests):
-            super().__init__(url, name, options, name + _LISTENER_SUFFIX)
         self._fd = self._requests.fileno()
 
     def next_request(self, timeout: float | None) -> bytes:

@@ -23,7 +23,8 @@ from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any
 
 from .._deadline import Deadline
-from ..errors import IPCError, from_os_error
+from .._proc import _ACCEPTING, holding
+from ..errors import IPCError, ResourceExistsError, from_os_error
 from ..sockets import Credentials, peer_credentials, unix_listen
 from . import auth
 from .core import (
@@ -39,6 +40,7 @@ from .core import (
     positive_option,
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
+from .liveness import in_use
 from .url import check_path_address
 
 if TYPE_CHECKING:
@@ -198,10 +200,30 @@ class SocketAcceptor:
 
 def _listen_unix(url: str, address: str, options: dict[str, Any], abstract: bool) -> Listener:
     permissions = options.get("permissions", 0o600)  # abstract names have no file
-    sock = unix_listen(
-        address, abstract=abstract, backlog=options["backlog"], permissions=permissions
-    )
+    try:
+        # A socket file left by a listener that died is replaced (nobody is bound
+        # to it: the kernel unbinds a dead process's sockets); a live one's is not.
+        sock = unix_listen(
+            address, abstract=abstract, backlog=options["backlog"], permissions=permissions
+        )
+    except ResourceExistsError:
+        pids = _bound_by("@" + address if abstract else address)
+        if not pids:
+            raise
+        raise in_use("UNIX socket", address, pids) from None
     return Listener(url, SocketAcceptor(url, sock, options["max_message_size"]))
+
+
+def _bound_by(name: str) -> list[int]:
+    """The processes holding a listening UNIX socket bound to ``name`` (a path, or
+    ``@`` and an abstract name), for messages."""
+    inodes = set()
+    with contextlib.suppress(OSError), open("/proc/net/unix") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if len(fields) > 7 and fields[7] == name and int(fields[3], 16) & _ACCEPTING:
+                inodes.add(int(fields[6]))
+    return sorted(holding({f"socket:[{inode}]" for inode in inodes}) if inodes else ())
 
 
 def listen_unix(url: str, path: str, options: dict[str, Any]) -> Listener:
