@@ -376,6 +376,8 @@ class TokenLink(LinkBase):
         super().__init__()
         self._tokens = tokens
         self.closing = False  # set by interrupt(): no call starts any more
+        # The peer's goodbye was taken: what a hostile peer queues after it is not delivered.
+        self.peer_said_goodbye = False
 
     #: The first wait of a call, by role (SEND, RECEIVE, PROBE), in seconds.
     first_waits = (SEND_SLICE, PROBE_INTERVAL, 0.0)

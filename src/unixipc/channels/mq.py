@@ -83,12 +83,15 @@ class MqLink(TokenLink):
         self.waited(SEND, self._send_data, timeout, piece)
 
     def take(self, *, timeout: float | None) -> bytes:
+        if self.peer_said_goodbye:
+            raise EndOfChannel
         data, priority = self.waited(RECEIVE, self._receive, timeout)
         if priority == _DATA:
             return data
         if priority == _GOODBYE:
+            self.peer_said_goodbye = True
             raise EndOfChannel
-        if priority == _WAKE:
+        if priority == _WAKE and self.closing:  # ours; from the peer it is garbage
             raise ClosedResourceError
         raise LinkEnded(IPCError, "unexpected control message (the channel is unusable now)")
 

@@ -233,7 +233,9 @@ class PieceChannel(Channel):
         """
         while True:
             if self._ending is not None:
-                if not receiving:
+                # Once the peer left, what it sent before is still delivered; after
+                # garbage or an oversized message nothing more is.
+                if not receiving or self._ending[0] not in (EndOfChannel, PeerDied):
                     raise self._ended()
                 try:
                     return call(*args, timeout=0)

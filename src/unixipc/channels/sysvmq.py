@@ -147,6 +147,8 @@ class SysVLink(TokenLink):
             raise self._queue_gone() from None
 
     def take(self, *, timeout: float | None) -> bytes:
+        if self.peer_said_goodbye:
+            raise EndOfChannel
         try:
             size, _ = self.waited(RECEIVE, self._receive_mine, timeout)
         except ResourceNotFoundError:
@@ -155,8 +157,9 @@ class SysVLink(TokenLink):
         if kind == _DATA_KIND:
             return bytes(self._view[1:size])
         if kind == _GOODBYE_KIND:
+            self.peer_said_goodbye = True
             raise EndOfChannel
-        if kind == _WAKE_KIND:
+        if kind == _WAKE_KIND and self.closing:  # ours; from the peer it is garbage
             raise ClosedResourceError
         raise LinkEnded(IPCError, f"unexpected message of kind {kind} ({size} bytes)")
 
