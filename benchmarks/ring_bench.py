@@ -1,56 +1,88 @@
-"""Measure unixipc.Ring against C baselines on this machine (not part of the tests).
+"""Measure unixipc.Ring against the C limit on this machine (not part of the tests).
 
-    python benchmarks/ring_bench.py [--repeat 5] [--quick]
+    python benchmarks/ring_bench.py [--repeat 5] [--quick] [--only SECTION,...]
+    python benchmarks/ring_bench.py --scaling [--producers 1,2,4,8] [--consumers 1,2,4,8]
 
-Every figure is the median of ``--repeat`` runs, each between two processes
-pinned to two different cores (CPUs 0 and 1); Ring and C runs alternate, and
-ratios are medians of the per-pair ratios, so that both see the same load. The
-C baselines (benchmarks/ring_baseline.c) are compiled with gcc at run time:
+The C limit is the benchmark's own (``unixipc/bench/baseline.c``, compiled once
+per machine with the machine's cc, see ``unixipc.bench.cbuild``). Sections:
 
-- ping-pong: median round trip of a 64-byte message (timed per batch of 100, so
-  that the clock's cost stays out), Ring versus a C spin on two shared cache
-  lines, and versus a pure-Python spin on a shared mmap;
-- streaming: 64 B messages per second with send/receive and with
-  send_many/receive_many; 4 KiB, 64 KiB and 1 MiB in bytes per second
-  (receive_into a reused buffer), versus a C single-producer ring;
-- idle: the CPU a receiver blocked on an empty ring uses (percent of one core).
+- ``latency``: 64 B round trips between two processes pinned to two cores, each
+  timed on its own: median, p99 and p99.9 of the Ring (send / receive), of the C
+  spin on two shared cache lines (``c-spin``) and median of a pure-Python spin;
+- ``stream``: one-way throughput between two pinned processes: 64 B messages with
+  send/receive and with send_many/receive_many (256 per call), 4 KiB, 64 KiB and
+  1 MiB with receive_into, against the C single-producer single-consumer ring
+  (``c-spsc``: memcpy in, memcpy out, both spinning) and ``memcpy`` alone;
+- ``overhead``: what a call costs in one process, no peer: an empty loop turn, an
+  almost empty method call of the Ring, one ``send`` and one ``receive`` of 64 B
+  on an uncontended ring, and per message in batches of 256: the floor under the
+  unbatched rate;
+- ``idle``: the CPU a receiver blocked on an empty ring uses;
+- ``scaling`` (``--scaling``): P producers x C consumers on one ring, unpinned,
+  64 B messages with send / receive_many(256); a bounded number of messages per
+  run (``--messages``) and a time limit per run (``--time-limit``); every message
+  is counted (and its id checked with ``--verify``).
 
-The load average is printed first: other processes on the machine skew everything.
+Ring and C runs alternate (the ``--repeat`` runs of each are interleaved), so that
+both see the same load; figures are medians, ratios medians of per-pair ratios.
+The load average is printed before and after: other processes on the machine
+skew everything, the tails most.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import mmap
 import os
 import resource
-import shutil
+import signal
 import statistics
+import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from unixipc import Ring, TimeoutExpired
+from unixipc import EndOfChannel, Ring, TimeoutExpired
+from unixipc.bench.cbuild import build
+from unixipc.bench.measure import P999_MIN_SAMPLES, percentile
+from unixipc.bench.transport import buffer_capacity
 
-HERE = Path(__file__).resolve().parent
 CPU_PARENT, CPU_CHILD = 0, 1
+#: Every ring this script makes is named /NAME_PREFIX_...: unique to this process.
+NAME_PREFIX = f"ringbench{os.getpid()}"
+SECTIONS = ("latency", "stream", "overhead", "idle", "scaling")
+DEFAULT_SECTIONS = ("latency", "stream", "overhead", "idle")
 
 
 def pin(cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})
 
 
-def in_child(work: Callable[[], None]) -> int:
-    """Run ``work`` in a forked child pinned to CPU_CHILD; return its pid."""
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """This process on ``cpu`` only, for the block (then as before)."""
+    before = os.sched_getaffinity(0)
+    pin(cpu)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def in_child(work: Callable[[], None], cpu: int | None = CPU_CHILD) -> int:
+    """Run ``work`` in a forked child (pinned to ``cpu`` unless None); return its pid."""
     pid = os.fork()
     if pid == 0:
         status = 0
         try:
-            pin(CPU_CHILD)
+            if cpu is not None:
+                pin(cpu)
             work()
         except BaseException as error:  # report, never return into the caller
             print(f"child failed: {error!r}", file=sys.stderr)
@@ -67,95 +99,112 @@ def reap(pid: int) -> None:
 
 
 def unique(stem: str) -> str:
-    return f"/ringbench{os.getpid()}_{stem}_{time.monotonic_ns()}"
+    return f"/{NAME_PREFIX}_{stem}_{time.monotonic_ns()}"
 
 
-# -- C baselines --------------------------------------------------------------------
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def build_baseline(directory: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("the C baselines need gcc")
-    binary = directory / "ring_baseline"
-    subprocess.run(
-        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(HERE / "ring_baseline.c")],
-        check=True,
-    )
+# -- the C limit ---------------------------------------------------------------------
+
+
+def c_baseline() -> Path:
+    binary = build()
+    if isinstance(binary, str):
+        raise SystemExit(f"the C baseline is needed: {binary}")
     return binary
 
 
-def c_pingpong(binary: Path, rounds: int) -> float:
+def c_run(mode: str, size: int, seconds: float) -> dict[str, float]:
+    """One run of the C baseline, pinned to CPU_PARENT (driver) and CPU_CHILD (peer)."""
     out = subprocess.run(
-        [str(binary), "pingpong", str(rounds), str(CPU_PARENT), str(CPU_CHILD)],
+        [str(c_baseline()), mode, str(size), repr(seconds), str(CPU_PARENT), str(CPU_CHILD)],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    return float(out) / 1000  # microseconds
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return figures
 
 
-def c_stream(binary: Path, size: int, count: int, capacity: int) -> tuple[float, float]:
-    out = subprocess.run(
-        [str(binary), "stream", str(size), str(count), str(capacity), "0", "1"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return float(out[0]), float(out[1])
+# -- latency -------------------------------------------------------------------------
 
 
-# -- Ring ----------------------------------------------------------------------------
+@dataclass
+class Latency:
+    """Round trip percentiles in microseconds (p999 is None with too few samples)."""
+
+    median: float
+    p99: float
+    p999: float | None
+    samples: int
+
+    @classmethod
+    def of(cls, samples_ns: Sequence[int]) -> Latency:
+        ordered = sorted(samples_ns)
+        enough = len(ordered) >= P999_MIN_SAMPLES
+        return cls(
+            percentile(ordered, 0.5) / 1e3,
+            percentile(ordered, 0.99) / 1e3,
+            percentile(ordered, 0.999) / 1e3 if enough else None,
+            len(ordered),
+        )
 
 
-BATCH = 100  # round trips per timing: keeps the clock's own cost out of the figure
+def ring_pingpong(rounds: int, warm_up: int | None = None) -> Latency:
+    """64 B round trips parent -> child -> parent over two rings, each one timed.
 
-
-def ring_pingpong(rounds: int) -> float:
-    """Median round trip in microseconds of 64 B: parent -> child -> parent."""
+    The warm-up goes twice round the rings: the first lap of a fresh ring takes a
+    page fault every 4 KiB in each process (about 1 us each here), which would show
+    in the tail. Samples go into a preallocated array, so that storing them touches
+    no fresh memory during the run.
+    """
     there, back = unique("ping"), unique("pong")
-    outbound = Ring.create(there, 1 << 16)
-    inbound = Ring.create(back, 1 << 16)
+    capacity = buffer_capacity(64)
+    outbound = Ring.create(there, capacity)
+    inbound = Ring.create(back, capacity)
     message = b"p" * 64
-    batches = rounds // BATCH
+    if warm_up is None:
+        warm_up = max(rounds // 10, 2 * capacity // 80)  # 80-byte records
 
     def echo() -> None:
         with Ring.open(there) as requests, Ring.open(back) as replies:
             receive, send = requests.receive, replies.send
-            for _ in range((batches + 10) * BATCH):
+            for _ in range(warm_up + rounds):
                 send(receive())
 
     pid = in_child(echo)
+    samples = array("q", bytes(8 * rounds))
     try:
-        pin(CPU_PARENT)
-        send, receive, clock = outbound.send, inbound.receive, time.perf_counter_ns
-        trips = []
-        for batch in range(batches + 10):
-            started = clock()
-            for _ in range(BATCH):
+        with pinned(CPU_PARENT):
+            send, receive, clock = outbound.send, inbound.receive, time.perf_counter_ns
+            for _ in range(warm_up):
                 send(message)
                 receive()
-            if batch >= 10:  # the first batches warm up both sides
-                trips.append((clock() - started) / BATCH)
+            for index in range(rounds):
+                started = clock()
+                send(message)
+                receive()
+                samples[index] = clock() - started
         reap(pid)
     finally:
         for handle in (outbound, inbound):
             handle.unlink()
             handle.close()
-    return statistics.median(trips) / 1000
+    return Latency.of(samples)
 
 
 def python_spin_pingpong(rounds: int) -> float:
-    """The same round trip through a shared mmap, both sides spinning in pure Python:
+    """Median round trip (us) through a shared mmap, both sides spinning in pure Python:
     the message is copied in, then a sequence byte published; the reader spins on
     the byte and copies the message out."""
     memory = mmap.mmap(-1, 4096)
     view = memoryview(memory)
     message = b"p" * 64
-    batches = rounds // BATCH
 
     def echo() -> None:
-        for i in range(1, (batches + 10) * BATCH + 1):
+        for i in range(1, rounds + 1):
             tick = i & 0xFF
             while view[0] != tick:
                 pass
@@ -164,32 +213,71 @@ def python_spin_pingpong(rounds: int) -> float:
             view[128] = tick
 
     pid = in_child(echo)
-    pin(CPU_PARENT)
     clock = time.perf_counter_ns
-    trips = []
-    i = 0
-    for batch in range(batches + 10):
-        started = clock()
-        for _ in range(BATCH):
-            i += 1
+    samples = array("q", bytes(8 * rounds))
+    with pinned(CPU_PARENT):
+        for i in range(1, rounds + 1):
+            started = clock()
             tick = i & 0xFF
             view[64:128] = message
             view[0] = tick
             while view[128] != tick:
                 pass
             bytes(view[192:256])
-        if batch >= 10:
-            trips.append((clock() - started) / BATCH)
+            samples[i - 1] = clock() - started
     reap(pid)
     view.release()
     memory.close()
-    return statistics.median(trips) / 1000
+    return Latency.of(samples[rounds // 10 :]).median
 
 
-def ring_stream(size: int, count: int, capacity: int, batch: int) -> tuple[float, float]:
-    """(messages/s, bytes/s) from a child producer to this process."""
+def c_pingpong(seconds: float) -> Latency:
+    figures = c_run("spin", 64, seconds)
+    p999 = figures.get("rtt_p999_us")
+    return Latency(
+        figures["rtt_median_us"], figures["rtt_p99_us"], p999, int(figures["round_trips"])
+    )
+
+
+def latency_section(repeat: int, scale: int) -> None:
+    rounds = 300_000 // scale
+    pairs = [(ring_pingpong(rounds), c_pingpong(1.0 / scale)) for _ in range(repeat)]
+    py = statistics.median(python_spin_pingpong(50_000 // scale) for _ in range(repeat))
+
+    def med(values: Sequence[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if len(present) == len(values) else None
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    print(
+        f"64 B ping-pong round trip, cross-core ({rounds} timed round trips per Ring run, "
+        f"C for {1.0 / scale:g} s; {repeat} runs):"
+    )
+    print("  percentile   Ring us    C spin us   Ring/C")
+    for label, pick in (
+        ("median", lambda x: x.median),
+        ("p99", lambda x: x.p99),
+        ("p99.9", lambda x: x.p999),
+    ):
+        ring = med([pick(r) for r, _ in pairs])
+        c = med([pick(c) for _, c in pairs])
+        ratios = [pick(r) / pick(c) for r, c in pairs if pick(r) is not None and pick(c)]
+        ratio = f"{statistics.median(ratios):.1f}x" if len(ratios) == len(pairs) else "-"
+        print(f"  {label:<10} {show(ring):>9} {show(c):>12} {ratio:>8}")
+    print(f"  pure-Python spin, median: {py:.2f} us")
+
+
+# -- streaming -----------------------------------------------------------------------
+
+
+def ring_stream(size: int, count: int, batch: int) -> float:
+    """Messages per second from a child producer to this process (pinned apart):
+    send_many/receive_many with ``batch`` > 1, else send and receive (receive_into a
+    reused buffer from 4 KiB up)."""
     name = unique("stream")
-    consumer = Ring.create(name, capacity)
+    consumer = Ring.create(name, buffer_capacity(size))
     message = b"s" * size
 
     def produce() -> None:
@@ -204,39 +292,170 @@ def ring_stream(size: int, count: int, capacity: int, batch: int) -> tuple[float
                     send(message)
 
     try:
-        pin(CPU_PARENT)
-        consumer.declare(consumer=True)
-        pid = in_child(produce)
-        received = 0
-        started = 0.0
-        if batch > 1:
-            receive_many = consumer.receive_many
-            received = len(receive_many(batch))
-            started = time.perf_counter()
-            while received < count:
-                received += len(receive_many(batch))
-        elif size >= 4096:
-            buffer = bytearray(size)
-            receive_into = consumer.receive_into
-            receive_into(buffer)
-            started = time.perf_counter()
-            for _ in range(count - 1):
+        with pinned(CPU_PARENT):
+            consumer.declare(consumer=True)
+            pid = in_child(produce)
+            expected = count // batch * batch if batch > 1 else count
+            if batch > 1:
+                receive_many = consumer.receive_many
+                received = len(receive_many(batch))
+                started = time.perf_counter()
+                first = received
+                while received < expected:
+                    received += len(receive_many(batch))
+            elif size >= 4096:
+                buffer = bytearray(size)
+                receive_into = consumer.receive_into
                 receive_into(buffer)
-            received = count
-        else:
-            receive = consumer.receive
-            receive()
-            started = time.perf_counter()
-            for _ in range(count - 1):
+                started = time.perf_counter()
+                first = 1
+                for _ in range(count - 1):
+                    receive_into(buffer)
+                received = count
+            else:  # small messages: receive(), a new bytes object each
+                receive = consumer.receive
                 receive()
-            received = count
-        elapsed = time.perf_counter() - started
+                started = time.perf_counter()
+                first = 1
+                for _ in range(count - 1):
+                    receive()
+                received = count
+            elapsed = time.perf_counter() - started
         reap(pid)
     finally:
         consumer.unlink()
         consumer.close()
-    rate = (received - 1) / elapsed
-    return rate, rate * size
+    return (received - first) / elapsed
+
+
+def paired(
+    repeat: int, ours: Callable[[], float], theirs: Callable[[], float]
+) -> tuple[float, float, float]:
+    """Run the two measurements alternately (so that both see the same load);
+    return their medians and the median of the per-pair ratios ours/theirs."""
+    pairs = [(ours(), theirs()) for _ in range(repeat)]
+    return (
+        statistics.median(a for a, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        statistics.median(a / b for a, b in pairs),
+    )
+
+
+def stream_section(repeat: int, scale: int) -> None:
+    seconds = 0.5 / scale
+    n64 = 3_000_000 // scale
+    single, c64, ratio1 = paired(
+        repeat,
+        lambda: ring_stream(64, n64, 1),
+        lambda: c_run("spsc", 64, seconds)["messages_per_s"],
+    )
+    batched, _, ratio256 = paired(
+        repeat,
+        lambda: ring_stream(64, n64 * 4, 256),
+        lambda: c_run("spsc", 64, seconds)["messages_per_s"],
+    )
+    print("One-way streaming, cross-core (C: c-spsc, memcpy in and out, both spinning):")
+    print(
+        f"  64 B: send/receive {single / 1e6:.2f} M msg/s | send_many/receive_many (256) "
+        f"{batched / 1e6:.2f} M msg/s | C {c64 / 1e6:.1f} M msg/s "
+        f"(Ring/C {ratio1:.2f}, batched {ratio256:.2f})"
+    )
+    for size, count in ((4096, 1_000_000), (65536, 100_000), (1 << 20, 6_000)):
+        count //= scale
+        python, native, ratio = paired(
+            repeat,
+            lambda: ring_stream(size, count, 1) * size,  # noqa: B023
+            lambda: c_run("spsc", size, seconds)["mb_per_s"] * 1e6,  # noqa: B023
+        )
+        copy = statistics.median(
+            c_run("memcpy", size, seconds)["mb_per_s"] * 1e6 for _ in range(max(1, repeat // 2))
+        )
+        label = f"{size // 1024} KiB" if size < 1 << 20 else "1 MiB"
+        print(
+            f"  {label} (ring of {buffer_capacity(size) >> 10} KiB, receive_into): "
+            f"Ring {python / 1e9:.2f} GB/s | C {native / 1e9:.2f} GB/s "
+            f"(Ring/C {ratio:.2f}) | memcpy alone {copy / 1e9:.2f} GB/s"
+        )
+
+
+# -- the cost of a call --------------------------------------------------------------
+
+
+def per_call_ns(count: int, loop: Callable[[int], None]) -> float:
+    """Time one ``loop(count)``, in ns per iteration."""
+    started = time.perf_counter_ns()
+    loop(count)
+    return (time.perf_counter_ns() - started) / count
+
+
+def overhead_section(scale: int) -> dict[str, float]:
+    """What each call costs with no peer and warm caches (one process on CPU_PARENT);
+    the best of five timings of each."""
+    message = b"m" * 64
+    name = unique("overhead")
+    count = 102_400 // scale  # a multiple of 256 (for scale 1, 10, 100)
+    ring = Ring.create(name, 1 << 24)  # holds 102,400 records of 80 bytes
+    try:
+        busy, send, receive = ring._busy, ring.send, ring.receive
+        send_many, receive_many = ring.send_many, ring.receive_many
+        batch = [message] * 256
+
+        def empty(n: int) -> None:
+            for _ in range(n):
+                pass
+
+        def call(n: int) -> None:
+            for _ in range(n):
+                busy()
+
+        def sends(n: int) -> None:
+            for _ in range(n):
+                send(message)
+
+        def receives(n: int) -> None:
+            for _ in range(n):
+                receive()
+
+        def pairs(n: int) -> None:
+            for _ in range(n):
+                send(message)
+                receive()
+
+        def batches(n: int) -> None:
+            for _ in range(n // 256):
+                send_many(batch)
+                receive_many(256)
+
+        timings: dict[str, list[float]] = {}
+        with pinned(CPU_PARENT):
+            for _ in range(5):
+                for label, loop in (
+                    ("empty loop turn", empty),
+                    ("almost empty method call: Ring._busy()", call),
+                    ("send(64 B), uncontended", sends),
+                    ("receive() of 64 B, uncontended", receives),  # what sends() left
+                    ("send + receive, same process", pairs),
+                    ("send_many + receive_many (256 a call), per message", batches),
+                ):
+                    timings.setdefault(label, []).append(per_call_ns(count, loop))
+    finally:
+        ring.unlink()
+        ring.close()
+    return {label: min(values) for label, values in timings.items()}
+
+
+def print_overhead(figures: dict[str, float]) -> None:
+    print("What a call costs in one process (no peer, warm caches; best of 5):")
+    for label, value in figures.items():
+        print(f"  {label:<52} {value:7.1f} ns")
+    slower = max(figures["send(64 B), uncontended"], figures["receive() of 64 B, uncontended"])
+    print(
+        f"  => unbatched 64 B between two cores: at most {1e3 / slower:.1f} M msg/s, the rate of "
+        "the slower side's calls alone (the rest is moving cache lines between the cores)"
+    )
+
+
+# -- idle ----------------------------------------------------------------------------
 
 
 def idle_receiver_cpu(seconds: float) -> float:
@@ -266,78 +485,262 @@ def idle_receiver_cpu(seconds: float) -> float:
     return used / seconds * 100
 
 
-# -- report --------------------------------------------------------------------------
+# -- scaling -------------------------------------------------------------------------
+
+_ID = struct.Struct("<Q56x")  # a scaling message: its id, then 56 bytes of padding
+_RESULT = struct.Struct("<QQq")  # per consumer: messages, sum of ids, end time (ns)
 
 
-def paired(
-    repeat: int, ours: Callable[[], float], theirs: Callable[[], float]
-) -> tuple[float, float, float]:
-    """Run the two measurements alternately (so that both see the same load);
-    return their medians and the median of the per-pair ratios ours/theirs."""
-    pairs = [(ours(), theirs()) for _ in range(repeat)]
-    return (
-        statistics.median(a for a, _ in pairs),
-        statistics.median(b for _, b in pairs),
-        statistics.median(a / b for a, b in pairs),
+@dataclass
+class ScalingRun:
+    """One run of P producers and C consumers on one ring."""
+
+    producers: int
+    consumers: int
+    sent: int
+    received: int
+    id_sum: int | None  # sum of the ids received (with verify), else None
+    seconds: float  # from the start signal to the last consumer's EndOfChannel
+    cpu_seconds: float  # every child's user + system time
+    timed_out: bool
+
+    @property
+    def rate(self) -> float:
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+
+def scaling_run(
+    producers: int,
+    consumers: int,
+    messages: int,
+    *,
+    time_limit: float = 60.0,
+    verify: bool = False,
+    batch: int = 256,
+) -> ScalingRun:
+    """Send ``messages`` 64 B messages (split among the producers) through one ring to
+    ``consumers`` processes (send / receive_many(batch)); every process unpinned.
+
+    Producers number their messages (ids 0 .. messages-1); consumers count what they
+    get (and with ``verify`` add up the ids) until the ring ends (EndOfChannel, once
+    the last producer closed it and it is empty). All processes open the ring and
+    declare their role before a common start; a run still going after ``time_limit``
+    seconds is killed and reported as timed out.
+    """
+    name = unique(f"scale{producers}x{consumers}")
+    ring = Ring.create(name, buffer_capacity(64))
+    results = mmap.mmap(-1, max(mmap.PAGESIZE, 64 * (consumers + 1)))
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    share, extra = divmod(messages, producers)
+    ranges, first = [], 0
+    for index in range(producers):
+        count = share + (index < extra)
+        ranges.append((first, first + count))
+        first += count
+
+    def start(role: str) -> Ring:
+        handle = Ring.open(name)
+        handle.declare(producer=role == "producer", consumer=role == "consumer")
+        os.close(ready_read)
+        os.write(ready_write, b"r")
+        os.close(go_write)
+        os.read(go_read, 1)  # returns at end of file: the parent closed its end
+        return handle
+
+    def producer(low: int, high: int) -> Callable[[], None]:
+        def work() -> None:
+            payloads = [_ID.pack(i) for i in range(low, high)]
+            handle = start("producer")
+            send = handle.send
+            for payload in payloads:
+                send(payload)
+            handle.close()  # the last producer's close ends the consumers' wait
+
+        return work
+
+    def consumer(index: int) -> Callable[[], None]:
+        def work() -> None:
+            handle = start("consumer")
+            receive_many = handle.receive_many
+            count = total = 0
+            while True:
+                try:
+                    got = receive_many(batch)
+                except EndOfChannel:
+                    break
+                count += len(got)
+                if verify:
+                    total += sum(memoryview(b"".join(got)).cast("Q")[::8])
+            ended = time.monotonic_ns()
+            _RESULT.pack_into(results, 64 * (index + 1), count, total & (2**64 - 1), ended)
+            handle.close()
+
+        return work
+
+    children: list[int] = []
+    try:
+        for low, high in ranges:
+            children.append(in_child(producer(low, high), cpu=None))
+        for index in range(consumers):
+            children.append(in_child(consumer(index), cpu=None))
+        os.close(ready_write)
+        os.close(go_read)
+        for _ in children:  # every child has opened the ring and declared its role
+            if not os.read(ready_read, 1):
+                break
+        started = time.monotonic_ns()
+        os.close(go_write)  # start
+        deadline = time.monotonic() + time_limit
+        cpu = 0.0
+        timed_out = False
+        waiting = set(children)
+        while waiting:
+            for pid in list(waiting):
+                done, status, usage = os.wait4(pid, os.WNOHANG)
+                if done:
+                    waiting.discard(pid)
+                    cpu += usage.ru_utime + usage.ru_stime
+                    if os.waitstatus_to_exitcode(status) != 0 and not timed_out:
+                        raise RuntimeError(f"a scaling child failed ({status})")
+            if waiting and time.monotonic() > deadline and not timed_out:
+                timed_out = True
+                for pid in waiting:
+                    os.kill(pid, signal.SIGKILL)
+            if waiting:
+                time.sleep(0.002)
+        counts = [_RESULT.unpack_from(results, 64 * (i + 1)) for i in range(consumers)]
+        received = sum(count for count, _, _ in counts)
+        ended = max((end for _, _, end in counts), default=started)
+        id_sum = sum(total for _, total, _ in counts) & (2**64 - 1) if verify else None
+        return ScalingRun(
+            producers,
+            consumers,
+            messages,
+            received,
+            id_sum,
+            max(ended - started, 0) / 1e9,
+            cpu,
+            timed_out,
+        )
+    finally:
+        for fd in (ready_read, ready_write, go_read, go_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for pid in children:  # only if something above failed: they are ours
+            with contextlib.suppress(ChildProcessError, ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        results.close()
+        ring.unlink()
+        ring.close()
+
+
+def scaling_section(
+    producers: Sequence[int],
+    consumers: Sequence[int],
+    messages: int,
+    repeat: int,
+    time_limit: float,
+    verify: bool,
+) -> None:
+    grid = [(p, c) for p in producers for c in consumers]
+    runs: dict[tuple[int, int], list[ScalingRun]] = {cell: [] for cell in grid}
+    for _ in range(repeat):  # interleaved: a noisy minute spreads over every cell
+        for p, c in grid:
+            run = scaling_run(p, c, messages, time_limit=time_limit, verify=verify)
+            if not run.timed_out and run.received != run.sent:
+                raise RuntimeError(f"{p}x{c}: sent {run.sent}, received {run.received}")
+            if verify and run.id_sum != messages * (messages - 1) // 2 % 2**64:
+                raise RuntimeError(f"{p}x{c}: the ids received are not those sent")
+            runs[p, c].append(run)
+
+    def rate(cell: tuple[int, int]) -> float | None:
+        good = [run.rate for run in runs[cell] if not run.timed_out]
+        return statistics.median(good) if len(good) == len(runs[cell]) else None
+
+    def cpu(cell: tuple[int, int]) -> float:
+        return statistics.median(run.cpu_seconds / run.sent * 1e9 for run in runs[cell])
+
+    print(
+        f"Scaling: P producers x C consumers on one ring of {buffer_capacity(64) >> 20} MiB, "
+        f"64 B messages, send / receive_many(256), unpinned on {os.cpu_count()} CPUs; "
+        f"{messages:,} messages per run, median of {repeat} (M msg/s; CPU ns per message)"
     )
+    print("  P \\ C " + "".join(f"{c:>14}" for c in consumers))
+    for p in producers:
+        cells = []
+        for c in consumers:
+            value = rate((p, c))
+            text = "timed out" if value is None else f"{value / 1e6:.2f} ({cpu((p, c)):.0f})"
+            cells.append(f"{text:>14}")
+        print(f"  {p:>5} " + "".join(cells))
+    base = rate((1, 1)) if (1, 1) in runs else None
+    if base:
+        for cell, target in (((1, 8), 0.5), ((4, 4), 0.8), ((8, 1), None), ((2, 2), None)):
+            value = rate(cell) if cell in runs else None
+            if value is not None:
+                goal = f" (target >= {target:.0%})" if target else ""
+                print(f"  {cell[0]} + {cell[1]}: {value / base:.0%} of 1 + 1{goal}")
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def counts(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"a list of counts >= 1, like 1,2,4,8: {text!r}")
+    return values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
-    parser.add_argument("--quick", action="store_true", help="fewer messages per run")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages per run")
+    parser.add_argument(
+        "--only",
+        type=lambda text: [part for part in text.split(",") if part],
+        default=list(DEFAULT_SECTIONS),
+        help=f"sections to run, of {','.join(SECTIONS)} (default: all but scaling)",
+    )
+    parser.add_argument("--scaling", action="store_true", help="run the scaling section only")
+    parser.add_argument("--producers", type=counts, default=[1, 2, 4, 8], metavar="N,N")
+    parser.add_argument("--consumers", type=counts, default=[1, 2, 4, 8], metavar="N,N")
+    parser.add_argument(
+        "--messages", type=int, default=400_000, help="messages per scaling run (all producers)"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=60.0, help="seconds before a scaling run is killed"
+    )
+    parser.add_argument("--verify", action="store_true", help="check every scaling message's id")
     args = parser.parse_args()
+    sections = ["scaling"] if args.scaling else args.only
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {SECTIONS}")
     scale = 10 if args.quick else 1
-    repeat = args.repeat
 
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, cpus: {os.cpu_count()}")
-    with tempfile.TemporaryDirectory() as directory:
-        binary = build_baseline(Path(directory))
-        ring_rtt, c_rtt, ratio = paired(
-            repeat,
-            lambda: ring_pingpong(100_000 // scale),
-            lambda: c_pingpong(binary, 200_000 // scale),
+    print(f"load average: {load()}, cpus: {os.cpu_count()}")
+    if "latency" in sections:
+        latency_section(args.repeat, scale)
+    if "stream" in sections:
+        stream_section(args.repeat, scale)
+    if "overhead" in sections:
+        print_overhead(overhead_section(scale))
+    if "idle" in sections:
+        idle = statistics.median(idle_receiver_cpu(2.0) for _ in range(max(1, args.repeat // 2)))
+        print(f"idle receiver blocked 2 s: {idle:.3f}% of a core")
+    if "scaling" in sections:
+        scaling_section(
+            args.producers,
+            args.consumers,
+            args.messages // scale,
+            args.repeat,
+            args.time_limit,
+            args.verify,
         )
-        py_rtt = statistics.median(python_spin_pingpong(50_000 // scale) for _ in range(repeat))
-        print(
-            f"64 B ping-pong round trip, median: Ring {ring_rtt:.2f} us | C spin {c_rtt:.2f} us "
-            f"(Ring/C {ratio:.1f}x) | pure-Python spin {py_rtt:.2f} us "
-            f"(Ring {py_rtt / ring_rtt:.1f}x faster)"
-        )
-
-        n64 = 2_000_000 // scale
-        single = statistics.median(ring_stream(64, n64, 1 << 18, 1)[0] for _ in range(repeat))
-        batched, c64, _ = paired(
-            repeat,
-            lambda: ring_stream(64, n64 * 4, 1 << 18, 256)[0],
-            lambda: c_stream(binary, 64, n64 * 4, 1 << 18)[0],
-        )
-        print(
-            f"64 B streaming: send/receive {single / 1e6:.2f} M msg/s | send_many/receive_many "
-            f"(256 per call) {batched / 1e6:.2f} M msg/s | C ring {c64 / 1e6:.1f} M msg/s"
-        )
-
-        for size, count, capacity in (
-            (4096, 400_000, 1 << 20),
-            (65536, 40_000, 4 << 20),
-            (1 << 20, 3_000, 8 << 20),
-        ):
-            count //= scale
-            python, native, ratio = paired(
-                repeat,
-                lambda: ring_stream(size, count, capacity, 1)[1],  # noqa: B023
-                lambda: c_stream(binary, size, count, capacity)[1],  # noqa: B023
-            )
-            label = f"{size // 1024} KiB" if size < 1 << 20 else "1 MiB"
-            print(
-                f"{label} streaming (ring of {capacity >> 10} KiB, receive_into): "
-                f"Ring {python / 1e9:.2f} GB/s | C ring {native / 1e9:.2f} GB/s "
-                f"(Ring/C {ratio * 100:.0f}%)"
-            )
-
-    idle = statistics.median(idle_receiver_cpu(2.0) for _ in range(max(1, repeat // 2)))
-    print(f"idle receiver blocked 2 s: {idle:.3f}% of a core")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ Checks, at the end:
 - nothing arrived that a killed producer had not at least begun to send;
 - afterwards the whole capacity can be used again (dead readers' space comes back)
   and the ring ends empty;
-- no child failed (nor reported an AddressSanitizer error: build the extension
-  with -fsanitize=address,undefined into a copy of the package put first on
-  PYTHONPATH, and run with LD_PRELOAD=$(gcc -print-file-name=libasan.so)
-  ASAN_OPTIONS=detect_leaks=0:log_path=DIR/asan --asan-dir DIR: the script fails
-  if DIR has a report).
+- no child failed (nor reported an AddressSanitizer error: run it on the
+  sanitized build with ``python tools/sanitize.py exec -- python
+  benchmarks/ring_stress.py``, which fails if any process wrote a report).
 
 Exit status 0 if every check passed, 1 otherwise.
 """
@@ -408,7 +406,11 @@ def main() -> int:
     parser.add_argument("--consumers", type=int, default=4)
     parser.add_argument("--kill-every", type=float, default=0.5, help="mean seconds")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--asan-dir", help="fail if AddressSanitizer wrote a report here")
+    parser.add_argument(
+        "--asan-dir",
+        default=os.environ.get("UNIXIPC_SANITIZER_REPORTS"),
+        help="fail if a sanitizer wrote a report here (set by tools/sanitize.py exec)",
+    )
     args = parser.parse_args()
     end = time.monotonic() + args.seconds
     seed = args.seed

@@ -109,7 +109,9 @@ def struct_record() -> None:
     offset += 4
     blob_out = data[offset : offset + blob_length]
     offset += (blob_length + 3) & ~3
-    Record(number, ident, weight, flag == 1, name_out, blob_out, list(_EIGHT.unpack_from(data, offset)))
+    Record(
+        number, ident, weight, flag == 1, name_out, blob_out, list(_EIGHT.unpack_from(data, offset))
+    )
 
 
 def unixipc_ints() -> None:

@@ -122,6 +122,28 @@ def _key_in_use(key: int) -> bool:
     return False
 
 
+#: Set by tools/sanitize.py (the sanitizer run of `make test`): where every process
+#: writes its AddressSanitizer and UndefinedBehaviorSanitizer reports.
+SANITIZER_REPORTS = os.environ.get("UNIXIPC_SANITIZER_REPORTS")
+
+
+@pytest.fixture(autouse=True)
+def _no_sanitizer_report() -> Iterator[None]:
+    """In the sanitizer run, a test during which any process wrote a report fails with it."""
+    if not SANITIZER_REPORTS:
+        yield
+        return
+    before = set(os.listdir(SANITIZER_REPORTS))
+    yield
+    new = sorted(set(os.listdir(SANITIZER_REPORTS)) - before)
+    if new:
+        text = "\n".join(
+            f"==== {entry}\n{Path(SANITIZER_REPORTS, entry).read_text(errors='replace')[:4000]}"
+            for entry in new
+        )
+        pytest.fail(f"sanitizer reports during this test:\n{text}", pytrace=False)
+
+
 @pytest.fixture
 def names(tmp_path: Path) -> Names:
     return Names(tmp_path)

@@ -45,6 +45,8 @@ DOCUMENTED_FIELDS = {
     "status",
     "rtt_median_us",
     "rtt_p99_us",
+    "rtt_p999_us",
+    "round_trips",
     "messages_per_s",
     "mb_per_s",
     "cpu_us_per_message",
@@ -110,6 +112,9 @@ def test_tiny_run_writes_documented_json_and_a_png(tmp_path: Path) -> None:
         assert len(record["runs"]) == 2
         if record["test"] == "latency":
             assert 0 < record["rtt_median_us"] <= record["rtt_p99_us"]
+            p999 = record["rtt_p999_us"]  # only with enough samples in every run
+            assert p999 is None or p999 >= record["rtt_p99_us"]
+            assert record["round_trips"] == sum(run["round_trips"] for run in record["runs"])
             assert record["messages_per_s"] is None
         else:
             assert record["messages_per_s"] > 0
@@ -394,7 +399,7 @@ def test_the_c_baseline_compiles_without_warnings(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    for mode in ("spin", "futex", "hybrid", "pipe", "ring", "memcpy"):
+    for mode in ("spin", "futex", "hybrid", "pipe", "ring", "spsc", "memcpy"):
         result = subprocess.run(
             [binary, mode, "64", "0.02", "-1", "-1"],
             capture_output=True,

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import inspect
 import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -173,10 +179,17 @@ def test_many_producers_and_consumers_each_message_exactly_once(
     consumers = [
         children(_receive_until_end, handle.name, how) for how in ("one", "many", "view", "into")
     ]
-    # Let every consumer attach before the producers can finish.
+    # Let every consumer attach before the producers can finish; and count this
+    # handle as a producer until all three are done: one that finished before
+    # another had even started would otherwise leave none alive, and the consumers
+    # would take that for the end (seen in the slower sanitizer run).
     wait_until(lambda: handle.info().consumers == 4)
+    handle.declare(producer=True)
     producers = [children(_send_numbers, handle.name, p, count, (1, 7, 64)[p]) for p in range(3)]
     assert [child.result() for child in producers] == [count] * 3
+    handle.close()  # the last producer: the consumers end once the ring is empty
+    handle = Ring.open(handle.name)
+    cleanup(handle.close)
     received = [child.result() for child in consumers]
     everything = sorted(item for got in received for item in got)
     assert everything == sorted((p, n) for p in range(3) for n in range(count))
@@ -317,6 +330,97 @@ def test_create_open_unlink_and_errors(names: Names, cleanup: Cleanup) -> None:
         assert not ring.exists(name)
         created.send(b"still usable")
         assert created.receive(timeout=0) == b"still usable"
+
+
+FULL_DEV_SHM = """
+import os, subprocess
+from unixipc import ResourceLimitError, Ring, WouldBlock
+
+# A private mount namespace (unshare --mount) whose /dev/shm is a 1 MiB tmpfs.
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", "/dev/shm"], check=True)
+try:
+    Ring.create("/big", 4 << 20)
+except ResourceLimitError as error:
+    print("ResourceLimitError:", error)
+stats = os.statvfs("/dev/shm")
+print("left:", os.listdir("/dev/shm"), stats.f_bfree * stats.f_frsize)
+with Ring.create("/small", 512 << 10) as small:  # fits: filling it cannot SIGBUS
+    sent = 0
+    try:
+        while True:
+            small.send(b"x" * 2000, timeout=0)
+            sent += 1
+    except WouldBlock:
+        print("filled with", sent)
+    small.unlink()
+"""
+
+
+def test_a_full_dev_shm_gives_resource_limit_error_and_leaves_nothing() -> None:
+    # Without reserving its pages at creation, the ring was created and the first
+    # send past the free space died of SIGBUS, leaving the object behind.
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", FULL_DEV_SHM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ResourceLimitError: [Errno 28] ")
+    assert "'/big': no room for " in lines[0]
+    assert "on /dev/shm (" in lines[0]
+    assert lines[1] == f"left: [] {1 << 20}"  # nothing left, all the space free again
+    assert lines[2].startswith("filled with ")
+
+
+def test_an_interrupted_create_leaves_nothing(names: Names, cleanup: Cleanup) -> None:
+    # A signal handler raising (Ctrl-C) at any point of Ring.create: the name
+    # either never appears or is removed before the exception propagates.
+    name = names.posix("ring")
+    cleanup(ring.unlink, name)
+    create = inspect.unwrap(Ring.create.__func__).__code__  # type: ignore[attr-defined]
+    last: list[object] = [None]  # the create call interrupted last
+    interrupts = 0
+
+    def interrupt(signum: int, frame: object) -> None:
+        # Once per create call, and only inside it (or what it calls).
+        nonlocal interrupts
+        caller = frame
+        while caller is not None:
+            if caller.f_code is create:  # type: ignore[attr-defined]
+                if caller is not last[0]:
+                    last[0] = caller
+                    interrupts += 1
+                    raise KeyboardInterrupt
+                return
+            caller = caller.f_back  # type: ignore[attr-defined]
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00013)
+    leftovers = 0
+    try:
+        with warnings.catch_warnings():
+            # An interrupt may leave a handle unclosed (not a name): the collector closes it.
+            warnings.simplefilter("ignore", ResourceWarning)
+            for _ in range(400):
+                try:
+                    made = Ring.create(name, 4096)
+                except KeyboardInterrupt:
+                    leftovers += os.path.exists(f"/dev/shm{name}")
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"/dev/shm{name}")  # keep going after a failure
+                    continue
+                made.close()
+                ring.unlink(name)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            last[0] = None
+            gc.collect()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupts > 50
+    assert leftovers == 0
 
 
 def test_use_after_close(names: Names, cleanup: Cleanup) -> None:

@@ -678,7 +678,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     ssize_t n = msgrcv(queue, &message, sizeof message.mtext, 4, 0);
     if (n < 0) { perror("msgrcv"); return 1; }
-    struct sembuf wait = {0, -1, 0};
+    struct sembuf wait = {0, -2, 0}; /* the Python side's 2: never our own post back */
     if (semop(semaphores, &wait, 1) != 0) { perror("semop"); return 1; }
     printf("%.*s|%s\n", (int)n, message.mtext, memory);
     shmdt(memory);
@@ -715,7 +715,7 @@ def test_a_c_program_and_unixipc_meet_on_an_ftok_key_with_proj_id_0(
                 memory.buf[:18] = b"hello from Python\0"
             with SysVSemaphoreSet.open(key) as semaphores:
                 semaphores.op([(0, -1)], timeout=30)  # the C side's post
-                semaphores.op([(0, 1)], timeout=30)  # ours, which it waits for
+                semaphores.op([(0, 2)], timeout=30)  # ours, which it waits for
             output, _ = c.communicate(timeout=60)
         finally:
             c.kill()

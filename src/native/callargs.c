@@ -116,9 +116,7 @@ PyObject *unixipc_raise_error(const char *class_name, const char *attribute, Py_
     if (message == NULL) {
         return NULL;
     }
-    PyObject *errors = PyImport_ImportModule("unixipc.errors");
-    PyObject *cls = errors == NULL ? NULL : PyObject_GetAttrString(errors, class_name);
-    Py_XDECREF(errors);
+    PyObject *cls = unixipc_error_class(class_name); /* borrowed */
     PyObject *error = cls == NULL ? NULL : PyObject_CallOneArg(cls, message);
     Py_DECREF(message);
     if (error != NULL && attribute != NULL) {
@@ -132,7 +130,6 @@ PyObject *unixipc_raise_error(const char *class_name, const char *attribute, Py_
         PyErr_SetObject((PyObject *)Py_TYPE(error), error);
         Py_DECREF(error);
     }
-    Py_XDECREF(cls);
     return NULL;
 }
 

@@ -2,7 +2,8 @@
  *
  * Vectorcall methods take `(positional..., *, timeout=None)`; these helpers parse
  * that shape without building a tuple or a dict, turn `timeout` into an absolute
- * monotonic deadline, and raise the classes of unixipc.errors by name.
+ * monotonic deadline, and raise the classes of unixipc.errors by name (the
+ * classes errors.py handed over: see unixipc_error_class in common.h).
  */
 #ifndef UNIXIPC_CALLARGS_H
 #define UNIXIPC_CALLARGS_H

@@ -123,7 +123,50 @@ static PyObject *monotonic_to_clock(PyObject *Py_UNUSED(self), PyObject *const *
     return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000 + ts.tv_nsec);
 }
 
+/* ---- the exception classes of unixipc.errors -------------------------------- */
+
+static PyObject *error_classes; /* {name: class}, handed over by errors.py */
+
+PyObject *unixipc_error_class(const char *name)
+{
+    PyObject *cls = error_classes == NULL ? NULL : PyDict_GetItemString(error_classes, name);
+    if (cls == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_SystemError,
+                     "unixipc._native has no exception class %s: import unixipc (its errors "
+                     "module hands the classes over)",
+                     name);
+    }
+    return cls;
+}
+
+static PyObject *set_error_classes(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL) {
+        PyErr_SetString(PyExc_TypeError, "set_error_classes() takes the classes by name");
+        return NULL;
+    }
+    PyObject *name, *cls;
+    Py_ssize_t position = 0;
+    while (PyDict_Next(kwargs, &position, &name, &cls)) {
+        if (!PyExceptionClass_Check(cls)) {
+            PyErr_Format(PyExc_TypeError, "set_error_classes(): %U is not an exception class",
+                         name);
+            return NULL;
+        }
+    }
+    PyObject *classes = PyDict_Copy(kwargs);
+    if (classes == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(error_classes, classes);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef common_methods[] = {
+    {"set_error_classes", (PyCFunction)(void (*)(void))set_error_classes,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_error_classes(**classes) -> None\n\n"
+     "Hand the C core the exception classes it raises (unixipc.errors does, at import)."},
     {"monotonic_to_clock", (PyCFunction)(void (*)(void))monotonic_to_clock, METH_FASTCALL,
      "monotonic_to_clock(deadline_ns, clock_id) -> int\n\n"
      "The absolute time in ns on clock_id that corresponds to a CLOCK_MONOTONIC deadline."},

@@ -74,6 +74,12 @@ int unixipc_deadline_passed(int64_t deadline_ns);
 typedef long (*unixipc_blocking_call)(void *arg);
 long unixipc_call_with_deadline(unixipc_blocking_call call, void *arg, int64_t deadline_ns);
 
+/* The exception classes of unixipc.errors, by name ("IPCError", "WouldBlock", ...).
+ * Python hands them over once, at import (errors.py calls
+ * _native.set_error_classes): no C file imports a Python module. Returns a
+ * borrowed reference, or NULL with SystemError set if there is no such class. */
+PyObject *unixipc_error_class(const char *name);
+
 /* Each facility file defines one of these; module.c calls them in order. */
 int unixipc_init_common(PyObject *module);
 int unixipc_init_deadline_calls(PyObject *module);

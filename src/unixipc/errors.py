@@ -211,3 +211,13 @@ def from_os_error(
         return ResourceLimitError(code, f"{kind} {name!r}{what} ({limit})", str(name))
     cls = _BY_ERRNO.get(code, IPCOSError)
     return cls(code, f"{kind} {name!r}{what}", str(name))
+
+
+def _hand_over_to_the_c_core() -> None:
+    # The C core raises these classes by name; it never imports a Python module.
+    from . import _native
+
+    _native.set_error_classes(**{name: globals()[name] for name in __all__})
+
+
+_hand_over_to_the_c_core()

@@ -36,8 +36,14 @@ from dataclasses import dataclass
 
 from . import _native
 from ._names import check_int, check_permissions, check_posix_name
-from ._resource import Resource
-from .errors import IPCError, IPCOSError, ResourceExistsError, from_os_error
+from ._resource import Resource, all_or_nothing
+from .errors import (
+    IPCError,
+    IPCOSError,
+    ResourceExistsError,
+    ResourceLimitError,
+    from_os_error,
+)
 from .posix_shm import PosixSharedMemory
 from .posix_shm import unlink as _unlink_shm
 
@@ -115,7 +121,7 @@ def unlink(name: str) -> None:
 
 
 # --- For the inspector (unixipc.inspect): a ring read through a descriptor, never attached.
-# These mirror struct ring_header and struct ring_slot in src/native/ring.c;
+# These mirror struct ring_header and struct ring_slot in src/native/ring_core.h;
 # tests/test_inspect.py checks them against Ring.info() of a live ring.
 _LAYOUT = struct.Struct("<8sIIQQIIQQ")  # magic, version, header/capacity/data/slots, key, max
 _POSITIONS = struct.Struct("<Q56xQ56xQ")  # tail, head, free: one cache line each
@@ -279,6 +285,7 @@ class Ring(Resource, _native.RingCore):
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create")
 
     def __init__(self, memory: PosixSharedMemory) -> None:
         """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
@@ -300,44 +307,57 @@ class Ring(Resource, _native.RingCore):
         try:
             self._attach(memory.buf, -1, self.describe())
             self._take_slot_with_new_lock()
+            _open_rings.add(self)
+            self._opened(memory.name)  # from here on, close() releases it all
         except BaseException:
-            self._detach()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
+            # Whatever interrupted us (a signal handler's exception can come anywhere),
+            # nothing stays attached: an attached handle keeps an export of the mapping.
+            if not self._closed:
+                self._discard()
+            else:
+                _open_rings.discard(self)
+                self._detach()
+                if self._lock_fd >= 0:
+                    os.close(self._lock_fd)
+                    self._lock_fd = -1
             raise
-        self._opened(memory.name)
-        _open_rings.add(self)
 
     @classmethod
+    @all_or_nothing
     def create(cls, name: str, capacity: int, *, permissions: int = 0o600) -> Ring:
         """Create the ring ``name`` with ``capacity`` bytes of message space and open it.
 
         ``capacity`` is rounded up to a multiple of 64; the largest message is
         half of it less 16 bytes (``max_message_size``), so that a message
-        always fits in one piece.
+        always fits in one piece. The ring's memory is reserved at once, and the
+        name appears only when the ring is laid out: a failure (or an exception
+        from a signal handler, such as KeyboardInterrupt) leaves nothing.
 
         Raises:
             ResourceExistsError: ``name`` exists already.
-            ResourceLimitError: no memory for the ring.
+            ResourceLimitError: no room for the ring in /dev/shm.
         """
         name = check_posix_name(name)
         capacity = _check_capacity(capacity)
         permissions = check_permissions(permissions)
+        key = int.from_bytes(os.urandom(8), "little")
+        # PosixSharedMemory.create prepares the object without a name (exact
+        # permissions, pages reserved: a full /dev/shm is an error now, not a
+        # SIGBUS at some later send), lets us lay the ring out, and only then names
+        # it. The creation journal (all_or_nothing) removes the name again if
+        # anything after that fails, attaching this handle included.
         try:
             memory = PosixSharedMemory.create(
-                name, _native.RING_DATA_OFFSET + capacity, permissions=permissions
+                name,
+                _native.RING_DATA_OFFSET + capacity,
+                permissions=permissions,
+                initialize=lambda buffer: _native.ring_initialize(buffer, capacity, key),
             )
         except IPCOSError as error:
+            if isinstance(error, ResourceLimitError):
+                raise  # it names the filesystem and its free space
             raise from_os_error(error, KIND, name) from None
-        try:
-            _native.ring_initialize(memory.buf, capacity, int.from_bytes(os.urandom(8), "little"))
-            return cls(memory)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                memory.close()
-            with contextlib.suppress(Exception):
-                _unlink_shm(name)
-            raise
+        return cls._make(memory)
 
     @classmethod
     def open(cls, name: str) -> Ring:
@@ -355,7 +375,7 @@ class Ring(Resource, _native.RingCore):
             raise from_os_error(error, KIND, name) from None
         try:
             _wait_until_initialized(memory)
-            return cls(memory)
+            return cls._make(memory)
         except BaseException:
             memory.close()
             raise

@@ -60,6 +60,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     c.CHybridTransport(),
     c.CFutexTransport(),
     c.CPipeTransport(),
+    c.CSpscTransport(),
     c.CRingTransport(),
     c.CMemcpyTransport(),
     # Sun RPC to one C server (rpcgen): the Python client, then the C client

@@ -130,7 +130,7 @@ def section_lines(key: tuple[str, int, str], rows: list[Row]) -> list[str]:
     title = "Round-trip latency" if test == "latency" else "One-way throughput"
     lines = [f"{title}, {size_label(size)} messages, {placement} ({_PLACEMENT_TEXT[placement]})"]
     if test == "latency":
-        table = [["transport", "family", "median us", "p99 us", "CPU us/msg", "spread"]]
+        table = [["transport", "family", "median us", "p99 us", "p99.9 us", "CPU us/msg", "spread"]]
         for row in measured:
             table.append(
                 [
@@ -138,6 +138,7 @@ def section_lines(key: tuple[str, int, str], rows: list[Row]) -> list[str]:
                     row.family,
                     _number(row.rtt_median_us),
                     _number(row.rtt_p99_us),
+                    _number(row.rtt_p999_us),
                     _number(row.cpu_us_per_message),
                     _percent(row.spread_pct),
                 ]
@@ -158,9 +159,10 @@ def section_lines(key: tuple[str, int, str], rows: list[Row]) -> list[str]:
     table[0] += ["x peer", "x C"]
     for line, row in zip(table[1:], measured, strict=False):
         line += [_ratio(row.ratio_to_best_peer), _ratio(row.ratio_to_c)]
+    columns = len(table[0])
     for row in failed:
-        table.append([row.transport, row.family, "FAILED", "", "", "", "", ""])
-    lines += _table(table, right=set(range(2, 8)))
+        table.append([row.transport, row.family, "FAILED", *[""] * (columns - 3)])
+    lines += _table(table, right=set(range(2, columns)))
     for row in failed:
         lines.append(f"    {row.transport}: {row.error}")
     for row in measured:

@@ -115,6 +115,8 @@ class Row:
     reference_only: bool = False
     rtt_median_us: float | None = None
     rtt_p99_us: float | None = None
+    rtt_p999_us: float | None = None  # None when a run had too few samples for it
+    round_trips: int | None = None  # timed round trips (samples), all runs together
     messages_per_s: float | None = None
     mb_per_s: float | None = None
     cpu_us_per_message: float | None = None
@@ -416,6 +418,11 @@ def _aggregate(row: Row, outcomes: list[dict[str, Any]]) -> None:
     if row.test == "latency":
         row.rtt_median_us = median("rtt_median_us")
         row.rtt_p99_us = median("rtt_p99_us")
+        # Only when every run had enough samples: a median over fewer runs would
+        # favour the runs that happened to go well.
+        if all(run.get("rtt_p999_us") is not None for run in good):
+            row.rtt_p999_us = median("rtt_p999_us")
+        row.round_trips = sum(int(run.get("round_trips", 0)) for run in good)
         main = [run["rtt_median_us"] for run in good]
     else:
         row.messages_per_s = median("messages_per_s")

@@ -65,6 +65,13 @@ class CPipeTransport(_CTransport):
     tests = _LATENCY
 
 
+class CSpscTransport(_CTransport):
+    name = "c-spsc"
+    mode = "spsc"
+    summary = "C: single-producer single-consumer byte ring, memcpy in and out, both spinning"
+    tests = _THROUGHPUT
+
+
 class CRingTransport(_CTransport):
     name = "c-ring"
     mode = "ring"
