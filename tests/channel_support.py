@@ -203,6 +203,20 @@ endpoint = _endpoints("endpoint", ALL_SCHEMES)  # connected channels of every sc
 url_endpoint = _endpoints("url_endpoint", URL_SCHEMES)  # a listener of every URL scheme
 
 
+def start_when_ready(
+    children: Callable[..., Child], function: Callable[..., Any], *args: Any
+) -> Child:
+    """A child running ``function(*args, told)``; returns once it wrote b"!" to ``told``."""
+    ready, told = os.pipe()
+    try:
+        child = children(function, *args, told)
+        assert os.read(ready, 1) == b"!"
+    finally:
+        os.close(ready)
+        os.close(told)
+    return child
+
+
 def close_quietly(*channels: Channel) -> None:
     for channel in channels:
         with contextlib.suppress(Exception):

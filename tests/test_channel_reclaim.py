@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import unixipc
-from tests.channel_support import CONNECT_OPTIONS, WAIT, url_for
+from tests.channel_support import CONNECT_OPTIONS, WAIT, start_when_ready, url_for
 from tests.conftest import Names
 from tests.helpers import Child
 from unixipc import ResourceExistsError
@@ -36,14 +36,7 @@ def _listen_until_killed(url: str, ready: int) -> None:
 
 
 def _start_listener(children: Callable[..., Child], url: str) -> Child:
-    ready, told = os.pipe()
-    try:
-        child = children(_listen_until_killed, url, told)
-        assert os.read(ready, 1) == b"!"
-    finally:
-        os.close(ready)
-        os.close(told)
-    return child
+    return start_when_ready(children, _listen_until_killed, url)
 
 
 def _kill(child: Child) -> None:

@@ -23,7 +23,14 @@ from typing import Any
 import pytest
 
 import unixipc
-from tests.channel_support import CONNECT_OPTIONS, LISTEN_OPTIONS, URL_SCHEMES, WAIT, url_for
+from tests.channel_support import (
+    CONNECT_OPTIONS,
+    LISTEN_OPTIONS,
+    URL_SCHEMES,
+    WAIT,
+    start_when_ready,
+    url_for,
+)
 from tests.conftest import Names
 from tests.helpers import Child
 from tests.tls_support import session_pki
@@ -292,13 +299,7 @@ def test_a_client_refuses_an_abstract_listener_of_another_uid(
 ) -> None:
     """Someone else may bind the abstract name first: a client checks the listener too."""
     url = url_for("unix-abstract", names)
-    ready, told = os.pipe()
-    try:
-        squatter = children(_listen_as_nobody, url, told)
-        assert os.read(ready, 1) == b"!"
-    finally:
-        os.close(ready)
-        os.close(told)
+    squatter = start_when_ready(children, _listen_as_nobody, url)
     with pytest.raises(AuthenticationError, match=r"uid 65534.*not allowed"):
         unixipc.connect(url, timeout=WAIT)
     with unixipc.connect(url, timeout=WAIT, allowed_uids=[NOBODY]) as channel:
