@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PREFIX, Names
-from tests.helpers import Child
+from tests.helpers import Child, fresh_tmp_commands
 from unixipc import (
     PosixMessageQueue,
     PosixSemaphore,
@@ -358,10 +358,7 @@ def test_bad_arguments() -> None:
 # its own /dev/shm and /tmp: `rm --stale` there can only ever see this test's objects,
 # never those of other programs (or other test runs) on this shared machine.
 
-_ISOLATE = (
-    "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /tmp"
-    ' && exec "$0" "$@"'
-)
+_ISOLATE = f'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && {fresh_tmp_commands()} && exec "$0" "$@"'
 
 
 def run_isolated(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
