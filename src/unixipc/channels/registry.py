@@ -8,7 +8,7 @@ driver with their defaults and checks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._deadline import Deadline
@@ -43,13 +43,10 @@ class PairKind:
 
 def _secured(scheme: Scheme) -> Scheme:
     """Every scheme takes the options of :mod:`.auth` (a shared secret) too."""
-    return Scheme(
-        scheme.name,
-        scheme.parse,
-        scheme.listen,
-        scheme.connect,
-        {**scheme.listen_options, **auth.OPTIONS},
-        {**scheme.connect_options, **auth.OPTIONS},
+    return replace(
+        scheme,
+        listen_options={**scheme.listen_options, **auth.OPTIONS},
+        connect_options={**scheme.connect_options, **auth.OPTIONS},
     )
 
 
