@@ -21,6 +21,7 @@ import unixipc
 from tests import conftest, nats_support
 from tests.conftest import PREFIX, Names
 from tests.helpers import Child
+from tests.tls_support import session_pki
 from unixipc import Channel, Listener
 from unixipc import channel as channel_module
 from unixipc.channels import registry
@@ -47,9 +48,12 @@ LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
     **{scheme: {"max_message_size": 200_000} for scheme in ALL_SCHEMES if _takes_a_maximum(scheme)},
     "mq": {"max_message_size": 200_000, "backlog": 4},
 }
+# tls:// needs certificates: a throwaway CA made once per session (tests/tls_support.py).
+LISTEN_OPTIONS["tls"] = {**LISTEN_OPTIONS["tls"], "certificate": session_pki().server}
 # Small POSIX queues: the per-user RLIMIT_MSGQUEUE is shared with other test runs.
 CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     **LISTEN_OPTIONS,
+    "tls": {"max_message_size": 200_000, "ca_file": session_pki().ca},
     "mq": {"max_message_size": 200_000, "queue_length": 4, "queue_message_size": 256},
     # Rings of 64 KiB: messages of 32 KiB - 16 and more travel in pieces.
     "shm": {"capacity": 65536, "max_message_size": 200_000},
@@ -94,8 +98,8 @@ def url_for(scheme: str, names: Names) -> str:
         return f"unix://{names.path('sock')}"
     if scheme == "unix-abstract":
         return f"unix-abstract://{names.posix('abstract')[1:]}"
-    if scheme == "tcp":
-        return "tcp://127.0.0.1:0"
+    if scheme in ("tcp", "tls"):
+        return f"{scheme}://127.0.0.1:0"
     if scheme == "fifo":
         return f"fifo://{names.path('fifo')}"
     if scheme in ("mq", "shm"):
@@ -211,6 +215,20 @@ def _endpoints(name: str, schemes: list[str]) -> Any:
 
 endpoint = _endpoints("endpoint", ALL_SCHEMES)  # connected channels of every scheme
 url_endpoint = _endpoints("url_endpoint", URL_SCHEMES)  # a listener of every URL scheme
+
+
+def start_when_ready(
+    children: Callable[..., Child], function: Callable[..., Any], *args: Any
+) -> Child:
+    """A child running ``function(*args, told)``; returns once it wrote b"!" to ``told``."""
+    ready, told = os.pipe()
+    try:
+        child = children(function, *args, told)
+        assert os.read(ready, 1) == b"!"
+    finally:
+        os.close(ready)
+        os.close(told)
+    return child
 
 
 def close_quietly(*channels: Channel) -> None:
