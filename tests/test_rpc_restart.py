@@ -1,6 +1,6 @@
 """A restarted RPC server: the process that owns the listener is SIGKILLed mid-call
 and a new process takes its URL over (part of the conformance suite of test_rpc.py,
-over the schemes whose names a new process can take over today).
+over every scheme: a dead listener's names are reclaimed by the next ``listen``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,8 @@ import pytest
 import unixipc
 from tests.conftest import Names
 from tests.helpers import Child
-from tests.rpc_support import CONNECT_OPTIONS, WAIT, make_server, url_for
+from tests.rpc_support import CONNECT_OPTIONS, SCHEMES, WAIT, make_server, url_for
 from unixipc import rpc
-
-# Schemes whose listener names a new process may take over once their owner died:
-# the kernel frees them (sockets), listen reclaims a dead listener's file (unix://),
-# or the name is a subject on the NATS server. The others come with the reclaim of
-# every scheme's names (issue 13).
-RECLAIMED = ("unix", "unix-abstract", "tcp", "nats")
 
 
 def _serve_until_told(url: str, scheme: str, told: int, stop: int, stop_write: int) -> str:
@@ -83,7 +77,7 @@ class _ServerProcess:
         os.close(self.reports)
 
 
-@pytest.mark.parametrize("scheme", RECLAIMED)
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_server_process_killed_and_replaced(
     scheme: str, names: Names, children: Callable[..., Child]
 ) -> None:
