@@ -132,6 +132,7 @@ def _check_call(message: list[Any]) -> str | None:
 _INLINE: Any = object()
 # What the fast path's decoding gives for bytes that are not a message.
 _UNDECODABLE: Any = object()
+_GENERATOR = types.GeneratorType
 
 
 class _Task:
@@ -260,8 +261,7 @@ class Connection:
                     and args.__class__ is list
                     and window.__class__ is int
                     and 0 < window <= MAX_WINDOW
-                    and call_id not in tasks
-                    and len(tasks) < limit
+                    and (not tasks or (call_id not in tasks and len(tasks) < limit))
                     and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
                 ):
                     self.inline_id = call_id
@@ -278,7 +278,7 @@ class Connection:
                         reply = error_message(call_id, error)
                     else:
                         reply = [RESULT, call_id, result]
-                        if result.__class__ is types.GeneratorType:
+                        if result.__class__ is _GENERATOR:
                             task = _Task(call_id, _deadline.get(), window)
                             tasks[call_id] = task
                             self._stream(task, result, generation)  # sends its final message
