@@ -163,13 +163,11 @@ class Connection:
         self.tasks: dict[int, _Task] = {}
         # The reader is the thread started for the current generation.
         self.generation = 0
-        # The reader runs a call itself (inline); the watchdog compares inline_seq
-        # between two ticks to find a call that has run for a whole tick.
-        self.inline = False
-        self.inline_seq = 0
-        self.inline_method: Method | None = None
-        self.inline_id = 0
-        self.watch_seq = -1
+        # The request of the call the reader runs itself (inline), or None. The
+        # watchdog finds the same request object there at two ticks in a row when
+        # a call has run for a whole tick (one store per call: this is the hot path).
+        self.running: list[Any] | None = None
+        self.watched: list[Any] | None = None
         self.stopping = False
         self.outbox = Outbox(channel, self.send_lock, lambda: self.stopping)
         self.done = threading.Event()
@@ -264,10 +262,7 @@ class Connection:
                     and (not tasks or (call_id not in tasks and len(tasks) < limit))
                     and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
                 ):
-                    self.inline_id = call_id
-                    self.inline_method = method
-                    self.inline_seq += 1
-                    self.inline = True
+                    self.running = message
                     if watchdog.sleeping:
                         watchdog.wake()
                     token = None if timeout is None else _deadline.set(monotonic() + timeout)
@@ -288,7 +283,7 @@ class Connection:
                     lock.acquire()
                     mine = self.generation == generation
                     if mine:
-                        self.inline = False
+                        self.running = None
                     elif reply is not None and tasks.get(call_id) is _INLINE:
                         del tasks[call_id]  # handed over: it counted until now (see _end)
                     lock.release()
@@ -352,23 +347,27 @@ class Connection:
                 self.send_lock.release()
         self.channel.close()
 
-    def handoff(self, generation: int | None = None, seq: int | None = None) -> None:
+    def handoff(self, generation: int | None = None, running: list[Any] | None = None) -> None:
         """Make a new thread the reader: the current one is busy with a call.
 
-        With ``seq``, only if the reader still runs that same call (the watchdog);
-        with ``generation``, only if the caller is still the reader.
+        With ``running`` (the watchdog), only if the reader still runs that same
+        request; with ``generation``, only if the caller is still the reader.
         """
         with self.lock:
-            if self.stopping or (seq is not None and (not self.inline or self.inline_seq != seq)):
+            current = self.running
+            if self.stopping or (running is not None and current is not running):
                 return
             if generation is not None and generation != self.generation:
                 return
-            if seq is not None and self.inline_method is not None:
-                self.inline_method.set_slow(True)
-            if self.inline and self.inline_id not in self.tasks:
-                self.tasks[self.inline_id] = _INLINE  # counts in flight until it ends
+            if current is not None:
+                if running is not None:
+                    method = self.core.registry._methods.get(current[2])
+                    if method is not None:
+                        method.set_slow(True)
+                if current[1] not in self.tasks:
+                    self.tasks[current[1]] = _INLINE  # counts in flight until it ends
             self.generation += 1
-            self.inline = False
+            self.running = None
             generation = self.generation
         self._thread(self._read, generation)
 
@@ -407,7 +406,7 @@ class Connection:
             return True
         deadline = None if timeout is None else received + timeout
         if method.mode < ASYNC:
-            return self._run_inline(call_id, deadline, window, method, args, kwargs, generation)
+            return self._run_inline(message, deadline, method, generation)
         task = _Task(call_id, deadline, window)
         if not self._admit(call_id, task):
             return True
@@ -437,19 +436,18 @@ class Connection:
 
     def _run_inline(
         self,
-        call_id: int,
+        request: list[Any],
         deadline: float | None,
-        window: int,
         method: Method,
-        args: list[Any],
-        kwargs: dict[str, Any] | None,
         generation: int,
     ) -> bool:
-        """Run a plain function's call in this thread (the reader), and reply.
+        """Run a plain function's call (a checked ``request``) in this thread (the
+        reader), and reply.
 
         The watchdog may make another thread the reader meanwhile: then this
         returns False and the thread ends after replying.
         """
+        _, call_id, _, args, kwargs, _, window = request
         if not self._admit(call_id, None):
             return True
         reply: list[Any] | None
@@ -461,10 +459,7 @@ class Connection:
                 self.handoff(generation=generation)
                 started = time.monotonic()
             else:
-                self.inline_id = call_id
-                self.inline_method = method
-                self.inline_seq += 1
-                self.inline = True
+                self.running = request
                 if self.core.watchdog.sleeping:
                     self.core.watchdog.wake()
             token = None if deadline is None else _deadline.set(deadline)
@@ -491,7 +486,7 @@ class Connection:
                 self.tasks.pop(call_id, None)  # before the reply: see _end
             mine = self.generation == generation
             if mine:
-                self.inline = False
+                self.running = None
         if reply is not None:
             self._send(reply)
         return mine
@@ -746,12 +741,12 @@ class Watchdog:
         with self.core.lock:
             connections = list(self.core.connections)
         for connection in connections:
-            if connection.inline:
+            running = connection.running
+            if running is not None:
                 busy = True
-                seq = connection.inline_seq
-                if seq == connection.watch_seq:
-                    connection.handoff(seq=seq)
-                connection.watch_seq = seq
+                if running is connection.watched:
+                    connection.handoff(running=running)
+            connection.watched = running
         return busy
 
     def _run(self) -> None:
@@ -764,7 +759,7 @@ class Watchdog:
             idle += 1
             if idle < _IDLE_TICKS:
                 continue
-            # Sleep until a call starts inline. A reader sets `inline` and then looks
+            # Sleep until a call starts inline. A reader sets `running` and then looks
             # at `sleeping`: one of the two sides always sees the other's write.
             self._wake.clear()
             self.sleeping = True
