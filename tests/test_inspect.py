@@ -498,6 +498,98 @@ def test_killed_owners_show_stale_and_rm_stale_removes_exactly_them() -> None:
     assert "scenario passed" in result.stdout
 
 
+PATH_LISTENERS_SCENARIO = """
+import json, os, signal, socket, subprocess, sys, time
+import unixipc
+from unixipc import inspect
+
+COMMAND = [sys.executable, "-m", "unixipc"]
+started = []
+
+def cli(*args):
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
+
+def listener(url):
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            kept = unixipc.listen(url)
+            os.write(ready_w, b"!")
+            time.sleep(60)
+        finally:
+            os._exit(1)
+    started.append(pid)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"!", "listener failed"
+    return pid
+
+def listed():
+    return {(o["kind"], o["name"]): o for o in json.loads(cli("ls", "--json").stdout)}
+
+try:
+    # /mnt is searched by nobody: its listener is found through its token.
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/mnt"], check=True)
+    os.mkdir("/tmp/d")
+    os.mkfifo("/tmp/d/plain-fifo")
+    plain = socket.socket(socket.AF_UNIX)
+    plain.bind("/tmp/d/plain-socket")
+    plain.close()  # a socket file nobody is bound to, not unixipc's
+    dead = [listener(url) for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f", "unix:///mnt/far")]
+    alive = listener("unix:///tmp/d/live")
+    for pid in dead:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+    seen = listed()
+    for kind, path, scheme in [("unix-socket", "/tmp/d/s", "unix"), ("fifo", "/tmp/d/f", "fifo"),
+                               ("unix-socket", "/mnt/far", "unix")]:
+        item = seen[(kind, path)]
+        assert (item["state"], item["unixipc"]) == ("stale", "channel listener"), item
+        assert item["details"]["url"] == f"{scheme}://{path}", item
+        token = seen[("posix-shm", item["details"]["token"])]
+        assert (token["state"], token["unixipc"]) == ("stale", "liveness token"), token
+    live = seen[("unix-socket", "/tmp/d/live")]
+    assert (live["state"], live["unixipc"]) == ("live", "channel listener"), live
+    assert seen[("unix-socket", "/tmp/d/plain-socket")]["unixipc"] is None
+    assert seen[("fifo", "/tmp/d/plain-fifo")]["unixipc"] is None
+
+    removed = cli("rm", "--stale", "--json")
+    assert removed.returncode == 0, removed.stderr
+    gone = {json.loads(line)["name"] for line in removed.stdout.splitlines()}
+    assert {"/tmp/d/s", "/tmp/d/f", "/mnt/far"} <= gone, gone
+    assert not any(name.startswith(("/tmp/d/p", "/tmp/d/live")) for name in gone), gone
+    assert sorted(os.listdir("/tmp/d")) == ["live", "plain-fifo", "plain-socket"]
+    assert not os.path.exists("/mnt/far")
+    tokens = [name for name in os.listdir("/dev/shm") if name.startswith("unixipc-")]
+    assert len(tokens) == 1 and tokens[0].startswith("unixipc-unix-live-"), tokens
+
+    # The names are free again, for a listener that works.
+    for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f"):
+        with unixipc.listen(url) as again:
+            assert again.url == url
+    os.kill(alive, signal.SIGKILL)
+    os.waitpid(alive, 0)
+    print("scenario passed")
+finally:
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+"""
+
+
+def test_killed_path_listeners_are_stale_and_rm_stale_removes_only_theirs() -> None:
+    """unix:// and fifo:// listeners SIGKILLed: ls shows their socket file and FIFO
+    as stale channel listeners (through the token named after the path), rm
+    --stale removes them and their tokens, and plain socket files and FIFOs stay."""
+    result = run_isolated(PATH_LISTENERS_SCENARIO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scenario passed" in result.stdout
+
+
 def test_json_after_the_subcommand_and_doctor_and_top(names: Names) -> None:
     name = names.posix("top")
     with Ring.create(name, 1 << 14) as made:
