@@ -535,7 +535,8 @@ try:
     plain = socket.socket(socket.AF_UNIX)
     plain.bind("/tmp/d/plain-socket")
     plain.close()  # a socket file nobody is bound to, not unixipc's
-    dead = [listener(url) for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f", "unix:///mnt/far")]
+    urls = ("unix:///tmp/d/s", "fifo:///tmp/d/f", "unix:///mnt/far", "fifo:///tmp/d/one")
+    dead = [listener(url) for url in urls]
     alive = listener("unix:///tmp/d/live")
     for pid in dead:
         os.kill(pid, signal.SIGKILL)
@@ -553,6 +554,11 @@ try:
     assert (live["state"], live["unixipc"]) == ("live", "channel listener"), live
     assert seen[("unix-socket", "/tmp/d/plain-socket")]["unixipc"] is None
     assert seen[("fifo", "/tmp/d/plain-fifo")]["unixipc"] is None
+
+    # Removed by name: its token goes with it.
+    one = cli("rm", "fifo", "/tmp/d/one")
+    assert one.returncode == 0 and "channel listener" in one.stdout, one
+    assert not os.path.exists("/dev/shm" + seen[("fifo", "/tmp/d/one")]["details"]["token"])
 
     removed = cli("rm", "--stale", "--json")
     assert removed.returncode == 0, removed.stderr
