@@ -596,17 +596,140 @@ def test_killed_path_listeners_are_stale_and_rm_stale_removes_only_theirs() -> N
     assert "scenario passed" in result.stdout
 
 
-def test_json_after_the_subcommand_and_doctor_and_top(names: Names) -> None:
-    name = names.posix("top")
-    with Ring.create(name, 1 << 14) as made:
-        made.send(b"x" * 100)
-        viewed = cli("top", "--once", "--json", "--interval", "0.2", "--prefix", name)
+BRIDGE_SCENARIO = """
+import json, os, signal, subprocess, sys, threading, time
+import unixipc
+from unixipc._status import redact
+
+COMMAND = [sys.executable, "-m", "unixipc"]
+
+def cli(*args):
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
+
+def bridges():
+    return [o for o in json.loads(cli("ls", "--json").stdout) if o["unixipc"] == "bridge"]
+
+def start_bridge(*extra):
+    bridge = subprocess.Popen([*COMMAND, "bridge", "unix:///tmp/src", "unix:///tmp/dst",
+                               *extra, "--json"],
+                              stdout=subprocess.PIPE, text=True)
+    started = json.loads(bridge.stdout.readline())
+    assert started["status"].startswith("/unixipc-bridge-"), started
+    return bridge
+
+def echo(service):
+    with service.accept(timeout=30) as channel:
+        try:
+            while True:
+                channel.send(channel.receive(timeout=30), timeout=30)
+        except unixipc.EndOfChannel:
+            pass
+
+with unixipc.listen("unix:///tmp/dst") as service:
+    bridge = start_bridge()
+    try:
+        echoing = threading.Thread(target=echo, args=(service,))
+        echoing.start()
+        client = unixipc.connect("unix:///tmp/src", timeout=30)
+        for _ in range(3):
+            client.send(b"12345", timeout=30)
+            assert client.receive(timeout=30) == b"12345"
+        stop = threading.Event()
+        def keep_sending():
+            while not stop.is_set():
+                client.send(b"x", timeout=30)
+                client.receive(timeout=30)
+        sending = threading.Thread(target=keep_sending)
+        sending.start()
+        try:
+            viewed = cli("top", "--once", "--json", "--interval", "0.5")
+        finally:
+            stop.set()
+            sending.join()
         assert viewed.returncode == 0, viewed.stderr
-        [row] = json.loads(viewed.stdout)
-        assert (row["name"], row["depth"], row["producers"], row["state"]) == (name, 1, 1, "live")
+        [row] = [row for row in json.loads(viewed.stdout) if row["unixipc"] == "bridge"]
+        details = row["details"]
+        assert (details["src"], details["dst"]) == ("unix:///tmp/src", "unix:///tmp/dst"), row
+        # A URL's password is never published.
+        assert redact("nats://me:secret@host:4222/s") == "nats://me:***@host:4222/s"
+        assert details["pid"] == bridge.pid and row["state"] == "live", row
+        assert details["src_to_dst_messages"] >= 3 and details["src_to_dst_bytes"] >= 15, row
+        assert details["dst_to_src_messages"] >= 3, row
+        assert (row["clients"], row["connections"]) == (1, 1), row
+        assert row["messages_in_per_s"] > 0 and row["bytes_out_per_s"] > 0, row
+        assert row["rates_from"] == "bridge counts", row
+        text = cli("top", "--once", "--interval", "0.1").stdout
+        assert "bridge" in text and "IN MSG/s" in text, text
+        [listed] = bridges()
+        assert listed["permissions"] == "0600", listed
+
+        bridge.send_signal(signal.SIGKILL)
+        bridge.wait()
+        client.close()
+        echoing.join()
+    finally:
+        bridge.kill()
+        bridge.wait()
+    [dead] = bridges()
+    assert dead["state"] == "stale", dead
+    removed = cli("rm", "--stale")
+    assert "(bridge)" in removed.stdout, removed
+    assert bridges() == []
+
+    # A bridge that ends removes its status object.
+    bridge = start_bridge("--clients", "1")
+    echoing = threading.Thread(target=echo, args=(service,))
+    echoing.start()
+    with unixipc.connect("unix:///tmp/src", timeout=30) as client:
+        client.send(b"one", timeout=30)
+        assert client.receive(timeout=30) == b"one"
+    echoing.join()
+    report = json.loads(bridge.communicate(timeout=30)[0].splitlines()[-1])
+    assert report["src_to_dst"] == {"messages": 1, "bytes": 3}, report
+    assert bridges() == []
+print("scenario passed")
+"""
+
+
+def test_a_bridge_publishes_its_counts_for_ls_and_top() -> None:
+    """`unixipc bridge` counts in a status object: top shows its counts and rates,
+    ls shows it a bridge with its URLs (no password); SIGKILLed it is stale and
+    rm --stale removes it; a bridge that ends removes it itself."""
+    result = run_isolated(BRIDGE_SCENARIO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scenario passed" in result.stdout
+
+
+def test_json_after_the_subcommand_and_doctor_and_top(names: Names) -> None:
+    name, queue_name = names.posix("top"), names.posix("top")
+    with (
+        Ring.create(name, 1 << 14) as made,
+        PosixMessageQueue.create(queue_name, max_messages=2, max_message_size=64) as queue,
+    ):
+        made.send(b"x" * 100)
+        queue.send(b"waiting")
+        prefix = f"/{PREFIX}_top_"
+        viewed = cli("top", "--once", "--json", "--interval", "0.2", "--prefix", prefix)
+        assert viewed.returncode == 0, viewed.stderr
+        rows = {row["name"]: row for row in json.loads(viewed.stdout)}
+        row = rows[name]
+        assert (row["depth"], row["producers"], row["state"]) == (1, 1, "live")
         assert row["bytes_in_per_s"] == 0.0
-        assert row["messages_in_per_s"] is None  # a ring keeps no message counter
+        if "messages_written" in row["details"]:  # a ring layout that counts messages
+            assert (row["messages_in_per_s"], row["rates_from"]) == (0.0, "ring counters")
+        else:
+            assert row["messages_in_per_s"] is None, row
+            assert row["rates_from"].startswith("ring positions: bytes only"), row
+        # A queue: the kernel counts no messages, only the depth (and says so).
+        row = rows[queue_name]
+        assert (row["depth"], row["depth_change_per_s"]) == (1, 0.0), row
+        assert (row["messages_in_per_s"], row["bytes_in_per_s"]) == (None, None), row
+        assert row["rates_from"] == "depth only: the kernel counts no messages for queues"
+        text = cli("top", "--once", "--interval", "0.1", "--prefix", prefix).stdout
+        assert "IN MSG/s" in text, text
+        assert "-: not counted (queues" in text, text
         made.unlink()
+        queue.unlink()
     doctor = cli("doctor", "--json")
     checks = {check["check"]: check for check in json.loads(doctor.stdout)}
     assert {"/dev/shm", "logind RemoveIPC", "RLIMIT_MSGQUEUE", "namespaces"} <= set(checks)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
+from . import _native, _status, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
 from ._proc import (
     FileLockEntry,
     Holder,
@@ -415,6 +415,13 @@ def _recognise(item: IPCObject, fd: int, context: _Context) -> IPCObject:
         else:
             state = item.state
         return replace(item, unixipc="ring", state=state, details=described)
+    if _status.is_status_name(item.name):
+        published = _status._inspect(fd)
+        if published is not None:
+            owner = context.owner_holds(item.inode)
+            state = "live" if owner or item.holders else "stale"
+            what = str(published.pop("what"))
+            return replace(item, unixipc=what, state=state, details=published)
     token = _liveness._inspect(fd) if _is_token_name(item.name) else None
     if token is not None:
         owner = context.owner_holds(item.inode)
@@ -1031,7 +1038,7 @@ def _remove_special_file(item: IPCObject) -> None:
 
 def _remove_checked(item: IPCObject) -> bool:
     """Remove a stale object if it is still stale, deciding under its owner's lock."""
-    if item.unixipc == "liveness token":
+    if item.unixipc == "liveness token" or _status.is_status_name(item.name):
         with _liveness.owner_gone(item.name) as token:
             if token == "free":
                 _native.shm_unlink(item.name)
