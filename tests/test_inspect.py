@@ -373,7 +373,31 @@ def run_isolated(code: str, *, timeout: float = 120) -> subprocess.CompletedProc
     )
 
 
-STALE_SCENARIO = """
+def passes(scenario: str) -> None:
+    """Run an isolated scenario that prints "scenario passed" at its end."""
+    result = run_isolated(scenario)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scenario passed" in result.stdout
+
+
+# Scenarios start with this: the processes they put in `started` die with them.
+REAPER = """
+import atexit, os, signal
+started = []
+
+@atexit.register
+def kill_started():  # even when an assertion fails
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+"""
+
+STALE_SCENARIO = (
+    REAPER
+    + """
 import json, os, signal, subprocess, sys, time
 import unixipc
 from unixipc import PosixSharedMemory, Ring, inspect, posix_shm
@@ -483,28 +507,22 @@ try:
       kill(pid)
   print("scenario passed")
 finally:
-    for pid in started:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+    kill_started()
 """
+)
 
 
 def test_killed_owners_show_stale_and_rm_stale_removes_exactly_them() -> None:
-    result = run_isolated(STALE_SCENARIO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "scenario passed" in result.stdout
+    passes(STALE_SCENARIO)
 
 
-PATH_LISTENERS_SCENARIO = """
-import json, os, signal, socket, subprocess, sys, time
+PATH_LISTENERS_SCENARIO = (
+    REAPER
+    + """
+import json, socket, subprocess, sys, time
 import unixipc
-from unixipc import inspect
 
 COMMAND = [sys.executable, "-m", "unixipc"]
-started = []
 
 def cli(*args):
     return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
@@ -527,73 +545,64 @@ def listener(url):
 def listed():
     return {(o["kind"], o["name"]): o for o in json.loads(cli("ls", "--json").stdout)}
 
-try:
-    # /mnt is searched by nobody: its listener is found through its token.
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/mnt"], check=True)
-    os.mkdir("/tmp/d")
-    os.mkfifo("/tmp/d/plain-fifo")
-    plain = socket.socket(socket.AF_UNIX)
-    plain.bind("/tmp/d/plain-socket")
-    plain.close()  # a socket file nobody is bound to, not unixipc's
-    urls = ("unix:///tmp/d/s", "fifo:///tmp/d/f", "unix:///mnt/far", "fifo:///tmp/d/one")
-    dead = [listener(url) for url in urls]
-    alive = listener("unix:///tmp/d/live")
-    for pid in dead:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+# /mnt is searched by nobody: its listener is found through its token.
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/mnt"], check=True)
+os.mkdir("/tmp/d")
+os.mkfifo("/tmp/d/plain-fifo")
+plain = socket.socket(socket.AF_UNIX)
+plain.bind("/tmp/d/plain-socket")
+plain.close()  # a socket file nobody is bound to, not unixipc's
+urls = ("unix:///tmp/d/s", "fifo:///tmp/d/f", "unix:///mnt/far", "fifo:///tmp/d/one")
+dead = [listener(url) for url in urls]
+alive = listener("unix:///tmp/d/live")
+for pid in dead:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
-    seen = listed()
-    for kind, path, scheme in [("unix-socket", "/tmp/d/s", "unix"), ("fifo", "/tmp/d/f", "fifo"),
-                               ("unix-socket", "/mnt/far", "unix")]:
-        item = seen[(kind, path)]
-        assert (item["state"], item["unixipc"]) == ("stale", "channel listener"), item
-        assert item["details"]["url"] == f"{scheme}://{path}", item
-        token = seen[("posix-shm", item["details"]["token"])]
-        assert (token["state"], token["unixipc"]) == ("stale", "liveness token"), token
-    live = seen[("unix-socket", "/tmp/d/live")]
-    assert (live["state"], live["unixipc"]) == ("live", "channel listener"), live
-    assert seen[("unix-socket", "/tmp/d/plain-socket")]["unixipc"] is None
-    assert seen[("fifo", "/tmp/d/plain-fifo")]["unixipc"] is None
+seen = listed()
+for kind, path, scheme in [("unix-socket", "/tmp/d/s", "unix"), ("fifo", "/tmp/d/f", "fifo"),
+                           ("unix-socket", "/mnt/far", "unix")]:
+    item = seen[(kind, path)]
+    assert (item["state"], item["unixipc"]) == ("stale", "channel listener"), item
+    assert item["details"]["url"] == f"{scheme}://{path}", item
+    token = seen[("posix-shm", item["details"]["token"])]
+    assert (token["state"], token["unixipc"]) == ("stale", "liveness token"), token
+live = seen[("unix-socket", "/tmp/d/live")]
+assert (live["state"], live["unixipc"]) == ("live", "channel listener"), live
+assert seen[("unix-socket", "/tmp/d/plain-socket")]["unixipc"] is None
+assert seen[("fifo", "/tmp/d/plain-fifo")]["unixipc"] is None
 
-    # Removed by name: its token goes with it.
-    one = cli("rm", "fifo", "/tmp/d/one")
-    assert one.returncode == 0 and "channel listener" in one.stdout, one
-    assert not os.path.exists("/dev/shm" + seen[("fifo", "/tmp/d/one")]["details"]["token"])
+# Removed by name: its token goes with it.
+one = cli("rm", "fifo", "/tmp/d/one")
+assert one.returncode == 0 and "channel listener" in one.stdout, one
+assert not os.path.exists("/dev/shm" + seen[("fifo", "/tmp/d/one")]["details"]["token"])
 
-    removed = cli("rm", "--stale", "--json")
-    assert removed.returncode == 0, removed.stderr
-    gone = {json.loads(line)["name"] for line in removed.stdout.splitlines()}
-    assert {"/tmp/d/s", "/tmp/d/f", "/mnt/far"} <= gone, gone
-    assert not any(name.startswith(("/tmp/d/p", "/tmp/d/live")) for name in gone), gone
-    assert sorted(os.listdir("/tmp/d")) == ["live", "plain-fifo", "plain-socket"]
-    assert not os.path.exists("/mnt/far")
-    tokens = [name for name in os.listdir("/dev/shm") if name.startswith("unixipc-")]
-    assert len(tokens) == 1 and tokens[0].startswith("unixipc-unix-live-"), tokens
+removed = cli("rm", "--stale", "--json")
+assert removed.returncode == 0, removed.stderr
+gone = {json.loads(line)["name"] for line in removed.stdout.splitlines()}
+assert {"/tmp/d/s", "/tmp/d/f", "/mnt/far"} <= gone, gone
+assert not any(name.startswith(("/tmp/d/p", "/tmp/d/live")) for name in gone), gone
+assert sorted(os.listdir("/tmp/d")) == ["live", "plain-fifo", "plain-socket"]
+assert not os.path.exists("/mnt/far")
+tokens = [name for name in os.listdir("/dev/shm") if name.startswith("unixipc-")]
+assert len(tokens) == 1 and tokens[0].startswith("unixipc-unix-live-"), tokens
 
-    # The names are free again, for a listener that works.
-    for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f"):
-        with unixipc.listen(url) as again:
-            assert again.url == url
-    os.kill(alive, signal.SIGKILL)
-    os.waitpid(alive, 0)
-    print("scenario passed")
-finally:
-    for pid in started:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+# The names are free again, for a listener that works.
+for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f"):
+    with unixipc.listen(url) as again:
+        assert again.url == url
+os.kill(alive, signal.SIGKILL)
+os.waitpid(alive, 0)
+print("scenario passed")
 """
+)
 
 
 def test_killed_path_listeners_are_stale_and_rm_stale_removes_only_theirs() -> None:
     """unix:// and fifo:// listeners SIGKILLed: ls shows their socket file and FIFO
     as stale channel listeners (through the token named after the path), rm
     --stale removes them and their tokens, and plain socket files and FIFOs stay."""
-    result = run_isolated(PATH_LISTENERS_SCENARIO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "scenario passed" in result.stdout
+    passes(PATH_LISTENERS_SCENARIO)
 
 
 BRIDGE_SCENARIO = """
@@ -695,9 +704,7 @@ def test_a_bridge_publishes_its_counts_for_ls_and_top() -> None:
     """`unixipc bridge` counts in a status object: top shows its counts and rates,
     ls shows it a bridge with its URLs (no password); SIGKILLed it is stale and
     rm --stale removes it; a bridge that ends removes it itself."""
-    result = run_isolated(BRIDGE_SCENARIO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "scenario passed" in result.stdout
+    passes(BRIDGE_SCENARIO)
 
 
 def test_json_after_the_subcommand_and_doctor_and_top(names: Names) -> None:
