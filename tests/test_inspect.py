@@ -587,6 +587,17 @@ assert not os.path.exists("/mnt/far")
 tokens = [name for name in os.listdir("/dev/shm") if name.startswith("unixipc-")]
 assert len(tokens) == 1 and tokens[0].startswith("unixipc-unix-live-"), tokens
 
+# Another user squatting on a listener's token name cannot stop it (the file is unmarked).
+from unixipc.channels.liveness import path_token_name
+for scheme in ("unix", "fifo"):
+    squat = "/dev/shm" + path_token_name(scheme, "/tmp/d/squatted")
+    with open(squat, "wb") as file:
+        file.write(b"\\0")
+    os.chown(squat, 4321, 4321)
+    with unixipc.listen(f"{scheme}:///tmp/d/squatted") as squatted:
+        assert os.stat(squat).st_uid == 4321
+    os.unlink(squat)
+
 # The names are free again, for a listener that works.
 for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f"):
     with unixipc.listen(url) as again:
@@ -705,6 +716,31 @@ def test_a_bridge_publishes_its_counts_for_ls_and_top() -> None:
     ls shows it a bridge with its URLs (no password); SIGKILLed it is stale and
     rm --stale removes it; a bridge that ends removes it itself."""
     passes(BRIDGE_SCENARIO)
+
+
+def test_a_status_object_that_cannot_be_filled_leaves_nothing() -> None:
+    code = """
+    import os, subprocess
+    from unixipc import IPCError
+    from unixipc._status import StatusObject
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", "/dev/shm"], check=True)
+    filler = os.open("/dev/shm/filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(filler, bytes(4096)):
+            pass
+    except OSError:
+        pass  # full: what the test wants
+    os.close(filler)
+    try:
+        StatusObject.publish("bridge", "unix:///a\\nunix:///b", {"clients": 1})
+    except IPCError as error:
+        print("refused:", error)
+    else:
+        raise AssertionError("published on a full /dev/shm")
+    assert os.listdir("/dev/shm") == ["filler"], os.listdir("/dev/shm")
+    print("scenario passed")
+    """
+    passes(code)
 
 
 def test_json_after_the_subcommand_and_doctor_and_top(names: Names) -> None:

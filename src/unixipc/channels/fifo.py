@@ -44,14 +44,13 @@ from .core import (
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
 from .liveness import (
-    ListenerToken,
     check_mine,
+    claim_path_token,
     hold_exclusively,
     in_use,
     names_it,
     not_ours,
     owner_pids,
-    path_token_name,
 )
 from .pipe import PipeLink
 from .rendezvous import (
@@ -76,11 +75,12 @@ class FifoInbox(InboxBase):
         super().__init__(url, path, options)
         # The token says the FIFO is a unixipc listener's, even after its death
         # (liveness.path_token_name); the FIFO's own flock guards the FIFO.
-        self._token = ListenerToken.claim(path_token_name("fifo", path), 0o600, path)
+        self._token = claim_path_token("fifo", path)
         try:
             self._fd = _own_fifo(path, options["permissions"])
         except BaseException:
-            self._token.close(True)
+            if self._token is not None:
+                self._token.close(True)
             raise
         self._identity = os.fstat(self._fd)[1:3]
         self._pending = b""
@@ -142,7 +142,8 @@ class FifoInbox(InboxBase):
                 os.unlink(self.prefix)
         os.close(fd)
         self._waker.close()
-        self._token.close(remove)  # after the FIFO: it says whose the FIFO is
+        if self._token is not None:
+            self._token.close(remove)  # after the FIFO: it says whose the FIFO is
 
 
 # O_RDWR on a FIFO (Linux): opens at once, and we never see end-of-file.

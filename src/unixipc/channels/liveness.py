@@ -35,6 +35,7 @@ from ..errors import (
     EndOfChannel,
     IPCError,
     PeerDied,
+    PermissionDeniedError,
     ResourceExistsError,
     ResourceNotFoundError,
     from_os_error,
@@ -120,6 +121,19 @@ def path_token_name(scheme: str, path: str) -> str:
     digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
     stem = _UNSAFE.sub("_", os.path.basename(real))[:64]
     return f"{PATH_TOKEN_PREFIX}{scheme}-{stem}-{digest}.listener"
+
+
+def claim_path_token(scheme: str, path: str) -> ListenerToken | None:
+    """The token of a ``scheme`` listener at ``path`` (see :func:`path_token_name`),
+    or None when its name is held by something not ours (another uid's object,
+    not a token). The token only marks the file as a unixipc listener's (the
+    socket's binding, the FIFO's flock decide who may take the path over), so
+    another user squatting on the name cannot stop us from listening: the file
+    is then simply unmarked. A live listener of ours still raises."""
+    try:
+        return ListenerToken.claim(path_token_name(scheme, path), 0o600, path)
+    except (NotOurs, PermissionDeniedError):
+        return None
 
 
 def address_of(name: str, described: dict[str, object]) -> tuple[str, str] | None:
@@ -282,8 +296,12 @@ def in_use(what: str, name: str, pids: list[int]) -> ResourceExistsError:
     )
 
 
+class NotOurs(ResourceExistsError):
+    """A name that something other than our listener's object holds."""
+
+
 def not_ours(what: str, name: str, why: str) -> ResourceExistsError:
-    return ResourceExistsError(errno.EEXIST, f"{what} {name!r} exists and {why}", name)
+    return NotOurs(errno.EEXIST, f"{what} {name!r} exists and {why}", name)
 
 
 def check_mine(fd: int, what: str, name: str) -> None:

@@ -46,7 +46,7 @@ from .core import (
     positive_option,
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
-from .liveness import ListenerToken, in_use, path_token_name
+from .liveness import ListenerToken, claim_path_token, in_use
 from .url import check_path_address
 
 if TYPE_CHECKING:
@@ -219,9 +219,7 @@ def _listen_unix(url: str, address: str, options: dict[str, Any], abstract: bool
     # A socket file keeps no mark of its maker: the listener holds a token named
     # after its path (liveness.path_token_name), claimed first, so that a dead
     # listener's file is known as unixipc's (`unixipc ls`, `rm --stale`).
-    token = (
-        None if abstract else ListenerToken.claim(path_token_name("unix", address), 0o600, address)
-    )
+    token = None if abstract else claim_path_token("unix", address)
     try:
         # A socket file left by a listener that died is replaced (nobody is bound
         # to it: the kernel unbinds a dead process's sockets); a live one's is not.
