@@ -577,6 +577,10 @@ one = cli("rm", "fifo", "/tmp/d/one")
 assert one.returncode == 0 and "channel listener" in one.stdout, one
 assert not os.path.exists("/dev/shm" + seen[("fifo", "/tmp/d/one")]["details"]["token"])
 
+# Asked for alone, a listener's FIFO is still known by its token.
+[fifo] = json.loads(cli("ls", "--json", "--kind", "fifo", "--state", "stale").stdout)
+assert (fifo["name"], fifo["unixipc"]) == ("/tmp/d/f", "channel listener"), fifo
+
 removed = cli("rm", "--stale", "--json")
 assert removed.returncode == 0, removed.stderr
 gone = {json.loads(line)["name"] for line in removed.stdout.splitlines()}

@@ -186,9 +186,15 @@ def survey(
     notes: list[str] = []
     context = _Context.gather(wanted, roots, notes)
     found: list[IPCObject] = []
-    for kind in wanted:
+    # Listeners' objects are told by their tokens (in /dev/shm): looked at even
+    # when POSIX shared memory itself is not asked for, then left out.
+    looked_at = wanted
+    if "posix-shm" not in wanted and {"posix-mq", "sysv-mq", "unix-socket", "fifo"} & set(wanted):
+        looked_at = ("posix-shm", *wanted)
+    for kind in looked_at:
         found.extend(_FINDERS[kind](context))
     _apply_channel_roles(found, context)
+    found = [item for item in found if item.kind in wanted]
     if prefix is not None:
         found = [item for item in found if item.key is None and item.name.startswith(prefix)]
     order = {kind: index for index, kind in enumerate(KINDS)}

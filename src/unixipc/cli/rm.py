@@ -98,12 +98,7 @@ def _one(args: argparse.Namespace) -> inspect.IPCObject:
     directories = args.dir
     if kind in ("unix-socket", "fifo") and name is not None and directories is None:
         directories = [name.rpartition("/")[0] or "/"]
-    # Queues, socket files and FIFOs are seen with the tokens that tell whose
-    # listener they are (so that the token goes with its listener's object).
-    kinds = (
-        [kind, "posix-shm"] if kind in ("posix-mq", "sysv-mq", "unix-socket", "fifo") else [kind]
-    )
-    items = [item for item in inspect.find(kinds, directories=directories) if item.kind == kind]
+    items = inspect.find([kind], directories=directories)
     if kind.startswith("sysv-"):
         key = None if name is None else integer(name)
         for item in items:
