@@ -229,7 +229,8 @@ def test_a_lone_call_meets_a_second_thread_then_a_close(scheme: str, names: Name
         first = threading.Thread(target=call_held)
         first.start()
         assert service.started.wait(WAIT)
-        assert client._reading and client._pending == {}  # the fast path keeps no record
+        assert client._reading  # the fast path: this thread reads, and keeps no record
+        assert client._pending == {}
         # Other threads join mid-call: their replies reach them through the first.
         assert client.call("add", 1, 2) == 3
         assert client.call("echo", value=5) == 5
@@ -262,7 +263,8 @@ def test_server_closing_ends_its_clients(scheme: str, names: Names) -> None:
         connections = list(server._core.connections)
         server.close()
         # Its readers, blocked with no timeout, were woken: every connection ended.
-        assert connections and all(connection.done.is_set() for connection in connections)
+        assert connections
+        assert all(connection.done.is_set() for connection in connections)
         with pytest.raises(unixipc.EndOfChannel):
             client.call("add", 1, 1)
         with pytest.raises(unixipc.EndOfChannel):
