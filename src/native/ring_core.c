@@ -1755,7 +1755,10 @@ int ring_ready(struct ring *ring, int for_space, uint64_t size)
         return 1;
     }
     if (poll_peers(ring, for_space, size) != RING_OK) {
-        return 1; /* the peers are gone (or damage): the call raises */
+        /* The peers are gone (or damage): the call raises, and must not skip
+         * its own look because we just looked. */
+        ring->last_check_ns = 0;
+        return 1;
     }
     return arm_bell(ring, for_space, size);
 }

@@ -444,6 +444,22 @@ class Ring(Resource, _native.RingCore):
         self.fileno()
         return bool(self._ready(send))
 
+    def _doorbell(self, send: bool) -> int:
+        """For event loops: the descriptor, made and armed for one direction on first use.
+
+        A call with ``timeout=0`` before the doorbell existed could not arm it: the
+        first look here does, and rings it at once if what is awaited is there.
+        """
+        new = self._bell is None
+        fd = self.fileno()
+        if new and self.ready(send=send):
+            self._ring_own_bell()
+        return fd
+
+    def _ring_own_bell(self) -> None:
+        if self._bell is not None:
+            self._bell.ring()
+
     @contextlib.contextmanager
     def receive_view(self, *, timeout: float | None = None) -> Iterator[memoryview]:
         """Take the next message and yield a read-only memoryview of it inside the ring.

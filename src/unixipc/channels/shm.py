@@ -63,6 +63,8 @@ MAGIC = b"uxr\x02"
 DEFAULT_CAPACITY = 1024 * 1024
 _REQUEST_RING_CAPACITY = 4096
 _HELLO = b"unixipc shm channel\x02"
+#: How often an event loop waiting on the doorbells tries again (dead peers are found so).
+_SLICE = 0.2
 
 
 def _names(base: str) -> tuple[str, str]:
@@ -119,7 +121,10 @@ class ShmLink(LinkBase):
         pass  # closing the rings announces it
 
     def wait_spec(self) -> WaitSpec:
-        return WaitSpec(None, None)
+        # The rings' doorbells: the receiving ring's rings for a message (or the
+        # peer's close), the sending ring's for room; a dead peer is found by the
+        # try that an event loop makes every slice.
+        return WaitSpec(self._rx._doorbell(False), self._tx._doorbell(True), _SLICE, doorbells=True)
 
     def passable(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         receive_fd, send_fd = self._descriptors
@@ -216,7 +221,7 @@ class ShmInbox(InboxBase):
             up.close()
 
     def wait_spec(self) -> WaitSpec:
-        return WaitSpec(None, None)
+        return WaitSpec(self._requests._doorbell(False), None, _SLICE, doorbells=True)
 
     def interrupt(self) -> None:
         self._requests._begin_close()  # waiters in receive() give up at once
