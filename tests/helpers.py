@@ -137,3 +137,26 @@ def assert_elapsed(started: float, timeout: float, *, slack: float = 1.0) -> Non
 def fd_count() -> int:
     """Open descriptors of this process (to prove nothing leaks)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def fresh_tmp_commands() -> str:
+    """Shell commands that mount an empty tmpfs on /tmp (in a private mount namespace).
+
+    When this checkout or the interpreter lives under /tmp (a CI clone often does),
+    its top directory there is bound back from the old /tmp, reached through a
+    descriptor opened before the mount, so that the tests' Python still runs.
+    """
+    kept = sorted(
+        {
+            Path(path).resolve().relative_to("/tmp").parts[0]
+            for path in (Path(__file__).parent, sys.prefix, sys.base_prefix)
+            if Path(path).resolve().is_relative_to("/tmp") and Path(path).resolve() != Path("/tmp")
+        }
+    )
+    commands = ["exec 9</tmp", "mount -t tmpfs -o mode=1777 tmpfs /tmp"]
+    for top in kept:
+        commands.append(f"mkdir /tmp/{top}")
+        # --no-canonicalize: mount must not resolve the path to "/tmp/top", the new one.
+        commands.append(f"mount --no-canonicalize --bind /proc/self/fd/9/{top} /tmp/{top}")
+    commands.append("exec 9<&-")
+    return " && ".join(commands)

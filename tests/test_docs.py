@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import fresh_tmp_commands
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK_TIMEOUT = 60
@@ -109,11 +111,11 @@ def cases() -> list[tuple[Block | None, Block]]:
 # Runs inside the namespaces: prepare them, run the block(s), then list what is left.
 _DRIVER = r"""
 import json, os, subprocess, sys, time
+spec = json.loads(sys.argv[1])
 subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", "/dev/shm"], check=True)
-subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", "/tmp"], check=True)
+subprocess.run(["sh", "-c", spec["fresh_tmp"]], check=True)
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 os.chdir("/tmp")
-spec = json.loads(sys.argv[1])
 env = dict(os.environ, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
 
 def command(language, code):
@@ -167,6 +169,7 @@ def test_example_runs_as_written(case: tuple[Block | None, Block]) -> None:
         if background is None
         else [background.language, background.code, background.argument.removeprefix("until ")],
         "timeout": BLOCK_TIMEOUT,
+        "fresh_tmp": fresh_tmp_commands(),
     }
     isolate = ["unshare", "--ipc", "--mount", "--net", "--propagation", "private"]
     finished = subprocess.run(

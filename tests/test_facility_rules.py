@@ -23,6 +23,7 @@ from typing import Any
 import numpy
 import pytest
 
+import unixipc
 from tests.conftest import Names
 from tests.helpers import Child, compile_c
 from unixipc import (
@@ -113,6 +114,10 @@ def test_exists_answers_a_bool_for_any_string(names: Names) -> None:
         (SharedCondition, ("/x",)),
         (SharedRWLock, ("/x",)),
         (SharedBarrier, ("/x",)),
+        (unixipc.PosixMessageQueue, ("/x",)),
+        (unixipc.SysVMessageQueue, (0x1234,)),
+        (unixipc.Ring, ("/x",)),
+        (unixipc.Topic, ("/x",)),
     ],
 )
 def test_calling_the_class_says_which_factories_to_use(cls: type, args: tuple[Any, ...]) -> None:

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PREFIX, Names
-from tests.helpers import Child
+from tests.helpers import Child, fresh_tmp_commands
 from unixipc import (
     PosixMessageQueue,
     PosixSemaphore,
@@ -72,6 +74,7 @@ def test_posix_objects_with_their_holders_and_state(
     }
     assert held.unixipc is None
     assert _one(found, "posix-sem", sem_name).state == "idle"
+    assert _one(found, "posix-sem", sem_name).details == {"value": 1, "waiters": 0}
     memory.close()
     idle = _one(inspect.find(["posix-shm"], prefix=shm_name), "posix-shm", shm_name)
     assert (idle.state, idle.holders) == ("idle", ())
@@ -81,6 +84,32 @@ def test_posix_objects_with_their_holders_and_state(
     assert not posix_sem.exists(sem_name)
     with pytest.raises(inspect.ResourceNotFoundError):
         inspect.remove(idle)
+
+
+def test_a_posix_semaphores_value_and_waiters_are_read_without_opening_it(
+    names: Names, cleanup: Callable[..., None]
+) -> None:
+    name = names.posix("inspect")
+    semaphore = PosixSemaphore.create(name, value=2)
+    cleanup(posix_sem.unlink, name)
+    cleanup(semaphore.close)
+
+    def counts() -> dict[str, Any]:
+        return _one(inspect.find(["posix-sem"], prefix=name), "posix-sem", name).details
+
+    assert counts() == {"value": 2, "waiters": 0}
+    semaphore.acquire()
+    semaphore.acquire()
+    waiter = threading.Thread(target=semaphore.acquire, kwargs={"timeout": 60})
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while counts() != {"value": 0, "waiters": 1} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert counts() == {"value": 0, "waiters": 1}
+    semaphore.release()
+    waiter.join(timeout=30)
+    assert counts() == {"value": 0, "waiters": 0}
+    assert semaphore.value == 0
 
 
 def _produce(name: str) -> None:
@@ -329,10 +358,7 @@ def test_bad_arguments() -> None:
 # its own /dev/shm and /tmp: `rm --stale` there can only ever see this test's objects,
 # never those of other programs (or other test runs) on this shared machine.
 
-_ISOLATE = (
-    "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /tmp"
-    ' && exec "$0" "$@"'
-)
+_ISOLATE = f'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && {fresh_tmp_commands()} && exec "$0" "$@"'
 
 
 def run_isolated(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:

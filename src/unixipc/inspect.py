@@ -1,8 +1,9 @@
 """Find, describe and remove IPC objects on this machine (the engine of ``unixipc ls/rm/top``).
 
-What it sees: POSIX shared memory and named semaphores (/dev/shm); POSIX
-message queues (from the mqueue filesystem, mounted for the occasion in a
-private mount namespace of a child process when it is not mounted here); System
+What it sees: POSIX shared memory and named semaphores (/dev/shm; a semaphore's
+value and waiters read from its file, never sem_open'ed); POSIX message queues
+(from the mqueue filesystem, mounted for the occasion in a private mount
+namespace of a child process when it is not mounted here); System
 V queues, segments and semaphore sets (/proc/sysvipc, semctl GETALL for the
 values); UNIX socket files, bound (/proc/net/unix) or left behind, and FIFOs
 (found under a few directories, see :data:`DEFAULT_DIRECTORIES`, and wherever a
@@ -414,6 +415,9 @@ def _recognise(item: IPCObject, fd: int, context: _Context) -> IPCObject:
     return item
 
 
+_GLIBC_SEM_BYTES = 32  # sizeof(sem_t) with glibc on 64-bit targets
+
+
 def _find_posix_sem(context: _Context) -> list[IPCObject]:
     found = []
     for name in posix_sem.list_names():
@@ -433,9 +437,33 @@ def _find_posix_sem(context: _Context) -> list[IPCObject]:
                 state=_state(holders),
                 holders=holders,
                 inode=inode,
+                details=_posix_sem_count(f"{_DEV_SHM}/sem.{name[1:]}"),
             )
         )
     return found
+
+
+def _posix_sem_count(path: str) -> dict[str, Any]:
+    """The value and waiter count of a named semaphore, read without sem_open.
+
+    glibc's sem_t on 64-bit targets (32 bytes) begins with one 64-bit word: the
+    value in its low 32 bits, the number of waiters in the high ones. The file is
+    opened read-only and never mapped, so reading changes nothing; on another
+    layout the counts are left out rather than guessed.
+    """
+    if sys.maxsize <= 2**32:
+        return {}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}  # not ours to read, or removed meanwhile
+    try:
+        if os.fstat(fd).st_size != _GLIBC_SEM_BYTES:
+            return {}
+        word = int.from_bytes(os.pread(fd, 8, 0), sys.byteorder)
+    finally:
+        os.close(fd)
+    return {"value": word & 0xFFFF_FFFF, "waiters": word >> 32}
 
 
 _MQUEUE_LISTER = r"""

@@ -287,6 +287,7 @@ class Ring(Resource, _native.RingCore):
     """
 
     kind = KIND
+    _factories = ("create", "open", "open_or_create")
 
     def __init__(self, memory: PosixSharedMemory) -> None:
         """Use :meth:`create`, :meth:`open` or :meth:`open_or_create`."""
@@ -355,7 +356,7 @@ class Ring(Resource, _native.RingCore):
             if isinstance(error, ResourceLimitError):
                 raise  # it names the filesystem and its free space
             raise from_os_error(error, KIND, name) from None
-        return cls(memory)
+        return cls._make(memory)
 
     @classmethod
     def open(cls, name: str) -> Ring:
@@ -373,7 +374,7 @@ class Ring(Resource, _native.RingCore):
             raise from_os_error(error, KIND, name) from None
         try:
             _wait_until_initialized(memory)
-            return cls(memory)
+            return cls._make(memory)
         except BaseException:
             memory.close()
             raise

@@ -200,6 +200,7 @@ class Topic(Resource):
     """
 
     kind = KIND
+    _factories = ("create", "open")
 
     def __init__(self, memory: PosixSharedMemory) -> None:
         """Use :meth:`create` or :meth:`open`."""
@@ -274,7 +275,7 @@ class Topic(Resource):
                 raise
             raise from_os_error(error, KIND, name) from None
         try:
-            return cls(memory)
+            return cls._make(memory)
         except BaseException:
             memory.close()
             with contextlib.suppress(OSError):
@@ -296,7 +297,7 @@ class Topic(Resource):
         except IPCOSError as error:
             raise from_os_error(error, KIND, name) from None
         try:
-            return cls(memory)
+            return cls._make(memory)
         except IPCError as error:
             memory.close()
             raise IPCError(f"{KIND} {name!r}: {error}") from None

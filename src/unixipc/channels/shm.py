@@ -152,7 +152,7 @@ def _rebuild(receive: tuple[str, Any], send: tuple[str, Any]) -> ShmLink:
     for name, dup in (receive, send):
         fd = dup.detach()
         descriptors.append(fd)
-        rings.append(Ring(PosixSharedMemory._adopt(name, os.dup(fd), False)))
+        rings.append(Ring._make(PosixSharedMemory._adopt(name, os.dup(fd), False)))
     return ShmLink(rings[0], rings[1], (descriptors[0], descriptors[1]))
 
 
