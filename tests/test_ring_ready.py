@@ -292,3 +292,23 @@ def test_asyncio_shm_round_trips_use_no_helper_thread(children: Callable[..., Ch
 
     asyncio.run(main())
     assert child.result() == 50
+
+
+def _hold_then_sleep(channel: unixipc.Channel) -> None:
+    channel.send(b"alive", timeout=30)
+    time.sleep(60)
+
+
+def test_wait_reports_a_shm_channel_whose_peer_was_killed(children: Callable[..., Child]) -> None:
+    near, far = unixipc.channel_pair("shm", capacity=4096)
+    child = children(_hold_then_sleep, far)
+    far.close()
+    with near:
+        assert wait([near], timeout=30) == [near]
+        assert near.receive(timeout=0) == b"alive"
+        assert not near.ready()  # the peer lives: armed
+        os.kill(child.pid, signal.SIGKILL)  # nobody rings: wait's 0.2 s looks find it
+        assert wait([near], timeout=30) == [near]
+        with pytest.raises(PeerDied):
+            near.receive(timeout=0)
+        assert near.ready()  # ended: receive raises at once
