@@ -26,11 +26,15 @@ pytest: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest
 
 # The Sun RPC interop tests build C peers with rpcgen and libtirpc and run the real
-# rpcbind (Debian packages; installed here with apt-get when missing and root).
+# rpcbind; the two-host test makes namespaces and links with ip and tc, and drops
+# packets with nftables where the kernel has no netem (Debian packages; installed
+# here with apt-get when missing and root).
 RPC_PACKAGES_MISSING = $(strip \
 	$(if $(wildcard /usr/sbin/rpcbind /sbin/rpcbind),,rpcbind) \
 	$(if $(shell command -v rpcgen),,rpcsvc-proto) \
-	$(if $(wildcard /usr/include/tirpc/rpc/rpc.h),,libtirpc-dev))
+	$(if $(wildcard /usr/include/tirpc/rpc/rpc.h),,libtirpc-dev) \
+	$(if $(wildcard /usr/sbin/tc /sbin/tc),,iproute2) \
+	$(if $(wildcard /usr/sbin/nft /sbin/nft),,nftables))
 system-deps:
 ifneq ($(RPC_PACKAGES_MISSING),)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -48,7 +52,8 @@ endif
 # Add a test file here when it exercises C code (tools/sanitize.py explains).
 SANITIZE_TESTS ?= tests/test_ring.py tests/test_ring_corruption.py tests/test_ring_fuzz.py \
 	tests/test_shared_sync.py tests/test_posix_sem.py tests/test_sysv_sem.py \
-	tests/test_posix_mq.py tests/test_sysv_mq.py tests/test_signals.py tests/test_topic.py
+	tests/test_posix_mq.py tests/test_sysv_mq.py tests/test_signals.py tests/test_topic.py \
+	tests/test_fuzz_channels.py
 sanitize: $(INSTALLED)
 	$(BIN)/python tools/sanitize.py run -- -q $(SANITIZE_TESTS)
 

@@ -9,9 +9,12 @@ UNIX socket, TCP, FIFOs, POSIX or System V message queues, or shared-memory ring
 Every answer is checked by its client (the request upper-cased), and every client
 reports how many answers it verified; the server counts what it served.
 
-Run:  python examples/echo_any_url.py URL [CLIENTS] [REQUESTS]
+Run:  python examples/echo_any_url.py [serve|clients] URL [CLIENTS] [REQUESTS]
       e.g. unix:///tmp/echo.sock  tcp://127.0.0.1:0  fifo:///tmp/echo  mq:///echo
-           sysvmq://0x4543484f  shm://echo
+           sysvmq://0x4543484f  shm://echo  nats://127.0.0.1:4222/echo
+
+With ``serve`` the program only serves CLIENTS clients; with ``clients`` it only
+runs them, against a server started elsewhere (another host: tcp:// or nats://).
 """
 
 from __future__ import annotations
@@ -50,30 +53,62 @@ def serve(channel: unixipc.Channel) -> int:
         answered += 1
 
 
-def main(url: str, clients: int, requests: int) -> None:
-    started = time.monotonic()
+def serve_clients(listener: unixipc.Listener, clients: int, requests: int) -> int:
+    """Accept CLIENTS clients, each served by a forked child; return how many servers failed."""
+    servers = []
+    for _ in range(clients):
+        channel = listener.accept(timeout=TIMEOUT)
+        pid = os.fork()
+        if pid == 0:  # the child serves this client, and reports through its exit status
+            listener.close()
+            answered = serve(channel)
+            channel.close()
+            os._exit(0 if answered == requests else 1)
+        channel.close()  # the parent's copy: the child owns the connection now
+        servers.append(pid)
+    return sum(os.waitpid(pid, 0)[1] != 0 for pid in servers)
+
+
+def run_clients(url: str, clients: int, requests: int) -> int:
+    """Run CLIENTS spawned client processes against URL; return the answers verified."""
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[int] = context.Queue()
+    workers = [
+        context.Process(target=client, args=(url, number, requests, results))
+        for number in range(clients)
+    ]
+    for worker in workers:
+        worker.start()
+    verified = sum(results.get(timeout=TIMEOUT) for _ in workers)
+    for worker in workers:
+        worker.join(TIMEOUT)
+    return verified
+
+
+def main(url: str, clients: int, requests: int, role: str = "both") -> None:
+    started = time.monotonic()
+    expected = clients * requests
+    if role == "clients":
+        verified = run_clients(url, clients, requests)
+        print(f"{clients} clients x {requests} requests to {url}")
+        print(f"answers verified {verified}, expected {expected}")
+        return
     with unixipc.listen(url) as listener:
+        if role == "serve":
+            print(f"serving {clients} clients on {listener.url}", flush=True)
+            failed_servers = serve_clients(listener, clients, requests)
+            print(f"served {clients} clients; failed servers {failed_servers}")
+            return
         # listener.url is where clients connect (for tcp://host:0, the port bound).
+        context = multiprocessing.get_context("spawn")
+        results: multiprocessing.Queue[int] = context.Queue()
         workers = [
             context.Process(target=client, args=(listener.url, number, requests, results))
             for number in range(clients)
         ]
         for worker in workers:
             worker.start()
-        servers = []
-        for _ in range(clients):
-            channel = listener.accept(timeout=TIMEOUT)
-            pid = os.fork()
-            if pid == 0:  # the child serves this client, and reports through its exit status
-                listener.close()
-                answered = serve(channel)
-                channel.close()
-                os._exit(0 if answered == requests else 1)
-            channel.close()  # the parent's copy: the child owns the connection now
-            servers.append(pid)
-        failed_servers = sum(os.waitpid(pid, 0)[1] != 0 for pid in servers)
+        failed_servers = serve_clients(listener, clients, requests)
         verified = sum(results.get(timeout=TIMEOUT) for _ in workers)
         for worker in workers:
             worker.join(TIMEOUT)
@@ -83,17 +118,18 @@ def main(url: str, clients: int, requests: int) -> None:
         f"{clients} clients x {requests} requests over {served_url}, "
         "each client served by a forked server"
     )
-    expected = clients * requests
     print(f"answers verified {verified}, expected {expected}; failed servers {failed_servers}")
     print(f"took {elapsed:.2f} s")
 
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
+    role = arguments.pop(0) if arguments and arguments[0] in ("serve", "clients") else "both"
     if not arguments:
         sys.exit(__doc__)
     main(
         arguments[0],
         int(arguments[1]) if len(arguments) > 1 else 3,
         int(arguments[2]) if len(arguments) > 2 else 100,
+        role,
     )

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 import unixipc
-from tests import conftest
+from tests import conftest, nats_support
 from tests.conftest import PREFIX, Names
 from tests.helpers import Child
+from tests.tls_support import session_pki
 from unixipc import Channel, Listener
 from unixipc import channel as channel_module
 from unixipc.channels import registry
@@ -29,8 +30,9 @@ from unixipc.channels import registry
 WAIT = 30.0
 
 # Every scheme, from the registry, as test ids: "pair-<kind>" for channel_pair,
-# else the URL scheme.
-URL_SCHEMES = list(channel_module.SCHEMES)
+# else the URL scheme. Durable conversations (nats+js) are not connections (no
+# liveness, one end per listener): tests/test_nats_js.py holds their contract.
+URL_SCHEMES = [name for name in channel_module.SCHEMES if not registry.SCHEMES[name].durable]
 ALL_SCHEMES = [f"pair-{kind}" for kind in channel_module.PAIR_KINDS] + URL_SCHEMES
 
 
@@ -46,14 +48,21 @@ LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
     **{scheme: {"max_message_size": 200_000} for scheme in ALL_SCHEMES if _takes_a_maximum(scheme)},
     "mq": {"max_message_size": 200_000, "backlog": 4},
 }
+# tls:// needs certificates: a throwaway CA made once per session (tests/tls_support.py).
+LISTEN_OPTIONS["tls"] = {**LISTEN_OPTIONS["tls"], "certificate": session_pki().server}
 # Small POSIX queues: the per-user RLIMIT_MSGQUEUE is shared with other test runs.
 CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     **LISTEN_OPTIONS,
+    "tls": {"max_message_size": 200_000, "ca_file": session_pki().ca},
     "mq": {"max_message_size": 200_000, "queue_length": 4, "queue_message_size": 256},
     # Rings of 64 KiB: messages of 32 KiB - 16 and more travel in pieces.
     "shm": {"capacity": 65536, "max_message_size": 200_000},
     "pair-shm": {"capacity": 65536, "max_message_size": 200_000},
+    # A dead peer is noticed after four heartbeats: 2 s; a sender to it blocks
+    # once 256 KiB are out (its death is only noticed by silence).
+    "nats": {"max_message_size": 200_000, "heartbeat": 0.5, "window": 256 * 1024},
 }
+LISTEN_OPTIONS["nats"] = CONNECT_OPTIONS["nats"]
 
 
 def _leftover_sysvmq_tokens() -> list[str]:
@@ -89,14 +98,16 @@ def url_for(scheme: str, names: Names) -> str:
         return f"unix://{names.path('sock')}"
     if scheme == "unix-abstract":
         return f"unix-abstract://{names.posix('abstract')[1:]}"
-    if scheme == "tcp":
-        return "tcp://127.0.0.1:0"
+    if scheme in ("tcp", "tls"):
+        return f"{scheme}://127.0.0.1:0"
     if scheme == "fifo":
         return f"fifo://{names.path('fifo')}"
     if scheme in ("mq", "shm"):
         return f"{scheme}://{names.posix(scheme)[1:]}"
     if scheme == "sysvmq":
         return f"sysvmq://{names.key():#x}"
+    if scheme == "nats":
+        return nats_support.shared_server().url(names.posix("nats")[1:])
     raise AssertionError(scheme)
 
 
@@ -180,6 +191,13 @@ class Endpoint:
 # The fixtures of the channel tests (loaded by conftest.py as a plugin).
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _nats_servers() -> Any:
+    """Every nats-server a test started is killed at the end of the session."""
+    yield
+    nats_support.stop_all()
+
+
 def _endpoints(name: str, schemes: list[str]) -> Any:
     """A fixture named ``name`` giving an Endpoint of each of ``schemes`` in turn."""
 
@@ -197,6 +215,20 @@ def _endpoints(name: str, schemes: list[str]) -> Any:
 
 endpoint = _endpoints("endpoint", ALL_SCHEMES)  # connected channels of every scheme
 url_endpoint = _endpoints("url_endpoint", URL_SCHEMES)  # a listener of every URL scheme
+
+
+def start_when_ready(
+    children: Callable[..., Child], function: Callable[..., Any], *args: Any
+) -> Child:
+    """A child running ``function(*args, told)``; returns once it wrote b"!" to ``told``."""
+    ready, told = os.pipe()
+    try:
+        child = children(function, *args, told)
+        assert os.read(ready, 1) == b"!"
+    finally:
+        os.close(ready)
+        os.close(told)
+    return child
 
 
 def close_quietly(*channels: Channel) -> None:

@@ -19,7 +19,7 @@ from unixipc import rpc
 # Generous: a busy 2-core machine.
 WAIT = 30.0
 
-SCHEMES = ["unix", "unix-abstract", "tcp", "fifo", "mq", "sysvmq", "shm"]
+SCHEMES = ["unix", "unix-abstract", "tcp", "fifo", "mq", "sysvmq", "shm", "nats"]
 
 # Small limits (so that "too large" is quick to reach) and small POSIX queues (the
 # per-user RLIMIT_MSGQUEUE is shared with other test runs).
@@ -30,6 +30,7 @@ LISTEN_OPTIONS: dict[str, dict[str, Any]] = {
     "fifo": {"max_message_size": 100_000},
     "mq": {"max_message_size": 100_000, "backlog": 4},
     "shm": {"max_message_size": 100_000},
+    "nats": {"max_message_size": 100_000},
 }
 CONNECT_OPTIONS: dict[str, dict[str, Any]] = {
     **LISTEN_OPTIONS,

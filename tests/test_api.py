@@ -14,6 +14,7 @@ PUBLIC = {
     "TimeoutExpired",
     "MessageTooLarge",
     "MessagesMissed",
+    "AuthenticationError",
     "OwnerDied",
     "PeerDied",
     "EndOfChannel",

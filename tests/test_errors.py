@@ -16,6 +16,7 @@ EXPECTED_BASES = {
     "TimeoutExpired": (errors.IPCError, TimeoutError),
     "MessageTooLarge": (errors.IPCError, ValueError),
     "MessagesMissed": (errors.IPCError,),
+    "AuthenticationError": (errors.IPCError,),
     "OwnerDied": (errors.IPCError,),
     "PeerDied": (errors.IPCError, BrokenPipeError),
     "EndOfChannel": (errors.IPCError, EOFError),

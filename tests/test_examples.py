@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import nats_support
 from tests.conftest import Names
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -50,7 +51,7 @@ def test_critical_section_with_sysv_sem_undo_survives_a_killed_holder() -> None:
     assert "3 processes x 1000 rounds: counter 3000, expected 3000" in output
 
 
-ECHO_SCHEMES = ("unix", "unix-abstract", "tcp", "fifo", "mq", "sysvmq", "shm")
+ECHO_SCHEMES = ("unix", "unix-abstract", "tcp", "fifo", "mq", "sysvmq", "shm", "nats")
 
 
 @pytest.mark.parametrize("scheme", ECHO_SCHEMES)
@@ -63,6 +64,7 @@ def test_the_same_echo_program_over_every_url(scheme: str, names: Names) -> None
         "mq": lambda: f"mq://{names.posix('echo')}",
         "sysvmq": lambda: f"sysvmq://{names.key():#x}",
         "shm": lambda: f"shm://{names.posix('echo')[1:]}",
+        "nats": lambda: nats_support.shared_server().url(names.posix("echo")[1:]),
     }[scheme]()
     output = run_example("echo_any_url.py", url, "3", "50")
     assert "3 clients x 50 requests over " in output

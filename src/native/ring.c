@@ -717,21 +717,24 @@ static PyObject *Ring_take_slot(RingObject *self, PyObject *args)
     return PyLong_FromLong(index);
 }
 
-/* Before fork: take a second slot with this handle's roles, its lock held through
- * lock_fd, for the child to adopt. While the child holds lock_fd, the roles stay
- * alive even after the parent closes its own handle (as a descriptor inherited by
- * fork keeps a pipe open). Returns the index, -1 if there is nothing to hand over
- * or no free slot. */
+/* Before fork: take a second slot with this handle's roles (and the roles in
+ * `extra`: those an end not used yet will take), its lock held through lock_fd,
+ * for the child to adopt. While the child holds lock_fd, the roles stay alive
+ * even after the parent closes its own handle (as a descriptor inherited by fork
+ * keeps a pipe open). Returns the index, -1 if there is nothing to hand over or
+ * no free slot. */
 static PyObject *Ring_reserve_for_child(RingObject *self, PyObject *args)
 {
     int lock_fd;
-    if (!PyArg_ParseTuple(args, "i:_reserve_for_child", &lock_fd)) {
+    unsigned int extra = 0;
+    if (!PyArg_ParseTuple(args, "i|I:_reserve_for_child", &lock_fd, &extra)) {
         return NULL;
     }
-    if (self->core.header == NULL || self->core.slot < 0 || self->core.roles == 0) {
+    uint32_t roles = self->core.roles | (extra & (RING_PRODUCER | RING_CONSUMER));
+    if (self->core.header == NULL || self->core.slot < 0 || roles == 0) {
         return PyLong_FromLong(-1);
     }
-    int index = ring_claim_slot(&self->core, lock_fd, self->core.roles);
+    int index = ring_claim_slot(&self->core, lock_fd, roles);
     return index == -2 ? unixipc_raise_errno(NULL) : PyLong_FromLong(index);
 }
 
@@ -965,7 +968,8 @@ static PyMethodDef Ring_methods[] = {
     {"_forked", (PyCFunction)Ring_forked, METH_NOARGS,
      "In a forked child: forget the parent's slot."},
     {"_reserve_for_child", (PyCFunction)Ring_reserve_for_child, METH_VARARGS,
-     "_reserve_for_child(lock_fd) -> int: before fork, a slot with our roles (-1: none)."},
+     "_reserve_for_child(lock_fd, extra_roles=0) -> int: before fork, a slot with our roles "
+     "(-1: none)."},
     {"_adopt_slot", (PyCFunction)Ring_adopt_slot, METH_VARARGS,
      "_adopt_slot(index, lock_fd): after fork, in the child, make the reserved slot ours."},
     {"_begin_close", (PyCFunction)Ring_begin_close, METH_NOARGS,

@@ -39,6 +39,7 @@ from .channel import Listener as Listener
 from .channel import channel_pair as channel_pair
 from .channel import connect as connect
 from .channel import listen as listen
+from .errors import AuthenticationError as AuthenticationError
 from .errors import ClosedResourceError as ClosedResourceError
 from .errors import DeadlockError as DeadlockError
 from .errors import EndOfChannel as EndOfChannel
@@ -99,6 +100,7 @@ __all__ = (
     "IPC_PRIVATE",
     "PIPE_BUF",
     "AnonymousSharedMemory",
+    "AuthenticationError",
     "Channel",
     "ClosedResourceError",
     "DeadlockError",

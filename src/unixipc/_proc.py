@@ -160,6 +160,23 @@ def scan(paths: Iterable[str] = ()) -> Processes:
     return found
 
 
+def holding(targets: set[str]) -> set[int]:
+    """The pids with a descriptor whose link is one of ``targets`` (such as
+    "socket:[123]" or a path): a quick pass that reads links only."""
+    pids = set()
+    for pid in _pids():
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in targets:
+                    pids.add(pid)
+                    break
+    return pids
+
+
 def file_locks() -> list[FileLockEntry]:
     """Every file lock held now (/proc/locks; waiting requests are left out)."""
     entries = []

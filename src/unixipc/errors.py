@@ -12,6 +12,7 @@ Python programmer would already catch for that situation::
     ├── PeerDied (BrokenPipeError)             the other end is gone (died, or no reader left)
     ├── EndOfChannel (EOFError)                the peer closed its end cleanly
     ├── MessagesMissed                         a topic's publishers overtook a subscriber
+    ├── AuthenticationError                    a channel peer failed to prove who it is
     ├── UnsupportedFeature (NotImplementedError)  not on this platform or kernel
     └── IPCOSError (OSError)                   errno kept, .filename is the object's name
         ├── ResourceExistsError (FileExistsError)
@@ -30,6 +31,7 @@ import errno as _errno
 import os
 
 __all__ = (
+    "AuthenticationError",
     "ClosedResourceError",
     "DeadlockError",
     "EndOfChannel",
@@ -111,6 +113,16 @@ class MessagesMissed(IPCError):
     """
 
     count: int = 0
+
+
+class AuthenticationError(IPCError):
+    """A channel's peer failed to prove who it is, or is not allowed.
+
+    Raised by ``connect`` when the listener refused our proof of the shared
+    ``secret``, failed to prove it in turn, or is not one of the allowed users
+    (or its TLS certificate did not verify). A listener drops such a client and
+    goes on accepting others; it never raises this from ``accept``.
+    """
 
 
 class UnsupportedFeature(IPCError, NotImplementedError):

@@ -303,6 +303,10 @@ class Ring(Resource, _native.RingCore):
         self._child_slots: list[tuple[int, int]] = []  # reserved for children: (slot, lock fd)
         self._close_announces = True  # False: close() hands the roles over, silently
         self._bell: Doorbell | None = None  # made by the first fileno() or ready()
+        # Roles a forked child's reserved slot takes although this handle has not
+        # declared them yet: a channel_pair end not used yet (the child may be the
+        # one that uses it, and may die before it does).
+        self._child_roles = 0
         try:
             self._attach(memory.buf, -1, self.describe())
             self._take_slot_with_new_lock()
@@ -549,6 +553,10 @@ class Ring(Resource, _native.RingCore):
 
     def _release(self) -> None:
         _open_rings.discard(self)
+        # A silent close hands our roles to forked children; if every child has
+        # already closed its copy, nobody is left to tell the peers: we do.
+        handed_over = bool(self._child_slots) and self._children_still_attached()
+        announce = self._close_announces or (bool(self._child_slots) and not handed_over)
         for slot, fd in self._child_slots:
             # Closing for good: children that inherited this handle were bystanders,
             # and their copies must not keep our roles alive. Handing over: they
@@ -558,7 +566,7 @@ class Ring(Resource, _native.RingCore):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._child_slots = []
-        self._detach(self._close_announces)
+        self._detach(announce)
         if self._bell is not None:
             # Selectors and other threads watching our descriptor look again (and
             # find the handle closed); then the doorbell goes.
@@ -569,6 +577,21 @@ class Ring(Resource, _native.RingCore):
             os.close(self._lock_fd)
             self._lock_fd = -1
         self._memory.close()
+
+    def _children_still_attached(self) -> bool:
+        """Whether a slot reserved for a forked child is still attached: the child
+        goes on with the roles, or died and that is still to be told."""
+        try:
+            layout = _LAYOUT.unpack_from(self._memory.buf, 0)
+            header_bytes, slot_count, slot_bytes = layout[2], layout[5], layout[6]
+            return any(
+                slot >= slot_count
+                or _SLOT.unpack_from(self._memory.buf, header_bytes + slot * slot_bytes)[0]
+                == _SLOT_ATTACHED
+                for slot, _ in self._child_slots
+            )
+        except (struct.error, ValueError, TypeError):
+            return True  # a damaged header: say nothing rather than something wrong
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         # A handle means nothing in another process: the other process opens the name.
@@ -646,7 +669,7 @@ class Ring(Resource, _native.RingCore):
         except OSError:
             return
         try:
-            slot = self._reserve_for_child(fd)
+            slot = self._reserve_for_child(fd, self._child_roles)
         except (OSError, IPCError):
             slot = -1
         if slot < 0:

@@ -248,13 +248,17 @@ async def _in_slices(
     call: Callable[[float], _T],
     deadline: Deadline,
     on_orphan: Callable[[_T], None],
+    *,
+    here: bool = True,
 ) -> _T:
-    """Try ``call(0)`` here; if it would block, repeat it in slices on the helper pool."""
-    try:
-        return call(0)
-    except WouldBlock:
-        if deadline.timeout == 0:
-            raise
+    """Try ``call(0)`` here (unless ``here`` is False: it may wait even then); if it
+    would block, repeat it in slices on the helper pool."""
+    if here:
+        try:
+            return call(0)
+        except WouldBlock:
+            if deadline.timeout == 0:
+                raise
     stop = threading.Event()
 
     def blocking() -> _T:
@@ -484,6 +488,16 @@ class AsyncListener(_Wrapper):
         """
         deadline = Deadline(timeout)
         listener = self.listener
+        if listener._authenticates:
+            # A handshake waits for its client: never in the event loop's thread.
+            channel = await _in_slices(
+                listener,
+                lambda wait: listener.accept(timeout=wait),
+                deadline,
+                Resource.close,
+                here=False,
+            )
+            return AsyncChannel(channel)
         while True:
             try:
                 return AsyncChannel(listener.accept(timeout=0))

@@ -6,7 +6,7 @@ This is the one place a new transport is added: write its adapter (see
 
 from __future__ import annotations
 
-from .adapters import c, channels, facilities, oncrpc, peers, rpc, topics
+from .adapters import c, channels, facilities, nats, oncrpc, peers, rpc, topics
 from .transport import Transport
 
 TRANSPORTS: tuple[Transport, ...] = (
@@ -32,6 +32,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     channels.ChannelFifoTransport(),
     channels.ChannelMqTransport(),
     channels.ChannelSysvMqTransport(),
+    nats.ChannelNatsTransport(),
     # what users pick instead
     peers.PySpinTransport(),
     peers.MpPipeTransport(),
@@ -45,9 +46,12 @@ TRANSPORTS: tuple[Transport, ...] = (
     peers.SysvIpcTransport(),
     peers.IceoryxTransport(),
     topics.ZmqPubSubTransport(),
+    nats.NatsPyRequestTransport(),
+    nats.NatsPyPublishTransport(),
     # remote procedure calls: unixipc.rpc, then what users pick instead
     rpc.RpcShmTransport(),
     rpc.RpcUnixTransport(),
+    nats.RpcNatsTransport(),
     rpc.RpcShmThroughputTransport(),
     rpc.RpcUnixThroughputTransport(),
     rpc.MpManagerTransport(),

@@ -24,7 +24,6 @@ over message facilities: POSIX and System V queues, shared-memory rings).
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import errno
 import math
@@ -33,7 +32,7 @@ import select
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -57,6 +56,9 @@ if TYPE_CHECKING:
 
 #: The largest message a channel carries unless told otherwise.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+#: The same for the channels a network listener (``tcp://``, ``tls://``) accepts:
+#: anyone who can reach the port may connect (nng's default too).
+DEFAULT_NETWORK_MAX_MESSAGE_SIZE = 1024 * 1024
 
 # How long close() waits for other threads to leave a link's system calls. Every
 # wait of a link is woken by interrupt() or lasts at most a short slice, so this
@@ -456,10 +458,16 @@ class Channel(Guarded):
 
     @property
     def authenticated(self) -> bool:
-        """True once the peer proved the shared secret or passed a peer-credential check.
+        """True when this end knows who its peer is, and False otherwise.
 
-        Always False for now: the options that authenticate peers (``secret``,
-        ``allowed_uids``) are not implemented yet.
+        True after any of: the peer proved the shared ``secret`` (the HMAC
+        handshake); the kernel's credentials of a UNIX socket peer passed an
+        ``allowed_uids``/``allowed_gids`` check (the default check of
+        ``unix-abstract://``, this process's own uid, counts); on ``tls://``,
+        the peer's certificate verified against the CA (always for a client; for
+        a listener, when it requires client certificates with ``ca_file``).
+        File permissions alone (a 0o600 socket file or queue) do not make a
+        channel authenticated, nor does a ``channel_pair``.
         """
         return self._authenticated
 
@@ -713,8 +721,9 @@ def establish(
 ) -> Channel:
     """Run the authentication step on a new connection, before any application message.
 
-    Without an authenticator the channel is not authenticated. A peer that fails
-    makes this raise (the caller drops that connection only).
+    Without an authenticator the channel is authenticated only if its driver
+    said so (a verified TLS certificate). A peer that fails makes this raise
+    (the caller drops that connection only).
     """
     if authenticator is None:
         return channel
@@ -722,9 +731,8 @@ def establish(
     channel.max_message_size = min(limit, authenticator.budget)
     channel._refresh()
     try:
-        channel._authenticated = authenticator.authenticate(
-            channel, server=server, deadline=deadline
-        )
+        if authenticator.authenticate(channel, server=server, deadline=deadline):
+            channel._authenticated = True  # (a driver may have said so already: TLS)
     except BaseException:
         channel.close()
         raise
@@ -781,6 +789,15 @@ class Listener(Guarded):
         self._init_guard([False, False, False])
         self._take = self._guarded(acceptor.take, RECEIVE)
         self._opened(url)
+
+    def _require(self, authenticator: Authenticator) -> None:
+        """Pass every new connection through ``authenticator`` (before the first accept)."""
+        self._authenticator = authenticator
+
+    @property
+    def _authenticates(self) -> bool:
+        """Whether accept runs a handshake (which may wait for the client)."""
+        return self._authenticator is not None
 
     def accept(self, *, timeout: float | None = None) -> Channel:
         """Wait for the next client and return a channel to it.
@@ -862,7 +879,7 @@ def take_options(
 MAX_SPLIT = 2**31 - 1
 
 
-def max_size_option(limit: int) -> Option:
+def max_size_option(limit: int, default: int = DEFAULT_MAX_MESSAGE_SIZE) -> Option:
     """The max_message_size option of a channel that carries up to ``limit`` bytes."""
 
     def check(value: object) -> int:
@@ -871,7 +888,7 @@ def max_size_option(limit: int) -> Option:
             raise ValueError(f"max_message_size must be <= {limit}, got {size}")
         return size
 
-    return Option(DEFAULT_MAX_MESSAGE_SIZE, check)
+    return Option(default, check)
 
 
 def positive_option(name: str, default: int) -> Option:
@@ -894,18 +911,6 @@ def close_all(things: Sequence[Any]) -> None:
             os.close(thing)
         else:
             thing.close()
-
-
-@contextlib.contextmanager
-def undone_on_failure(made: Any) -> Iterator[None]:
-    """Remove and close ``made`` (a named object just created) if the block fails."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(IPCError):
-            made.unlink()
-        made.close()
-        raise
 
 
 class Attempt:

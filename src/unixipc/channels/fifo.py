@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import select
 import stat
@@ -29,7 +30,7 @@ from typing import Any
 
 from .. import fifo
 from .._deadline import Deadline
-from ..errors import PeerDied, from_os_error
+from ..errors import PeerDied, ResourceExistsError, from_os_error
 from .core import (
     PERMISSIONS,
     Attempt,
@@ -42,6 +43,7 @@ from .core import (
     refused,
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
+from .liveness import check_mine, hold_exclusively, in_use, names_it, not_ours, owner_pids
 from .pipe import PipeLink
 from .rendezvous import (
     REQUEST_SIZE,
@@ -63,15 +65,8 @@ class FifoInbox(InboxBase):
 
     def __init__(self, url: str, path: str, options: dict[str, Any]) -> None:
         super().__init__(url, path, options)
-        fifo.mkfifo(path, permissions=options["permissions"])
-        try:
-            # O_RDWR on a FIFO (Linux): opens at once, and we never see end-of-file.
-            self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-            self._identity = os.fstat(self._fd)[1:3]
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise from_os_error(error, "FIFO", path) from None
+        self._fd = _own_fifo(path, options["permissions"])
+        self._identity = os.fstat(self._fd)[1:3]
         self._pending = b""
         self._waker = Waker()
 
@@ -131,6 +126,76 @@ class FifoInbox(InboxBase):
                 os.unlink(self.prefix)
         os.close(fd)
         self._waker.close()
+
+
+# O_RDWR on a FIFO (Linux): opens at once, and we never see end-of-file.
+_LISTENING = os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _own_fifo(path: str, permissions: int) -> int:
+    """The listener's FIFO, open read-write and flock-ed for as long as we listen
+    (the kernel lets the lock go when we die): a new one, or one whose listener
+    died, taken over."""
+    while True:
+        try:
+            fifo.mkfifo(path, permissions=permissions)
+        except ResourceExistsError:
+            fd = _take_over(path, permissions)
+            if fd is None:
+                continue  # removed meanwhile: make it
+            return fd
+        try:
+            fd = os.open(path, _LISTENING)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise from_os_error(error, "FIFO", path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another listener took it over at once: it is theirs
+            pids = owner_pids(fd, path)
+            os.close(fd)
+            raise in_use("FIFO", path, pids) from None
+        return fd
+
+
+def _take_over(path: str, permissions: int) -> int | None:
+    """Open and lock the FIFO at ``path`` if its listener died (None if it is gone).
+
+    Refused: a FIFO that a live listener holds, one that something else reads
+    (a dead listener leaves no reader), one of another uid, or no FIFO at all.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC))
+        read = True
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return None
+        if error.errno not in (errno.ENXIO, errno.EISDIR):  # ENXIO: nobody reads it
+            raise from_os_error(error, "FIFO", path) from None
+        read = False
+    try:
+        fd = os.open(path, _LISTENING)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise from_os_error(error, "FIFO", path) from None
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise not_ours("FIFO", path, "is not a FIFO")
+        check_mine(fd, "FIFO", path)
+        hold_exclusively(fd, "FIFO", path, path)
+        if read:
+            raise not_ours("FIFO", path, "is read by a process that is not a unixipc listener")
+        if not names_it(path, fd):
+            os.close(fd)
+            return None
+        os.fchmod(fd, permissions)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return fd
 
 
 def _remove(base: str) -> None:

@@ -18,6 +18,7 @@ only as long as the two ends hold them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
@@ -26,7 +27,16 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .. import _native
-from ..errors import ClosedResourceError, EndOfChannel, IPCError, PeerDied, from_os_error
+from .._proc import file_locks, holding
+from ..errors import (
+    ClosedResourceError,
+    EndOfChannel,
+    IPCError,
+    PeerDied,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    from_os_error,
+)
 from .core import PROBE, RECEIVE, SEND, LinkBase, PeerState, marks_calls, refused
 
 _T = TypeVar("_T")
@@ -181,14 +191,147 @@ class TokenPair:
         self._peer.close()
 
 
+# Taking over the name of a listener that died (issue 13). Who owns a name is
+# decided by a lock the kernel releases when its holder dies (flock on a token
+# or on the listener's FIFO, the lock bytes of a ring), never by a pid. The
+# order is always: lock, then check that the name still is the object locked,
+# then replace, so that two processes racing for a name (or one racing with
+# `unixipc rm --stale`, which does the same) never both win.
+
+# How long a lock held by someone else is tried again before the holder is
+# taken to be alive: a cleaner or another claimer holds it only for a moment.
+PATIENCE = 0.3
+
+
+def names_it(path: str, fd: int) -> bool:
+    """Whether ``path`` is (still) the file open on ``fd``."""
+    try:
+        named = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def owner_pids(fd: int, path: str) -> list[int]:
+    """The live processes that hold the file open on ``fd`` locked (/proc/locks),
+    or failing that, hold it open (a forked child that inherited the lock)."""
+    status = os.fstat(fd)
+    pids = {
+        entry.pid
+        for entry in file_locks()
+        if entry.pid is not None
+        and (entry.device, entry.inode) == (status.st_dev, status.st_ino)
+        and os.path.exists(f"/proc/{entry.pid}")
+    }
+    if not pids:
+        pids = holding({path}) - {os.getpid()}
+    return sorted(pids)
+
+
+def in_use(what: str, name: str, pids: list[int]) -> ResourceExistsError:
+    """The error for a name whose owner lives."""
+    who = ("pid " + ", ".join(map(str, pids))) if pids else "a live process"
+    return ResourceExistsError(
+        errno.EEXIST, f"{what} {name!r} is in use by a live listener ({who})", name
+    )
+
+
+def not_ours(what: str, name: str, why: str) -> ResourceExistsError:
+    return ResourceExistsError(errno.EEXIST, f"{what} {name!r} exists and {why}", name)
+
+
+def check_mine(fd: int, what: str, name: str) -> None:
+    """Refuse to take over what another uid made (its owner chose who may use it)."""
+    owner = os.fstat(fd).st_uid
+    if owner != os.geteuid():
+        raise not_ours(what, name, f"belongs to uid {owner}")
+
+
+def hold_exclusively(fd: int, what: str, name: str, path: str) -> None:
+    """Take the owner's flock on ``fd``; ResourceExistsError naming the owner if it lives."""
+    give_up = time.monotonic() + PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > give_up:
+                raise in_use(what, name, owner_pids(fd, path)) from None
+        time.sleep(0.01)
+
+
+def replace_leftover(
+    create: Callable[[], _T], remove: Callable[[], object], taken_over: bool, what: str, name: str
+) -> _T:
+    """Create a listener's object once its token is held. If the name exists, it
+    is the dead listener's leftover when we took its token over: it is replaced;
+    else it is not a listener's at all and is left alone."""
+    try:
+        return create()
+    except ResourceExistsError:
+        if not taken_over:
+            raise not_ours(what, name, "no unixipc listener owns it") from None
+    with contextlib.suppress(ResourceNotFoundError):
+        remove()
+    return create()
+
+
 class ListenerToken:
     """The token a listener holds while it listens, so that waiting clients learn
-    when it closed or died."""
+    when it closed or died; it also says who owns the listener's names."""
 
-    def __init__(self, name: str, permissions: int) -> None:
+    def __init__(self, name: str, fd: int, taken_over: bool) -> None:
+        """Use :meth:`claim`."""
         self._name = name
-        self._token = Token(create_token(name, permissions))
-        self._token.hold()
+        self._token = Token(fd)
+        #: True when the token was a dead listener's: its other names are leftovers.
+        self.taken_over = taken_over
+
+    @classmethod
+    def claim(cls, name: str, permissions: int) -> ListenerToken:
+        """Create the token ``name`` and hold it, or take over the token of a
+        listener that died (lock, check that the name is still the token
+        locked, then reset it).
+
+        Raises:
+            ResourceExistsError: a live listener holds it (the message names its
+                pid), or ``name`` is not a token of ours.
+        """
+        path = "/dev/shm/" + name.lstrip("/")
+        give_up = time.monotonic() + PATIENCE
+        while True:
+            created = True
+            try:
+                fd = create_token(name, permissions)
+            except ResourceExistsError:
+                created = False
+                try:
+                    fd = open_token(name)
+                except FileNotFoundError:
+                    continue  # removed meanwhile: create it
+                except OSError as error:
+                    raise from_os_error(error, KIND, name) from None
+            try:
+                if not created and _inspect(fd) is None:
+                    if os.fstat(fd).st_size == 0 and time.monotonic() < give_up:
+                        os.close(fd)  # being created this very moment: look again
+                        time.sleep(0.01)
+                        continue
+                    raise not_ours(KIND, name, "is not a unixipc liveness token")
+                check_mine(fd, KIND, name)
+                hold_exclusively(fd, KIND, name, path)
+                if not names_it(path, fd):
+                    os.close(fd)  # removed or replaced while we locked: start again
+                    continue
+                if not created:
+                    os.fchmod(fd, permissions)
+                    os.pwrite(fd, _ALIVE_BYTE, 0)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            return cls(name, fd, taken_over=not created)
 
     @staticmethod
     def watch(url: str, name: str) -> Token:
@@ -233,6 +376,8 @@ class TokenLink(LinkBase):
         super().__init__()
         self._tokens = tokens
         self.closing = False  # set by interrupt(): no call starts any more
+        # The peer's goodbye was taken: what a hostile peer queues after it is not delivered.
+        self.peer_said_goodbye = False
 
     #: The first wait of a call, by role (SEND, RECEIVE, PROBE), in seconds.
     first_waits = (SEND_SLICE, PROBE_INTERVAL, 0.0)

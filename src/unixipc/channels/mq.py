@@ -41,7 +41,6 @@ from .core import (
     WaitSpec,
     max_size_option,
     positive_option,
-    undone_on_failure,
 )
 from .liveness import ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
@@ -84,12 +83,15 @@ class MqLink(TokenLink):
         self.waited(SEND, self._send_data, timeout, piece)
 
     def take(self, *, timeout: float | None) -> bytes:
+        if self.peer_said_goodbye:
+            raise EndOfChannel
         data, priority = self.waited(RECEIVE, self._receive, timeout)
         if priority == _DATA:
             return data
         if priority == _GOODBYE:
+            self.peer_said_goodbye = True
             raise EndOfChannel
-        if priority == _WAKE:
+        if priority == _WAKE and self.closing:  # ours; from the peer it is garbage
             raise ClosedResourceError
         raise LinkEnded(IPCError, "unexpected control message (the channel is unusable now)")
 
@@ -115,14 +117,18 @@ class MqInbox(TokenInbox):
     """The listener's well-known request queue, and its liveness token."""
 
     def __init__(self, url: str, name: str, options: dict[str, Any]) -> None:
-        self._requests = PosixMessageQueue.create(
+        super().__init__(url, name, options, name + _LISTENER_SUFFIX)
+        self._requests = self.made(
+            lambda: PosixMessageQueue.create(
+                name,
+                max_messages=options["backlog"],
+                max_message_size=_REQUEST_QUEUE_MESSAGE_SIZE,
+                permissions=options["permissions"],
+            ),
+            lambda: posix_mq.unlink(name),
+            posix_mq.KIND,
             name,
-            max_messages=options["backlog"],
-            max_message_size=_REQUEST_QUEUE_MESSAGE_SIZE,
-            permissions=options["permissions"],
         )
-        with undone_on_failure(self._requests):
-            super().__init__(url, name, options, name + _LISTENER_SUFFIX)
         self._fd = self._requests.fileno()
 
     def next_request(self, timeout: float | None) -> bytes:

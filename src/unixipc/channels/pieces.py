@@ -110,9 +110,6 @@ class PieceChannel(Channel):
     ) -> None:
         self._piece = link.piece_size
         self._rx_piece = link.rx_piece_size
-        # Sizes that go (come) as one piece and need no other check.
-        self._fast_send = min(self._piece - 1, max_message_size)
-        self._fast_receive = min(self._rx_piece - 1, max_message_size)
         self._partial: list[bytes] = []  # pieces of a message being reassembled
         self._partial_size = 0
         self._kept: bytes | None = None  # a message receive_into had no room for
@@ -128,6 +125,10 @@ class PieceChannel(Channel):
         return cls(url, link, max_message_size=max_message_size)
 
     def _refresh(self) -> None:
+        # Sizes that go (come) as one piece and need no other check (the limit
+        # changes during a handshake: see core.establish).
+        self._fast_send = min(self._piece - 1, self.max_message_size)
+        self._fast_receive = min(self._rx_piece - 1, self.max_message_size)
         self._ready = (
             self._in_use
             and not self._closed
@@ -232,7 +233,9 @@ class PieceChannel(Channel):
         """
         while True:
             if self._ending is not None:
-                if not receiving:
+                # Once the peer left, what it sent before is still delivered; after
+                # garbage or an oversized message nothing more is.
+                if not receiving or self._ending[0] not in (EndOfChannel, PeerDied):
                     raise self._ended()
                 try:
                     return call(*args, timeout=0)

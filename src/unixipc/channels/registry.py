@@ -8,11 +8,11 @@ driver with their defaults and checks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._deadline import Deadline
-from . import fifo, mq, pipe, shm, socket, sysvmq
+from . import auth, fifo, mq, nats, natsjs, pipe, shm, socket, sysvmq, tls
 from .core import Channel, Listener, Option, establish, take_options
 from .url import split_url
 
@@ -27,6 +27,9 @@ class Scheme:
     connect: Callable[[str, Any, Deadline, dict[str, Any]], Channel]
     listen_options: dict[str, Option]
     connect_options: dict[str, Option]
+    #: A durable conversation (``nats+js``) rather than a connection: no liveness,
+    #: one end per listener (the channel suites, about connections, leave it out).
+    durable: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,17 @@ class PairKind:
     options: dict[str, Option]
 
 
+def _secured(scheme: Scheme) -> Scheme:
+    """Every scheme takes the options of :mod:`.auth` (a shared secret) too."""
+    return replace(
+        scheme,
+        listen_options={**scheme.listen_options, **auth.OPTIONS},
+        connect_options={**scheme.connect_options, **auth.OPTIONS},
+    )
+
+
 SCHEMES: dict[str, Scheme] = {
-    scheme.name: scheme
+    scheme.name: _secured(scheme)
     for scheme in (
         Scheme("fifo", fifo.parse, fifo.listen, fifo.connect, fifo.OPTIONS, fifo.OPTIONS),
         Scheme("mq", mq.parse, mq.listen, mq.connect, mq.LISTEN_OPTIONS, mq.CONNECT_OPTIONS),
@@ -57,25 +69,38 @@ SCHEMES: dict[str, Scheme] = {
             socket.listen_unix,
             socket.connect_unix,
             socket.UNIX_LISTEN_OPTIONS,
-            socket.CONNECT_OPTIONS,
+            socket.UNIX_CONNECT_OPTIONS,
         ),
         Scheme(
             "unix-abstract",
             socket.parse_abstract,
             socket.listen_abstract,
             socket.connect_abstract,
-            socket.LISTEN_OPTIONS,
-            socket.CONNECT_OPTIONS,
+            socket.ABSTRACT_LISTEN_OPTIONS,
+            socket.ABSTRACT_CONNECT_OPTIONS,
         ),
         Scheme(
             "tcp",
             socket.parse_tcp,
             socket.listen_tcp,
             socket.connect_tcp,
-            socket.LISTEN_OPTIONS,
+            socket.TCP_LISTEN_OPTIONS,
             socket.CONNECT_OPTIONS,
         ),
         Scheme("shm", shm.parse, shm.listen, shm.connect, shm.LISTEN_OPTIONS, shm.CONNECT_OPTIONS),
+        Scheme("tls", tls.parse, tls.listen, tls.connect, tls.LISTEN_OPTIONS, tls.CONNECT_OPTIONS),
+        Scheme(
+            "nats", nats.parse, nats.listen, nats.connect, nats.LISTEN_OPTIONS, nats.CONNECT_OPTIONS
+        ),
+        Scheme(
+            "nats+js",
+            natsjs.parse,
+            natsjs.listen,
+            natsjs.connect,
+            natsjs.LISTEN_OPTIONS,
+            natsjs.CONNECT_OPTIONS,
+            durable=True,
+        ),
     )
 }
 
@@ -104,17 +129,21 @@ def parse_url(url: str) -> tuple[Scheme, Any]:
 
 def listen(url: str, options: dict[str, Any]) -> Listener:
     scheme, address = parse_url(url)
-    return scheme.listen(
-        url, address, take_options(scheme.name, "listen", options, scheme.listen_options)
-    )
+    opts = take_options(scheme.name, "listen", options, scheme.listen_options)
+    gate = auth.gate(opts)
+    listener = scheme.listen(url, address, opts)
+    if gate is not None:
+        listener._require(gate)
+    return listener
 
 
 def connect(url: str, deadline: Deadline, options: dict[str, Any]) -> Channel:
     """connect() with a deadline made by the caller (unixipc.aio cancels through it)."""
     scheme, address = parse_url(url)
     opts = take_options(scheme.name, "connect", options, scheme.connect_options)
+    gate = auth.gate(opts)
     channel = scheme.connect(url, address, deadline, opts)
-    return establish(channel, None, server=False, deadline=deadline)
+    return establish(channel, gate, server=False, deadline=deadline)
 
 
 def pair(kind: str, options: dict[str, Any]) -> tuple[Channel, Channel]:

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 from .._deadline import Deadline
 from ..errors import IPCError
 from .core import Channel, Listener, PeerState, WaitSpec, Waker, refused
-from .liveness import ListenerToken, Token, client_is_dead, remove_tokens
+from .liveness import ListenerToken, Token, client_is_dead, remove_tokens, replace_leftover
 
 _T = TypeVar("_T")
 
@@ -119,9 +119,23 @@ class TokenInbox(InboxBase):
 
     def __init__(self, url: str, prefix: str, options: dict[str, Any], token: str) -> None:
         super().__init__(url, prefix, options)
-        # Held while we listen: a client waiting for a listener that died gives up.
-        self._token = ListenerToken(token, options["permissions"])
+        # Held while we listen: a client waiting for a listener that died gives
+        # up, and whoever holds it owns the listener's names (it is claimed
+        # before they are made, and they are removed before it goes).
+        self._token = ListenerToken.claim(token, options["permissions"])
         self._waker = Waker()
+
+    def made(
+        self, create: Callable[[], _T], remove: Callable[[], object], what: str, name: str
+    ) -> _T:
+        """The inbox's object, created once the token is ours: a dead listener's
+        leftover is replaced. If that fails, the token goes too."""
+        try:
+            return replace_leftover(create, remove, self._token.taken_over, what, name)
+        except BaseException:
+            self._waker.close()
+            self._token.close(True)
+            raise
 
     def remove_client(self, stem: str) -> None:
         """Remove the names a client that died left (its tokens, at least)."""
@@ -140,10 +154,10 @@ class TokenInbox(InboxBase):
 
     def close(self, remove: bool) -> None:
         try:
-            self._token.close(remove)
+            self.release(remove)  # the names first, while the token says they are ours
         finally:
             self._waker.close()
-            self.release(remove)
+            self._token.close(remove)
 
 
 class Inbox(Protocol):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
@@ -37,9 +38,14 @@ from typing import Any
 from .. import _native
 from .._deadline import Deadline
 from .._names import check_int
-from ..errors import EndOfChannel, IPCError, PeerDied
+from ..errors import EndOfChannel, IPCError, PeerDied, ResourceExistsError, from_os_error
 from ..posix_shm import PosixSharedMemory
+from ..ring import _CONSUMER as RING_CONSUMER
+from ..ring import _PRODUCER as RING_PRODUCER
+from ..ring import KIND as RING_KIND
 from ..ring import MAX_CAPACITY, MIN_CAPACITY, Ring
+from ..ring import _inspect as inspect_ring
+from ..ring import _lock_abandoned as lock_abandoned
 from ..ring import unlink as unlink_ring
 from .core import (
     MAX_SPLIT,
@@ -55,6 +61,7 @@ from .core import (
     passable_by_multiprocessing,
     refused,
 )
+from .liveness import PATIENCE, check_mine, in_use, names_it, not_ours
 from .pieces import PieceChannel
 from .rendezvous import ClientBase, InboxBase, listener_of, new_token, rendezvous
 from .url import posix_name_address
@@ -99,6 +106,11 @@ class ShmLink(LinkBase):
         # conversation that the child goes on with.
         receive_ring._inherited_by_children = True
         send_ring._inherited_by_children = True
+        # ...and so does a child forked before this end is used (a channel_pair
+        # end handed down by fork): if it dies before it uses the end, its roles
+        # die with it and the peer gets PeerDied, as with a pipe.
+        receive_ring._child_roles = RING_CONSUMER
+        send_ring._child_roles = RING_PRODUCER
         self._descriptors = descriptors  # (receive ring, send ring)
         self.piece_size = send_ring.max_message_size
         self.rx_piece_size = receive_ring.max_message_size
@@ -205,14 +217,61 @@ def pair(options: dict[str, Any]) -> tuple[PieceChannel, PieceChannel]:
     )
 
 
+def _request_ring(name: str, permissions: int) -> Ring:
+    """Create the listener's request ring; one a listener that died left is replaced.
+
+    Its owner is whoever holds its lock bytes (the ring's liveness): a ring
+    whose every handle is dead is locked whole, checked to still be the one
+    named, and removed, the same way ``unixipc rm --stale`` removes it.
+    """
+    path = "/dev/shm/" + name[1:]
+    while True:
+        try:
+            ring = Ring.create(name, _REQUEST_RING_CAPACITY, permissions=permissions)
+        except ResourceExistsError:
+            _remove_abandoned_inbox(name)
+            continue
+        # Another process that took it for a dead one's (before our handle held
+        # its lock) may have removed it meanwhile: then the name is not ours.
+        if names_it(path, ring._memory.fileno()):
+            return ring
+        ring.close()
+
+
+def _remove_abandoned_inbox(name: str) -> None:
+    """Remove the request ring ``name`` if its listener died; raise if it lives or
+    the object is not a listener's ring."""
+    path = "/dev/shm/" + name[1:]
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # gone meanwhile: create it
+    except OSError as error:
+        raise from_os_error(error, RING_KIND, name) from None
+    try:
+        details = inspect_ring(fd)
+        if details is None or details.get("capacity") != _REQUEST_RING_CAPACITY:
+            raise not_ours(RING_KIND, name, "is not a shm:// listener's ring")
+        check_mine(fd, RING_KIND, name)
+        give_up = time.monotonic() + PATIENCE
+        while not lock_abandoned(fd):  # a live handle, or a cleaner for a moment
+            if time.monotonic() > give_up:
+                pids = (inspect_ring(fd) or {}).get("handle_pids")
+                raise in_use(RING_KIND, name, pids if isinstance(pids, list) else [])
+            time.sleep(0.01)
+        if names_it(path, fd):
+            with contextlib.suppress(IPCError):
+                unlink_ring(name)
+    finally:
+        os.close(fd)
+
+
 class ShmInbox(InboxBase):
     """The listener's small well-known request ring."""
 
     def __init__(self, url: str, name: str, options: dict[str, Any]) -> None:
         super().__init__(url, name, options)
-        self._requests = Ring.create(
-            name, _REQUEST_RING_CAPACITY, permissions=options["permissions"]
-        )
+        self._requests = _request_ring(name, options["permissions"])
         # A producer too, so that the ring never looks abandoned when clients come and go.
         self._requests.declare(producer=True, consumer=True)
 

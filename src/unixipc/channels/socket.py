@@ -23,9 +23,12 @@ from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any
 
 from .._deadline import Deadline
-from ..errors import IPCError, from_os_error
+from .._proc import _ACCEPTING, holding
+from ..errors import IPCError, ResourceExistsError, from_os_error
 from ..sockets import Credentials, peer_credentials, unix_listen
+from . import auth
 from .core import (
+    DEFAULT_NETWORK_MAX_MESSAGE_SIZE,
     PERMISSIONS,
     Channel,
     LinkBase,
@@ -37,6 +40,7 @@ from .core import (
     positive_option,
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
+from .liveness import in_use
 from .url import check_path_address
 
 if TYPE_CHECKING:
@@ -165,13 +169,17 @@ class SocketAcceptor:
             return None
         try:
             _tune(sock)
-            # A client that already left still gets its channel: what it sent
-            # before closing is there to be received.
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                _greet(sock)
+            return self.channel_for(sock)
         except BaseException:
             sock.close()
             raise
+
+    def channel_for(self, sock: socket.socket) -> Channel | None:
+        """The channel of a connection just accepted (None: drop it)."""
+        # A client that already left still gets its channel: what it sent
+        # before closing is there to be received.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            _greet(sock)
         return _channel(self.url, sock, self._max, True)
 
     def wait_spec(self) -> WaitSpec:
@@ -192,10 +200,30 @@ class SocketAcceptor:
 
 def _listen_unix(url: str, address: str, options: dict[str, Any], abstract: bool) -> Listener:
     permissions = options.get("permissions", 0o600)  # abstract names have no file
-    sock = unix_listen(
-        address, abstract=abstract, backlog=options["backlog"], permissions=permissions
-    )
+    try:
+        # A socket file left by a listener that died is replaced (nobody is bound
+        # to it: the kernel unbinds a dead process's sockets); a live one's is not.
+        sock = unix_listen(
+            address, abstract=abstract, backlog=options["backlog"], permissions=permissions
+        )
+    except ResourceExistsError:
+        pids = _bound_by("@" + address if abstract else address)
+        if not pids:
+            raise
+        raise in_use("UNIX socket", address, pids) from None
     return Listener(url, SocketAcceptor(url, sock, options["max_message_size"]))
+
+
+def _bound_by(name: str) -> list[int]:
+    """The processes holding a listening UNIX socket bound to ``name`` (a path, or
+    ``@`` and an abstract name), for messages."""
+    inodes = set()
+    with contextlib.suppress(OSError), open("/proc/net/unix") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if len(fields) > 7 and fields[7] == name and int(fields[3], 16) & _ACCEPTING:
+                inodes.add(int(fields[6]))
+    return sorted(holding({f"socket:[{inode}]" for inode in inodes}) if inodes else ())
 
 
 def listen_unix(url: str, path: str, options: dict[str, Any]) -> Listener:
@@ -206,19 +234,26 @@ def listen_abstract(url: str, name: str, options: dict[str, Any]) -> Listener:
     return _listen_unix(url, name, options, True)
 
 
-def listen_tcp(url: str, address: tuple[str, int], options: dict[str, Any]) -> Listener:
-    family, sockaddr = _tcp_address(url, address[0], address[1], passive=True)[0]
+def bind_tcp(url: str, address: tuple[str, int], backlog: int) -> tuple[socket.socket, str]:
+    """A listening TCP socket and the URL it is reached at (its real port)."""
+    family, sockaddr = tcp_addresses(url, address[0], address[1], passive=True)[0]
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(sockaddr)
-        sock.listen(options["backlog"])
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError as error:
         sock.close()
         raise from_os_error(error, "listener", url) from None
     host, port = sock.getsockname()[:2]
-    url = f"tcp://[{host}]:{port}" if family == socket.AF_INET6 else f"tcp://{host}:{port}"
+    scheme = url.partition("://")[0]
+    bound = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    return sock, f"{scheme}://{bound}"
+
+
+def listen_tcp(url: str, address: tuple[str, int], options: dict[str, Any]) -> Listener:
+    sock, url = bind_tcp(url, address, options["backlog"])
     return Listener(url, SocketAcceptor(url, sock, options["max_message_size"]))
 
 
@@ -233,13 +268,18 @@ def connect_abstract(url: str, name: str, deadline: Deadline, options: dict[str,
 def connect_tcp(
     url: str, address: tuple[str, int], deadline: Deadline, options: dict[str, Any]
 ) -> Channel:
+    return _greeted(url, connect_tcp_socket(url, address, deadline), options["max_message_size"])
+
+
+def connect_tcp_socket(url: str, address: tuple[str, int], deadline: Deadline) -> socket.socket:
+    """A TCP socket connected to the first of the host's addresses that answers."""
     host, port = address
     if port == 0:
         raise ValueError(f"cannot connect to port 0: {url!r}")
     last: Exception | None = None
-    for family, sockaddr in _tcp_address(url, host or "localhost", port, passive=False):
+    for family, sockaddr in tcp_addresses(url, host or "localhost", port, passive=False):
         try:
-            return _connect(url, family, sockaddr, deadline, options["max_message_size"])
+            return connect_socket(url, family, sockaddr, deadline)
         except OSError as error:  # try the next address of the host
             last = error
     assert last is not None
@@ -249,7 +289,25 @@ def connect_tcp(
 def _connect(
     url: str, family: int, address: Any, deadline: Deadline, max_message_size: int
 ) -> Channel:
-    """Connect within the deadline (the server need not have accepted yet)."""
+    return _greeted(url, connect_socket(url, family, address, deadline), max_message_size)
+
+
+def _greeted(url: str, sock: socket.socket, max_message_size: int) -> Channel:
+    """The channel of a socket just connected, once our greeting is sent."""
+    try:
+        # A listener that dropped us at once (a refused uid) is found by the
+        # first receive: EndOfChannel or PeerDied, like any peer that left.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            _greet(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return _channel(url, sock, max_message_size, True)
+
+
+def connect_socket(url: str, family: int, address: Any, deadline: Deadline) -> socket.socket:
+    """A stream socket connected within the deadline (the server need not have
+    accepted yet), non-blocking and tuned."""
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.setblocking(False)
@@ -277,14 +335,13 @@ def _connect(
         finally:
             waker.close()
         _tune(sock)
-        _greet(sock)
     except BaseException:
         sock.close()
         raise
-    return _channel(url, sock, max_message_size, True)
+    return sock
 
 
-def _tcp_address(url: str, host: str, port: int, *, passive: bool) -> list[tuple[int, Any]]:
+def tcp_addresses(url: str, host: str, port: int, *, passive: bool) -> list[tuple[int, Any]]:
     flags = socket.AI_PASSIVE if passive else 0
     try:
         found = socket.getaddrinfo(
@@ -334,4 +391,21 @@ BACKLOG = positive_option("backlog", 128)
 PAIR_OPTIONS: dict[str, Option] = {"max_message_size": MAX_SIZE}
 CONNECT_OPTIONS: dict[str, Option] = {"max_message_size": MAX_SIZE}
 LISTEN_OPTIONS: dict[str, Option] = {"max_message_size": MAX_SIZE, "backlog": BACKLOG}
-UNIX_LISTEN_OPTIONS: dict[str, Option] = {**LISTEN_OPTIONS, "permissions": PERMISSIONS}
+# Anyone who reaches the port may connect: a smaller default (see core).
+TCP_LISTEN_OPTIONS: dict[str, Option] = {
+    "max_message_size": max_size_option(MAX_FRAME, DEFAULT_NETWORK_MAX_MESSAGE_SIZE),
+    "backlog": BACKLOG,
+}
+# The kernel says who the peer is (SO_PEERCRED): both sides may check it. An
+# abstract name has no file permissions: by default only our own uid passes.
+UNIX_LISTEN_OPTIONS: dict[str, Option] = {
+    **LISTEN_OPTIONS,
+    "permissions": PERMISSIONS,
+    **auth.peer_options(None),
+}
+UNIX_CONNECT_OPTIONS: dict[str, Option] = {**CONNECT_OPTIONS, **auth.peer_options(None)}
+ABSTRACT_LISTEN_OPTIONS: dict[str, Option] = {**LISTEN_OPTIONS, **auth.peer_options(auth.OWN_UID)}
+ABSTRACT_CONNECT_OPTIONS: dict[str, Option] = {
+    **CONNECT_OPTIONS,
+    **auth.peer_options(auth.OWN_UID),
+}

@@ -42,7 +42,7 @@ from ..errors import (
     PeerDied,
     ResourceNotFoundError,
 )
-from ..sysv_mq import SysVMessageQueue
+from ..sysv_mq import KIND, SysVMessageQueue
 from ..sysv_mq import _kernel_limit as kernel_limit
 from .core import (
     RECEIVE,
@@ -53,7 +53,6 @@ from .core import (
     PeerState,
     WaitSpec,
     refused,
-    undone_on_failure,
 )
 from .liveness import PROBE_INTERVAL, ListenerToken, TokenLink, TokenPair, remove_tokens
 from .pieces import PieceChannel
@@ -81,6 +80,15 @@ def token_base(key: int) -> str:
 def _client_id(token: str) -> int:
     """A client's message-type id from its token (60 bits: types 2C+1 fit a long)."""
     return int(token[:15], 16) + 1
+
+
+def _remove_queue(key: int) -> None:
+    """Remove the queue ``key`` (a listener that died left it)."""
+    queue = SysVMessageQueue.open(key)
+    try:
+        queue.unlink()
+    finally:
+        queue.close()
 
 
 class _QueueOwner:
@@ -139,6 +147,8 @@ class SysVLink(TokenLink):
             raise self._queue_gone() from None
 
     def take(self, *, timeout: float | None) -> bytes:
+        if self.peer_said_goodbye:
+            raise EndOfChannel
         try:
             size, _ = self.waited(RECEIVE, self._receive_mine, timeout)
         except ResourceNotFoundError:
@@ -147,8 +157,9 @@ class SysVLink(TokenLink):
         if kind == _DATA_KIND:
             return bytes(self._view[1:size])
         if kind == _GOODBYE_KIND:
+            self.peer_said_goodbye = True
             raise EndOfChannel
-        if kind == _WAKE_KIND:
+        if kind == _WAKE_KIND and self.closing:  # ours; from the peer it is garbage
             raise ClosedResourceError
         raise LinkEnded(IPCError, f"unexpected message of kind {kind} ({size} bytes)")
 
@@ -191,10 +202,14 @@ class SysVInbox(TokenInbox):
     """Message type 1 of the listener's queue, and its liveness token."""
 
     def __init__(self, url: str, key: int, options: dict[str, Any]) -> None:
-        queue = SysVMessageQueue.create(key, permissions=options["permissions"])
-        with undone_on_failure(queue):
-            stem = token_base(key)
-            super().__init__(url, stem, options, stem + ".listener")
+        stem = token_base(key)
+        super().__init__(url, stem, options, stem + ".listener")
+        queue = self.made(
+            lambda: SysVMessageQueue.create(key, permissions=options["permissions"]),
+            lambda: _remove_queue(key),
+            KIND,
+            format_key(key),
+        )
         self._owner = _QueueOwner(queue)
         self._buffer = bytearray(max_message_size() + 1)
 

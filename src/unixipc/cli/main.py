@@ -29,6 +29,7 @@ SUBCOMMANDS = (
     "bench",
     "signal",
     "channel",
+    "bridge",
     "ring",
     "rpc",
     "rpcinfo",

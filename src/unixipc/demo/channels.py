@@ -11,6 +11,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..channel import Channel, PairKind, channel_pair, connect, listen
 from ..errors import ResourceExistsError
@@ -55,7 +56,7 @@ def _over_pair(kind: PairKind) -> DemoLine:
     return _ping_pong(label, f"channel_pair({kind!r})", ours, pid)
 
 
-def _over_url(label: str, make_url: Callable[[], str], **options: int) -> DemoLine:
+def _over_url(label: str, make_url: Callable[[], str], **options: Any) -> DemoLine:
     while True:
         try:
             listener = listen(make_url())

@@ -798,7 +798,7 @@ def connect(
     ``timeout`` covers connecting and the handshake; ``channel_options`` go to
     :func:`unixipc.connect` (``max_message_size``, ``capacity``, ...). ``codec``
     must be the server's: "msgpack" (default), "json", or "pickle" (only on an
-    authenticated channel, where the server also uses it).
+    authenticated channel, e.g. with the server's ``secret=``).
 
     Raises:
         TypeError, ValueError: bad arguments; pickle on an unauthenticated channel.

@@ -114,7 +114,7 @@ def _check_call(message: list[Any]) -> str | None:
     _, _, name, args, kwargs, timeout, window = message
     if type(name) is not str or not 0 < len(name) <= MAX_NAME:
         return "the method name is not a str of 1 to 256 characters"
-    if type(args) is not list:
+    if type(args) is not list and type(args) is not tuple:  # pickle keeps the client's tuple
         return "the arguments are not a list"
     if kwargs is not None and (
         type(kwargs) is not dict or any(type(key) is not str for key in kwargs)
@@ -987,7 +987,9 @@ class Server(ServerBase):
 
     ``codec`` is "msgpack" (the default) or "json", which clients must use too;
     "pickle" works only on an authenticated channel (its peer could otherwise
-    run any code in this process).
+    run any code in this process): give the server and its clients the same
+    ``secret=`` (a channel option), or check clients with ``allowed_uids=`` or
+    TLS client certificates.
 
     Raises:
         TypeError, ValueError: a bad codec, limit or channel option.
