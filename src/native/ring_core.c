@@ -1010,9 +1010,8 @@ done:
 }
 
 /* For timeout=0 and ring_ready(): with a doorbell, drain it, arm it, and look
- * once more. Armed, the doorbell rings when a commit (or freed space) comes;
- * if the last look already finds it, our own doorbell is rung, so that its
- * descriptor is readable at once. Returns the last look. */
+ * once more. Armed, the doorbell rings when a commit (or freed space) comes.
+ * Returns the last look (0 without a doorbell). */
 static int arm_bell(struct ring *ring, int for_space, uint64_t argument)
 {
     if (!ring->has_bell || ring->bells == NULL) {
@@ -1024,13 +1023,17 @@ static int arm_bell(struct ring *ring, int for_space, uint64_t argument)
     }
     __atomic_fetch_or(&wake->bells[ring->slot / 64], (uint64_t)1 << (ring->slot % 64),
                       __ATOMIC_SEQ_CST);
-    int ready = for_space ? space_ready(ring, argument) : data_ready(ring, argument);
-    if (ready && ring->bells->ring != NULL) {
+    return for_space ? space_ready(ring, argument) : data_ready(ring, argument);
+}
+
+/* Ring our own doorbell: its descriptor is readable at once. */
+static void ring_own_bell(struct ring *ring)
+{
+    if (ring->bells != NULL && ring->bells->ring != NULL) {
         unsigned char id[RING_BELL_ID_BYTES];
         memcpy(id, ring->header->bell_ids[ring->slot], sizeof id);
         ring->bells->ring(ring->bells->context, id);
     }
-    return ready;
 }
 
 /* A call that found nothing to do: with RING_TRY_ONCE give up (after a look at
@@ -1043,7 +1046,15 @@ static int wait_or_give_up(struct ring *ring, int for_space, uint64_t argument, 
         if (peers != RING_OK) {
             return peers;
         }
-        arm_bell(ring, for_space, argument);
+        if (arm_bell(ring, for_space, argument)) {
+            /* It came while we armed: take it now (once per call), rather than
+             * have the caller's event loop come back for it. */
+            if (!ring->retried) {
+                ring->retried = 1;
+                return RING_OK;
+            }
+            ring_own_bell(ring); /* still not takeable: let the descriptor say "look again" */
+        }
         return RING_TIMEOUT;
     }
     return ring_wait(ring, for_space, argument, deadline, waiter);
@@ -1143,6 +1154,7 @@ void ring_publish_roles(struct ring *ring, uint32_t roles)
 int ring_send(struct ring *ring, const void *payload, uint64_t length, int64_t deadline,
               const struct ring_waiter *waiter)
 {
+    ring->retried = 0;
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
     }
@@ -1185,6 +1197,7 @@ int ring_send_many(struct ring *ring, const struct ring_message *messages, size_
                    size_t *sent, int64_t deadline, const struct ring_waiter *waiter)
 {
     *sent = 0;
+    ring->retried = 0;
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
     }
@@ -1512,6 +1525,7 @@ static int view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int6
 int ring_receive(struct ring *ring, ring_sink sink, void *context, uint32_t *length,
                  int64_t deadline, const struct ring_waiter *waiter)
 {
+    ring->retried = 0;
     int status = receive_one(ring, sink, context, length, deadline, waiter);
     if (UNLIKELY(ring->pass_on)) {
         pass_on(ring);
@@ -1522,6 +1536,7 @@ int ring_receive(struct ring *ring, ring_sink sink, void *context, uint32_t *len
 int ring_receive_many(struct ring *ring, size_t max_count, ring_sink sink, void *context,
                       size_t *count, int64_t deadline, const struct ring_waiter *waiter)
 {
+    ring->retried = 0;
     int status = receive_many(ring, max_count, sink, context, count, deadline, waiter);
     if (UNLIKELY(ring->pass_on)) {
         pass_on(ring);
@@ -1532,6 +1547,7 @@ int ring_receive_many(struct ring *ring, size_t max_count, ring_sink sink, void 
 int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_t deadline,
                    const struct ring_waiter *waiter)
 {
+    ring->retried = 0;
     int status = view_take(ring, offset, length, deadline, waiter);
     if (UNLIKELY(ring->pass_on)) {
         pass_on(ring);

@@ -177,6 +177,7 @@ struct ring {
     int pass_on;                   /* woken by a wake-one while others sleep: pass it on */
     const struct ring_bells *bells; /* NULL: no doorbell rung from or armed by this handle */
     int has_bell;                  /* our slot's doorbell id is published: arm it on waits */
+    int retried;                   /* a timeout=0 call already looked again after arming */
     char attach_problem[96];
 };
 
