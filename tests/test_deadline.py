@@ -23,10 +23,21 @@ def test_timeout_type_is_checked(bad: object) -> None:
         check_timeout(bad)
 
 
-@pytest.mark.parametrize("bad", [-0.001, -1, math.nan])
+@pytest.mark.parametrize("bad", [-0.001, -1, math.nan, -math.inf])
 def test_timeout_value_is_checked(bad: float) -> None:
     with pytest.raises(ValueError, match="timeout"):
         check_timeout(bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(0.0, 0.0), (0.25, 0.25), (2, 2.0), (None, None), (math.inf, None), (10**400, None)],
+)
+def test_timeout_is_normalised(given: object, expected: float | None) -> None:
+    # A float takes a fast path: it must give what the general rules give.
+    result = check_timeout(given)
+    assert result == expected
+    assert type(result) is type(expected)
 
 
 def test_deadline_kinds() -> None:

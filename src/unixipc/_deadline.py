@@ -36,6 +36,7 @@ FAR_DEADLINE_NS: int = _native.FAR_DEADLINE_NS
 #: int of milliseconds, threading's waits a time_t): longer waits are loops.
 LONGEST_SLEEP = 86400.0
 POLL_MS_MAX = 2**31 - 1
+_INF = math.inf
 
 
 def check_timeout(timeout: object, argument: str = "timeout") -> float | None:
@@ -43,6 +44,9 @@ def check_timeout(timeout: object, argument: str = "timeout") -> float | None:
 
     ``math.inf`` (and an int too large for a float) is None: block.
     """
+    if timeout.__class__ is float and 0.0 <= timeout < _INF:
+        # The common case first: this runs on every timed call of every channel.
+        return timeout
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):

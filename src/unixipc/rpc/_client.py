@@ -150,10 +150,16 @@ class Client(ClientBase):
     replies are matched to calls in whatever order they come. At most the
     server's ``max_concurrency`` calls are in flight; more wait for a slot
     (their ``timeout`` counts meanwhile).
+
+    A client never reconnects by itself: once the server is gone, every call
+    raises :class:`PeerDied` (or :class:`EndOfChannel` if it closed); connect
+    again to reach a restarted server.
     """
 
     def __init__(self, channel: Channel, codec: Codec, limit: int) -> None:
         self._channel = channel
+        self._broken = None  # instance attributes: the fast path reads them on every call
+        self._closed = False
         self._codec = codec
         self._pack = codec.pack
         self._unpack = codec.unpack
