@@ -123,7 +123,7 @@ def test_exactly_one_of_racing_processes_takes_a_dead_listeners_name(
     assert all("exists" in text or "in use" in text for text in messages if text != "won")
 
 
-@pytest.mark.parametrize("scheme", ["mq", "shm"])
+@pytest.mark.parametrize("scheme", ["mq", "shm", "unix", "fifo"])
 def test_rm_stale_at_the_same_time_never_removes_a_live_listeners_names(
     scheme: str, names: Names, children: Callable[..., Child]
 ) -> None:

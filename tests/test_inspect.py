@@ -373,7 +373,31 @@ def run_isolated(code: str, *, timeout: float = 120) -> subprocess.CompletedProc
     )
 
 
-STALE_SCENARIO = """
+def passes(scenario: str) -> None:
+    """Run an isolated scenario that prints "scenario passed" at its end."""
+    result = run_isolated(scenario)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scenario passed" in result.stdout
+
+
+# Scenarios start with this: the processes they put in `started` die with them.
+REAPER = """
+import atexit, os, signal
+started = []
+
+@atexit.register
+def kill_started():  # even when an assertion fails
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+"""
+
+STALE_SCENARIO = (
+    REAPER
+    + """
 import json, os, signal, subprocess, sys, time
 import unixipc
 from unixipc import PosixSharedMemory, Ring, inspect, posix_shm
@@ -483,32 +507,276 @@ try:
       kill(pid)
   print("scenario passed")
 finally:
-    for pid in started:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+    kill_started()
 """
+)
 
 
 def test_killed_owners_show_stale_and_rm_stale_removes_exactly_them() -> None:
-    result = run_isolated(STALE_SCENARIO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "scenario passed" in result.stdout
+    passes(STALE_SCENARIO)
+
+
+PATH_LISTENERS_SCENARIO = (
+    REAPER
+    + """
+import json, socket, subprocess, sys, time
+import unixipc
+
+COMMAND = [sys.executable, "-m", "unixipc"]
+
+def cli(*args):
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
+
+def listener(url):
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            kept = unixipc.listen(url)
+            os.write(ready_w, b"!")
+            time.sleep(60)
+        finally:
+            os._exit(1)
+    started.append(pid)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"!", "listener failed"
+    return pid
+
+def listed():
+    return {(o["kind"], o["name"]): o for o in json.loads(cli("ls", "--json").stdout)}
+
+# /mnt is searched by nobody: its listener is found through its token.
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/mnt"], check=True)
+os.mkdir("/tmp/d")
+os.mkfifo("/tmp/d/plain-fifo")
+plain = socket.socket(socket.AF_UNIX)
+plain.bind("/tmp/d/plain-socket")
+plain.close()  # a socket file nobody is bound to, not unixipc's
+urls = ("unix:///tmp/d/s", "fifo:///tmp/d/f", "unix:///mnt/far", "fifo:///tmp/d/one")
+dead = [listener(url) for url in urls]
+alive = listener("unix:///tmp/d/live")
+for pid in dead:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+seen = listed()
+for kind, path, scheme in [("unix-socket", "/tmp/d/s", "unix"), ("fifo", "/tmp/d/f", "fifo"),
+                           ("unix-socket", "/mnt/far", "unix")]:
+    item = seen[(kind, path)]
+    assert (item["state"], item["unixipc"]) == ("stale", "channel listener"), item
+    assert item["details"]["url"] == f"{scheme}://{path}", item
+    token = seen[("posix-shm", item["details"]["token"])]
+    assert (token["state"], token["unixipc"]) == ("stale", "liveness token"), token
+live = seen[("unix-socket", "/tmp/d/live")]
+assert (live["state"], live["unixipc"]) == ("live", "channel listener"), live
+assert seen[("unix-socket", "/tmp/d/plain-socket")]["unixipc"] is None
+assert seen[("fifo", "/tmp/d/plain-fifo")]["unixipc"] is None
+
+# Removed by name: its token goes with it.
+one = cli("rm", "fifo", "/tmp/d/one")
+assert one.returncode == 0 and "channel listener" in one.stdout, one
+assert not os.path.exists("/dev/shm" + seen[("fifo", "/tmp/d/one")]["details"]["token"])
+
+# Asked for alone, a listener's FIFO is still known by its token.
+[fifo] = json.loads(cli("ls", "--json", "--kind", "fifo", "--state", "stale").stdout)
+assert (fifo["name"], fifo["unixipc"]) == ("/tmp/d/f", "channel listener"), fifo
+
+removed = cli("rm", "--stale", "--json")
+assert removed.returncode == 0, removed.stderr
+gone = {json.loads(line)["name"] for line in removed.stdout.splitlines()}
+assert {"/tmp/d/s", "/tmp/d/f", "/mnt/far"} <= gone, gone
+assert not any(name.startswith(("/tmp/d/p", "/tmp/d/live")) for name in gone), gone
+assert sorted(os.listdir("/tmp/d")) == ["live", "plain-fifo", "plain-socket"]
+assert not os.path.exists("/mnt/far")
+tokens = [name for name in os.listdir("/dev/shm") if name.startswith("unixipc-")]
+assert len(tokens) == 1 and tokens[0].startswith("unixipc-unix-live-"), tokens
+
+# Another user squatting on a listener's token name cannot stop it (the file is unmarked).
+from unixipc.channels.liveness import path_token_name
+for scheme in ("unix", "fifo"):
+    squat = "/dev/shm" + path_token_name(scheme, "/tmp/d/squatted")
+    with open(squat, "wb") as file:
+        file.write(b"\\0")
+    os.chown(squat, 4321, 4321)
+    with unixipc.listen(f"{scheme}:///tmp/d/squatted") as squatted:
+        assert os.stat(squat).st_uid == 4321
+    os.unlink(squat)
+
+# The names are free again, for a listener that works.
+for url in ("unix:///tmp/d/s", "fifo:///tmp/d/f"):
+    with unixipc.listen(url) as again:
+        assert again.url == url
+os.kill(alive, signal.SIGKILL)
+os.waitpid(alive, 0)
+print("scenario passed")
+"""
+)
+
+
+def test_killed_path_listeners_are_stale_and_rm_stale_removes_only_theirs() -> None:
+    """unix:// and fifo:// listeners SIGKILLed: ls shows their socket file and FIFO
+    as stale channel listeners (through the token named after the path), rm
+    --stale removes them and their tokens, and plain socket files and FIFOs stay."""
+    passes(PATH_LISTENERS_SCENARIO)
+
+
+BRIDGE_SCENARIO = """
+import json, os, signal, subprocess, sys, threading, time
+import unixipc
+from unixipc._status import redact
+
+COMMAND = [sys.executable, "-m", "unixipc"]
+
+def cli(*args):
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
+
+def bridges():
+    return [o for o in json.loads(cli("ls", "--json").stdout) if o["unixipc"] == "bridge"]
+
+def start_bridge(*extra):
+    bridge = subprocess.Popen([*COMMAND, "bridge", "unix:///tmp/src", "unix:///tmp/dst",
+                               *extra, "--json"],
+                              stdout=subprocess.PIPE, text=True)
+    started = json.loads(bridge.stdout.readline())
+    assert started["status"].startswith("/unixipc-bridge-"), started
+    return bridge
+
+def echo(service):
+    with service.accept(timeout=30) as channel:
+        try:
+            while True:
+                channel.send(channel.receive(timeout=30), timeout=30)
+        except unixipc.EndOfChannel:
+            pass
+
+with unixipc.listen("unix:///tmp/dst") as service:
+    bridge = start_bridge()
+    try:
+        echoing = threading.Thread(target=echo, args=(service,))
+        echoing.start()
+        client = unixipc.connect("unix:///tmp/src", timeout=30)
+        for _ in range(3):
+            client.send(b"12345", timeout=30)
+            assert client.receive(timeout=30) == b"12345"
+        stop = threading.Event()
+        def keep_sending():
+            while not stop.is_set():
+                client.send(b"x", timeout=30)
+                client.receive(timeout=30)
+        sending = threading.Thread(target=keep_sending)
+        sending.start()
+        try:
+            viewed = cli("top", "--once", "--json", "--interval", "0.5")
+        finally:
+            stop.set()
+            sending.join()
+        assert viewed.returncode == 0, viewed.stderr
+        [row] = [row for row in json.loads(viewed.stdout) if row["unixipc"] == "bridge"]
+        details = row["details"]
+        assert (details["src"], details["dst"]) == ("unix:///tmp/src", "unix:///tmp/dst"), row
+        # A URL's password is never published.
+        assert redact("nats://me:secret@host:4222/s") == "nats://me:***@host:4222/s"
+        assert details["pid"] == bridge.pid and row["state"] == "live", row
+        assert details["src_to_dst_messages"] >= 3 and details["src_to_dst_bytes"] >= 15, row
+        assert details["dst_to_src_messages"] >= 3, row
+        assert (row["clients"], row["connections"]) == (1, 1), row
+        assert row["messages_in_per_s"] > 0 and row["bytes_out_per_s"] > 0, row
+        assert row["rates_from"] == "bridge counts", row
+        text = cli("top", "--once", "--interval", "0.1").stdout
+        assert "bridge" in text and "IN MSG/s" in text, text
+        [listed] = bridges()
+        assert listed["permissions"] == "0600", listed
+
+        bridge.send_signal(signal.SIGKILL)
+        bridge.wait()
+        client.close()
+        echoing.join()
+    finally:
+        bridge.kill()
+        bridge.wait()
+    [dead] = bridges()
+    assert dead["state"] == "stale", dead
+    removed = cli("rm", "--stale")
+    assert "(bridge)" in removed.stdout, removed
+    assert bridges() == []
+
+    # A bridge that ends removes its status object.
+    bridge = start_bridge("--clients", "1")
+    echoing = threading.Thread(target=echo, args=(service,))
+    echoing.start()
+    with unixipc.connect("unix:///tmp/src", timeout=30) as client:
+        client.send(b"one", timeout=30)
+        assert client.receive(timeout=30) == b"one"
+    echoing.join()
+    report = json.loads(bridge.communicate(timeout=30)[0].splitlines()[-1])
+    assert report["src_to_dst"] == {"messages": 1, "bytes": 3}, report
+    assert bridges() == []
+print("scenario passed")
+"""
+
+
+def test_a_bridge_publishes_its_counts_for_ls_and_top() -> None:
+    """`unixipc bridge` counts in a status object: top shows its counts and rates,
+    ls shows it a bridge with its URLs (no password); SIGKILLed it is stale and
+    rm --stale removes it; a bridge that ends removes it itself."""
+    passes(BRIDGE_SCENARIO)
+
+
+def test_a_status_object_that_cannot_be_filled_leaves_nothing() -> None:
+    code = """
+    import os, subprocess
+    from unixipc import IPCError
+    from unixipc._status import StatusObject
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", "/dev/shm"], check=True)
+    filler = os.open("/dev/shm/filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(filler, bytes(4096)):
+            pass
+    except OSError:
+        pass  # full: what the test wants
+    os.close(filler)
+    try:
+        StatusObject.publish("bridge", "unix:///a\\nunix:///b", {"clients": 1})
+    except IPCError as error:
+        print("refused:", error)
+    else:
+        raise AssertionError("published on a full /dev/shm")
+    assert os.listdir("/dev/shm") == ["filler"], os.listdir("/dev/shm")
+    print("scenario passed")
+    """
+    passes(code)
 
 
 def test_json_after_the_subcommand_and_doctor_and_top(names: Names) -> None:
-    name = names.posix("top")
-    with Ring.create(name, 1 << 14) as made:
+    name, queue_name = names.posix("top"), names.posix("top")
+    with (
+        Ring.create(name, 1 << 14) as made,
+        PosixMessageQueue.create(queue_name, max_messages=2, max_message_size=64) as queue,
+    ):
         made.send(b"x" * 100)
-        viewed = cli("top", "--once", "--json", "--interval", "0.2", "--prefix", name)
+        queue.send(b"waiting")
+        prefix = f"/{PREFIX}_top_"
+        viewed = cli("top", "--once", "--json", "--interval", "0.2", "--prefix", prefix)
         assert viewed.returncode == 0, viewed.stderr
-        [row] = json.loads(viewed.stdout)
-        assert (row["name"], row["depth"], row["producers"], row["state"]) == (name, 1, 1, "live")
+        rows = {row["name"]: row for row in json.loads(viewed.stdout)}
+        row = rows[name]
+        assert (row["depth"], row["producers"], row["state"]) == (1, 1, "live")
         assert row["bytes_in_per_s"] == 0.0
-        assert row["messages_in_per_s"] is None  # a ring keeps no message counter
+        if "messages_written" in row["details"]:  # a ring layout that counts messages
+            assert (row["messages_in_per_s"], row["rates_from"]) == (0.0, "ring counters")
+        else:
+            assert row["messages_in_per_s"] is None, row
+            assert row["rates_from"].startswith("ring positions: bytes only"), row
+        # A queue: the kernel counts no messages, only the depth (and says so).
+        row = rows[queue_name]
+        assert (row["depth"], row["depth_change_per_s"]) == (1, 0.0), row
+        assert (row["messages_in_per_s"], row["bytes_in_per_s"]) == (None, None), row
+        assert row["rates_from"] == "depth only: the kernel counts no messages for queues"
+        text = cli("top", "--once", "--interval", "0.1", "--prefix", prefix).stdout
+        assert "IN MSG/s" in text, text
+        assert "-: not counted (queues" in text, text
         made.unlink()
+        queue.unlink()
     doctor = cli("doctor", "--json")
     checks = {check["check"]: check for check in json.loads(doctor.stdout)}
     assert {"/dev/shm", "logind RemoveIPC", "RLIMIT_MSGQUEUE", "namespaces"} <= set(checks)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -50,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _native, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
+from . import _native, _status, posix_mq, posix_sem, posix_shm, ring, shared_sync, sysv_mq, topic
 from ._proc import (
     FileLockEntry,
     Holder,
@@ -62,7 +61,9 @@ from ._proc import (
     unix_sockets,
 )
 from ._sysv import format_key, read_table
+from .channels import fifo as _fifo_channel
 from .channels import liveness as _liveness
+from .channels import socket as _socket_channel
 from .errors import (
     IPCError,
     ResourceNotFoundError,
@@ -185,9 +186,15 @@ def survey(
     notes: list[str] = []
     context = _Context.gather(wanted, roots, notes)
     found: list[IPCObject] = []
-    for kind in wanted:
+    # Listeners' objects are told by their tokens (in /dev/shm): looked at even
+    # when POSIX shared memory itself is not asked for, then left out.
+    looked_at = wanted
+    if "posix-shm" not in wanted and {"posix-mq", "sysv-mq", "unix-socket", "fifo"} & set(wanted):
+        looked_at = ("posix-shm", *wanted)
+    for kind in looked_at:
         found.extend(_FINDERS[kind](context))
     _apply_channel_roles(found, context)
+    found = [item for item in found if item.kind in wanted]
     if prefix is not None:
         found = [item for item in found if item.key is None and item.name.startswith(prefix)]
     order = {kind: index for index, kind in enumerate(KINDS)}
@@ -306,6 +313,8 @@ class _Context:
             special, truncated = special_files(roots)
             if truncated:
                 notes.append(f"stopped looking for socket files and FIFOs early in {roots}")
+            # A path listener's token says where its file is, wherever that is.
+            special += sorted(set(_path_listener_files()) - set(special))
         processes = scan(special)
         locks: dict[tuple[int, int], list[FileLockEntry]] = {}
         for entry in file_locks():
@@ -317,6 +326,25 @@ class _Context:
         return inode is not None and any(
             (lock.type, lock.mode) == _liveness.OWNER_LOCK for lock in self.locks.get(inode, ())
         )
+
+
+def _path_listener_files() -> Iterator[str]:
+    """The paths that unix:// and fifo:// listeners' tokens name (read-only)."""
+    for name in posix_shm.list_names():
+        if not (name.startswith(_liveness.PATH_TOKEN_PREFIX) and name.endswith(".listener")):
+            continue
+        fd = _open_read_only(_DEV_SHM + name)
+        if fd is None:
+            continue
+        try:
+            described = _liveness._inspect(fd)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        found = None if described is None else _liveness.address_of(name, described)
+        if found is not None:
+            yield found[1]
 
 
 def _check_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
@@ -393,6 +421,13 @@ def _recognise(item: IPCObject, fd: int, context: _Context) -> IPCObject:
         else:
             state = item.state
         return replace(item, unixipc="ring", state=state, details=described)
+    if _status.is_status_name(item.name):
+        published = _status._inspect(fd)
+        if published is not None:
+            owner = context.owner_holds(item.inode)
+            state = "live" if owner or item.holders else "stale"
+            what = str(published.pop("what"))
+            return replace(item, unixipc=what, state=state, details=published)
     token = _liveness._inspect(fd) if _is_token_name(item.name) else None
     if token is not None:
         owner = context.owner_holds(item.inode)
@@ -920,13 +955,35 @@ def _channel_role(
         state = _pair_state(f"{match.group(1)}.{match.group(2)}", tokens)
         if state is not None and state != item.state:
             return replace(item, state=state)
-    elif item.kind == "unix-socket" and item.details.get("listening"):
-        return replace(item, details={**item.details, "url": f"unix://{item.name}"})
-    elif item.kind == "fifo":
+    elif item.kind in ("unix-socket", "fifo"):
+        return _path_listener(item, tokens, deleted)
+    return None
+
+
+def _path_listener(
+    item: IPCObject, tokens: Mapping[str, IPCObject], deleted: Mapping[str, set[int]]
+) -> IPCObject | None:
+    """A socket file or FIFO seen as a unix:// or fifo:// listener's: its token
+    (named after its path) says so, and whether the listener lives."""
+    scheme = "unix" if item.kind == "unix-socket" else "fifo"
+    url = f"{scheme}://{item.name}"
+    if scheme == "unix":
+        connections = item.details.get("connections", 0)
+    else:
         connections = _connections(item.name, deleted)
-        if connections:
-            details = {**item.details, "url": f"fifo://{item.name}", "connections": connections}
-            return replace(item, unixipc="channel listener (fifo)", details=details)
+    token = None
+    if any(name.startswith(_liveness.PATH_TOKEN_PREFIX + scheme) for name in tokens):
+        token = tokens.get(_liveness.path_token_name(scheme, item.name))
+    if token is not None and token.details.get("address") == os.path.realpath(item.name):
+        listener = _listener(item, token, url, connections)
+        if token.state != "live" and item.state == "live":
+            listener = replace(listener, state="live")  # someone else's, in use
+        return listener
+    if scheme == "unix" and item.details.get("listening"):
+        return replace(item, details={**item.details, "url": url})
+    if scheme == "fifo" and connections:  # a listener of an older unixipc, with clients
+        details = {**item.details, "url": url, "connections": connections}
+        return replace(item, unixipc="channel listener (fifo)", details=details)
     return None
 
 
@@ -961,6 +1018,11 @@ def _rmid(kind: str, object_id: int, name: str) -> None:
         raise from_os_error(error, _KIND_NAMES[kind], what) from None
 
 
+_PATH_LEFTOVERS = {
+    "unix-socket": _socket_channel.remove_leftover,
+    "fifo": _fifo_channel.remove_leftover,
+}
+
 _KIND_NAMES = {
     "sysv-shm": "System V shared memory",
     "sysv-sem": "System V semaphore set",
@@ -980,47 +1042,32 @@ def _remove_special_file(item: IPCObject) -> None:
         raise ResourceNotFoundError(2, f"{what} {item.name!r} does not exist", item.name) from None
 
 
-@contextlib.contextmanager
-def _holding_token(name: str) -> Iterator[str]:
-    """Take a token's owner lock for a moment: "free" (taken: its owner is gone),
-    "held" (its owner lives, or it was replaced meanwhile) or "absent"."""
-    fd = _open_read_only(_DEV_SHM + name)
-    if fd is None:
-        yield "absent"
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield "held"
-            return
-        try:
-            current, ours = os.stat(_DEV_SHM + name), os.fstat(fd)
-            same = (current.st_dev, current.st_ino) == (ours.st_dev, ours.st_ino)
-        except OSError:
-            same = False
-        yield "free" if same else "held"
-    finally:
-        os.close(fd)
-
-
 def _remove_checked(item: IPCObject) -> bool:
     """Remove a stale object if it is still stale, deciding under its owner's lock."""
-    if item.unixipc == "liveness token":
-        with _holding_token(item.name) as token:
+    if item.unixipc == "liveness token" or _status.is_status_name(item.name):
+        with _liveness.owner_gone(item.name) as token:
             if token == "free":
                 _native.shm_unlink(item.name)
             return token == "free"
     token_name = item.details.get("token")
-    if isinstance(token_name, str):  # a listener's queue
-        with _holding_token(token_name) as token:
-            if token == "free":
+    if isinstance(token_name, str):  # a listener's queue, socket file or FIFO
+        with _liveness.owner_gone(token_name) as token:
+            if token != "free":
+                return False
+            if item.kind in _PATH_LEFTOVERS:  # by the rule listen() replaces it by
+                if item.inode is None or not _PATH_LEFTOVERS[item.kind](item.name, item.inode):
+                    return False
+                _native.shm_unlink(token_name)
+            else:
                 remove(item, force=True)
-            return token == "free"
+            return True
     match = _CONNECTION.match(item.name)
     if item.kind == "posix-mq" and match:  # a connection's queue, guarded by two tokens
         base = f"{match.group(1)}.{match.group(2)}"
-        with _holding_token(base + ".c") as client, _holding_token(base + ".s") as server:
+        with (
+            _liveness.owner_gone(base + ".c") as client,
+            _liveness.owner_gone(base + ".s") as server,
+        ):
             if "held" in (client, server):
                 return False
             posix_mq.unlink(item.name)

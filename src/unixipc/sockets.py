@@ -1173,8 +1173,9 @@ def _directory_locked(path: str) -> Any:
             os.close(fd)
 
 
-def _remove_leftover(path: str) -> None:
+def _remove_leftover(path: str, identity: tuple[int, int] | None = None) -> bool:
     """Remove a socket file nobody listens on; refuse a live one or a non-socket.
+    With ``identity`` (device, inode), a file that is not that one stays (False).
 
     The probe is a datagram socket: connecting it to a live stream or seqpacket
     socket fails with EPROTOTYPE and to a live datagram socket succeeds, neither
@@ -1182,13 +1183,15 @@ def _remove_leftover(path: str) -> None:
     socket behind it gives ECONNREFUSED.
     """
     if not os.path.lexists(path):  # the usual case, without raising and catching
-        return
+        return False
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     except OSError as error:
         raise from_os_error(error, "UNIX socket", path) from None
+    if identity is not None and (info.st_dev, info.st_ino) != identity:
+        return False
     if not stat.S_ISSOCK(info.st_mode):
         raise from_os_error(
             OSError(errno.EEXIST, "exists and is not a socket"), "UNIX socket path", path
@@ -1211,9 +1214,10 @@ def _remove_leftover(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
-        pass
+        return False
     except OSError as error:
         raise from_os_error(error, "UNIX socket", path) from None
+    return True
 
 
 def _unix_address(path: object, abstract: bool) -> tuple[str, str]:

@@ -43,7 +43,15 @@ from .core import (
     refused,
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
-from .liveness import check_mine, hold_exclusively, in_use, names_it, not_ours, owner_pids
+from .liveness import (
+    check_mine,
+    claim_path_token,
+    hold_exclusively,
+    in_use,
+    names_it,
+    not_ours,
+    owner_pids,
+)
 from .pipe import PipeLink
 from .rendezvous import (
     REQUEST_SIZE,
@@ -65,7 +73,15 @@ class FifoInbox(InboxBase):
 
     def __init__(self, url: str, path: str, options: dict[str, Any]) -> None:
         super().__init__(url, path, options)
-        self._fd = _own_fifo(path, options["permissions"])
+        # The token says the FIFO is a unixipc listener's, even after its death
+        # (liveness.path_token_name); the FIFO's own flock guards the FIFO.
+        self._token = claim_path_token("fifo", path)
+        try:
+            self._fd = _own_fifo(path, options["permissions"])
+        except BaseException:
+            if self._token is not None:
+                self._token.close(True)
+            raise
         self._identity = os.fstat(self._fd)[1:3]
         self._pending = b""
         self._waker = Waker()
@@ -126,6 +142,8 @@ class FifoInbox(InboxBase):
                 os.unlink(self.prefix)
         os.close(fd)
         self._waker.close()
+        if self._token is not None:
+            self._token.close(remove)  # after the FIFO: it says whose the FIFO is
 
 
 # O_RDWR on a FIFO (Linux): opens at once, and we never see end-of-file.
@@ -196,6 +214,30 @@ def _take_over(path: str, permissions: int) -> int | None:
             os.close(fd)
         raise
     return fd
+
+
+def remove_leftover(path: str, identity: tuple[int, int]) -> bool:
+    """Remove a dead fifo:// listener's FIFO (``unixipc rm --stale``, with the
+    listener's token held, so no listener takes it over meanwhile): only if it
+    is still the FIFO ``identity`` and nobody holds its flock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone, or no FIFO we may read
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISFIFO(status.st_mode) or (status.st_dev, status.st_ino) != identity:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a listener holds it (one started by an older unixipc)
+        if not names_it(path, fd):
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _remove(base: str) -> None:

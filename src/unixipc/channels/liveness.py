@@ -21,9 +21,11 @@ import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .. import _native
@@ -33,6 +35,7 @@ from ..errors import (
     EndOfChannel,
     IPCError,
     PeerDied,
+    PermissionDeniedError,
     ResourceExistsError,
     ResourceNotFoundError,
     from_os_error,
@@ -83,13 +86,69 @@ OWNER_LOCK = ("flock", "write")
 
 
 def _inspect(fd: int) -> dict[str, object] | None:
-    """What the token open on ``fd`` says, read without locking; None if it is no token."""
-    if os.fstat(fd).st_size != 1:
+    """What the token open on ``fd`` says, read without locking; None if it is no token.
+
+    A path listener's token (:func:`path_token_name`) carries the listener's
+    path after its byte: "address" (only a hint: it counts once it hashes back
+    to the token's name, see :func:`address_of`)."""
+    size = os.fstat(fd).st_size
+    if not 1 <= size <= 1 + _MAX_ADDRESS:
         return None
-    byte = os.pread(fd, 1, 0)
-    if byte not in (_ALIVE_BYTE, _CLOSED_BYTE):
+    data = os.pread(fd, size, 0)
+    if data[:1] not in (_ALIVE_BYTE, _CLOSED_BYTE):
         return None
-    return {"closed": byte == _CLOSED_BYTE}
+    described: dict[str, object] = {"closed": data[:1] == _CLOSED_BYTE}
+    if len(data) > 1:
+        described["address"] = os.fsdecode(data[1:])
+    return described
+
+
+# Listeners whose name is a path (unix://, fifo://). A socket file or a FIFO
+# keeps no mark of who made it once its listener died, so such a listener also
+# holds a token named after its path: /unixipc-<scheme>-<file name>-<digest>.listener,
+# the digest of the real path (the file name is there for people). Its owner
+# lock decides, as for the queue schemes, whether the listener lives; the token
+# also holds the path, so that the inspector finds the file wherever it is.
+_MAX_ADDRESS = 4096
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+PATH_TOKEN_PREFIX = "/unixipc-"
+PATH_SCHEMES = ("unix", "fifo")
+
+
+def path_token_name(scheme: str, path: str) -> str:
+    """The token a ``scheme`` ("unix" or "fifo") listener at ``path`` holds."""
+    real = os.path.realpath(path)
+    digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+    stem = _UNSAFE.sub("_", os.path.basename(real))[:64]
+    return f"{PATH_TOKEN_PREFIX}{scheme}-{stem}-{digest}.listener"
+
+
+def claim_path_token(scheme: str, path: str) -> ListenerToken | None:
+    """The token of a ``scheme`` listener at ``path`` (see :func:`path_token_name`),
+    or None when its name is held by something not ours (another uid's object,
+    not a token). The token only marks the file as a unixipc listener's (the
+    socket's binding, the FIFO's flock decide who may take the path over), so
+    another user squatting on the name cannot stop us from listening: the file
+    is then simply unmarked. A live listener of ours still raises."""
+    try:
+        return ListenerToken.claim(path_token_name(scheme, path), 0o600, path)
+    except (NotOurs, PermissionDeniedError):
+        return None
+
+
+def address_of(name: str, described: dict[str, object]) -> tuple[str, str] | None:
+    """(scheme, path) of the path listener whose token ``name`` says ``described``,
+    if its address hashes back to the name (anyone who may write a token could
+    write any path in it: a path that does not is ignored)."""
+    address = described.get("address")
+    if not isinstance(address, str):
+        return None
+    for scheme in PATH_SCHEMES:
+        if name.startswith(f"{PATH_TOKEN_PREFIX}{scheme}-") and (
+            path_token_name(scheme, address) == name
+        ):
+            return scheme, address
+    return None
 
 
 class Token:
@@ -237,8 +296,12 @@ def in_use(what: str, name: str, pids: list[int]) -> ResourceExistsError:
     )
 
 
+class NotOurs(ResourceExistsError):
+    """A name that something other than our listener's object holds."""
+
+
 def not_ours(what: str, name: str, why: str) -> ResourceExistsError:
-    return ResourceExistsError(errno.EEXIST, f"{what} {name!r} exists and {why}", name)
+    return NotOurs(errno.EEXIST, f"{what} {name!r} exists and {why}", name)
 
 
 def check_mine(fd: int, what: str, name: str) -> None:
@@ -289,10 +352,10 @@ class ListenerToken:
         self.taken_over = taken_over
 
     @classmethod
-    def claim(cls, name: str, permissions: int) -> ListenerToken:
+    def claim(cls, name: str, permissions: int, address: str | None = None) -> ListenerToken:
         """Create the token ``name`` and hold it, or take over the token of a
         listener that died (lock, check that the name is still the token
-        locked, then reset it).
+        locked, then reset it). A path listener's ``address`` is written in it.
 
         Raises:
             ResourceExistsError: a live listener holds it (the message names its
@@ -326,7 +389,10 @@ class ListenerToken:
                     continue
                 if not created:
                     os.fchmod(fd, permissions)
+                    os.ftruncate(fd, 1)
                     os.pwrite(fd, _ALIVE_BYTE, 0)
+                if address is not None:
+                    os.pwrite(fd, os.fsencode(os.path.realpath(address))[:_MAX_ADDRESS], 1)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -351,6 +417,32 @@ class ListenerToken:
             self._token.mark_closed()
             remove_token(self._name)
         self._token.close()
+
+
+@contextlib.contextmanager
+def owner_gone(name: str) -> Iterator[str]:
+    """Take the owner lock of the token ``name`` for a moment, as a listener
+    taking it over would (lock, then check that the name still names what was
+    locked): "free" (taken: its owner is gone; what it guards may go, and the
+    token after it), "held" (its owner lives, or it was replaced meanwhile) or
+    "absent". ``unixipc rm --stale`` decides under it (unixipc.inspect)."""
+    try:
+        fd = os.open(
+            "/dev/shm/" + name.lstrip("/"),
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        )
+    except OSError:
+        yield "absent"
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield "held"
+            return
+        yield "free" if names_it("/dev/shm/" + name.lstrip("/"), fd) else "held"
+    finally:
+        os.close(fd)
 
 
 def client_is_dead(base: str) -> bool:

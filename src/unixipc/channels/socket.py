@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 from .._deadline import Deadline
 from .._proc import _ACCEPTING, holding
 from ..errors import IPCError, ResourceExistsError, from_os_error
-from ..sockets import Credentials, peer_credentials, unix_listen
+from ..sockets import (
+    Credentials,
+    _directory_locked,
+    _remove_leftover,
+    peer_credentials,
+    unix_listen,
+)
 from . import auth
 from .core import (
     DEFAULT_NETWORK_MAX_MESSAGE_SIZE,
@@ -40,7 +46,7 @@ from .core import (
     positive_option,
 )
 from .frames import HELLO_FRAME, MAX_FRAME, FramedChannel
-from .liveness import in_use
+from .liveness import ListenerToken, claim_path_token, in_use
 from .url import check_path_address
 
 if TYPE_CHECKING:
@@ -148,9 +154,16 @@ def _greet(sock: socket.socket) -> None:
 class SocketAcceptor:
     """Accepts stream-socket connections (unix://, unix-abstract://, tcp://)."""
 
-    def __init__(self, url: str, sock: socket.socket, max_message_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        sock: socket.socket,
+        max_message_size: int,
+        token: ListenerToken | None = None,
+    ) -> None:
         self.url = url
         self._sock = sock
+        self._token = token  # a unix:// listener's (see _listen_unix)
         self._fd = sock.fileno()
         self._max = max_message_size
         self._waker = Waker()
@@ -189,29 +202,51 @@ class SocketAcceptor:
         self._waker.wake()
 
     def close(self) -> None:
+        owner = os.getpid() == self._creator
         try:
-            if os.getpid() == self._creator and self._sock.family == socket.AF_UNIX:
+            if owner and self._sock.family == socket.AF_UNIX:
                 with contextlib.suppress(IPCError, OSError):
                     self._sock.unlink()  # type: ignore[attr-defined]
         finally:
             self._sock.close()
             self._waker.close()
+            if self._token is not None:
+                self._token.close(owner)  # after the file: it says whose the file is
 
 
 def _listen_unix(url: str, address: str, options: dict[str, Any], abstract: bool) -> Listener:
     permissions = options.get("permissions", 0o600)  # abstract names have no file
+    # A socket file keeps no mark of its maker: the listener holds a token named
+    # after its path (liveness.path_token_name), claimed first, so that a dead
+    # listener's file is known as unixipc's (`unixipc ls`, `rm --stale`).
+    token = None if abstract else claim_path_token("unix", address)
     try:
         # A socket file left by a listener that died is replaced (nobody is bound
         # to it: the kernel unbinds a dead process's sockets); a live one's is not.
         sock = unix_listen(
             address, abstract=abstract, backlog=options["backlog"], permissions=permissions
         )
-    except ResourceExistsError:
+    except BaseException as error:
+        if token is not None:
+            token.close(True)
+        if not isinstance(error, ResourceExistsError):
+            raise
         pids = _bound_by("@" + address if abstract else address)
         if not pids:
             raise
         raise in_use("UNIX socket", address, pids) from None
-    return Listener(url, SocketAcceptor(url, sock, options["max_message_size"]))
+    return Listener(url, SocketAcceptor(url, sock, options["max_message_size"], token))
+
+
+def remove_leftover(path: str, identity: tuple[int, int]) -> bool:
+    """Remove a dead unix:// listener's socket file (``unixipc rm --stale``, with
+    the listener's token held): by the rule that ``listen`` replaces it by, under
+    the same directory lock, and only if it is still the file ``identity``."""
+    with _directory_locked(path):
+        try:
+            return _remove_leftover(path, identity)
+        except ResourceExistsError:
+            return False  # someone listens on it again
 
 
 def _bound_by(name: str) -> list[int]:

@@ -78,6 +78,9 @@ def holders_text(item: inspect.IPCObject) -> str:
 # Details worth a column in the table; the rest are in --json.
 _SHOWN = (
     "url",
+    "src",
+    "dst",
+    "clients",
     "status",
     "messages",
     "used_bytes",

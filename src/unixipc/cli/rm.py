@@ -98,9 +98,7 @@ def _one(args: argparse.Namespace) -> inspect.IPCObject:
     directories = args.dir
     if kind in ("unix-socket", "fifo") and name is not None and directories is None:
         directories = [name.rpartition("/")[0] or "/"]
-    # Queues are seen with the tokens that tell whose listener they are.
-    kinds = [kind, "posix-shm"] if kind in ("posix-mq", "sysv-mq") else [kind]
-    items = [item for item in inspect.find(kinds, directories=directories) if item.kind == kind]
+    items = inspect.find([kind], directories=directories)
     if kind.startswith("sysv-"):
         key = None if name is None else integer(name)
         for item in items:

@@ -1,16 +1,22 @@
-"""``unixipc top``: a live view of rings, queues and channel listeners.
+"""``unixipc top``: a live view of rings, queues, channel listeners and bridges.
 
 Every interval it surveys the objects (as ``ls`` does, reading only) and shows
 depth, rates, live producers/consumers and stale ones. Where the figures come
-from (docs/design.md, "Decisions: the command line"):
+from (docs/design.md, "Decisions: the command line"); ``rates_from`` in each
+row says which applies, and a rate nothing counts is ``-`` (JSON ``null``):
 
 - rings: the header's write and read positions only grow, so bytes in/out per
   second are exact (record bytes: 16-byte headers and padding included); the
-  number of messages waiting comes from walking the committed records; a
-  ring keeps no message counter, so messages per second are not known;
+  number of messages waiting comes from walking the committed records;
+  messages per second come from the ring's message counters where its layout
+  has them (``messages_written``/``messages_read`` in its details), else ``-``;
 - POSIX queues: the kernel gives the depth (mq_getattr) and its bytes (QSIZE),
   System V queues qnum and cbytes; neither keeps counters of messages sent or
-  received, so rates are not known for them (a change of depth is shown);
+  received, so their rates are ``-`` and the change of depth per second is
+  shown instead (DEPTH/s);
+- bridges (``unixipc bridge``): the counts the bridge publishes in its status
+  object; "in" is SRC to DST, "out" is DST to SRC; CONN is 1 while a client is
+  bridged, CLIENTS those served so far;
 - producers/consumers: a ring's live handles by role; connections of a
   channel listener from the names its connections still hold.
 """
@@ -48,9 +54,29 @@ def _watched(args: argparse.Namespace) -> dict[tuple[str, str, int | None], insp
         (item.kind, item.name, item.id): item
         for item in found.objects
         if item.kind in ("posix-mq", "sysv-mq")
-        or (item.unixipc or "").startswith(("ring", "channel"))
+        or (item.unixipc or "").startswith(("ring", "channel", "bridge"))
         or "url" in item.details
     }
+
+
+# The counters each kind of object has, as (messages in, messages out, bytes in,
+# bytes out) keys of its details, and what the row says about them.
+_RING = ("messages_written", "messages_read", "bytes_written", "bytes_read")
+_BRIDGE = ("src_to_dst_messages", "dst_to_src_messages", "src_to_dst_bytes", "dst_to_src_bytes")
+_NOTHING = ("", "", "", "")
+
+
+def _counters(item: inspect.IPCObject) -> tuple[tuple[str, str, str, str], str]:
+    """Which details count messages and bytes in and out, and where rates come from."""
+    if item.unixipc == "bridge":
+        return _BRIDGE, "bridge counts"
+    if (item.unixipc or "").startswith("ring") or "bytes_written" in item.details:
+        if "messages_written" in item.details:
+            return _RING, "ring counters"
+        return _RING, "ring positions: bytes only (this ring layout counts no messages)"
+    if item.kind in ("posix-mq", "sysv-mq"):
+        return _NOTHING, "depth only: the kernel counts no messages for queues"
+    return _NOTHING, "connections only"
 
 
 def _rate(now: Any, before: Any, elapsed: float) -> float | None:
@@ -69,24 +95,27 @@ def view(
     for ident, item in after.items():
         old = before.get(ident)
         details, old_details = item.details, old.details if old else {}
-        depth = details.get("messages")
+        bridge = item.unixipc == "bridge"
+        depth = None if bridge else details.get("messages")
+        keys, rates_from = _counters(item)
+        messages_in, messages_out, bytes_in, bytes_out = (
+            _rate(details.get(key), old_details.get(key), elapsed) for key in keys
+        )
         rows.append(
             {
                 **record(item),
                 "depth": depth,
-                "depth_bytes": details.get("used_bytes", details.get("bytes")),
-                "bytes_in_per_s": _rate(
-                    details.get("bytes_written"), old_details.get("bytes_written"), elapsed
-                ),
-                "bytes_out_per_s": _rate(
-                    details.get("bytes_read"), old_details.get("bytes_read"), elapsed
-                ),
-                "messages_in_per_s": None,
-                "messages_out_per_s": None,
+                "depth_bytes": None if bridge else details.get("used_bytes", details.get("bytes")),
+                "bytes_in_per_s": bytes_in,
+                "bytes_out_per_s": bytes_out,
+                "messages_in_per_s": messages_in,
+                "messages_out_per_s": messages_out,
                 "depth_change_per_s": _rate(depth, old_details.get("messages"), elapsed),
+                "rates_from": rates_from,
                 "producers": details.get("producers"),
                 "consumers": details.get("consumers"),
                 "connections": details.get("connections"),
+                "clients": details.get("clients"),
             }
         )
     return rows
@@ -99,13 +128,20 @@ _COLUMNS = {
     "unixipc": "UNIXIPC",
     "depth": "DEPTH",
     "depth_bytes": "BYTES",
+    "messages_in_per_s": "IN MSG/s",
+    "messages_out_per_s": "OUT MSG/s",
     "bytes_in_per_s": "IN B/s",
     "bytes_out_per_s": "OUT B/s",
     "depth_change_per_s": "DEPTH/s",
     "producers": "PROD",
     "consumers": "CONS",
     "connections": "CONN",
+    "clients": "CLIENTS",
 }
+_LEGEND = (
+    "-: not counted (queues: the kernel keeps only their depth, see DEPTH/s); "
+    "a bridge's IN is SRC->DST, OUT is DST->SRC"
+)
 
 
 def _text(rows: list[dict[str, Any]], elapsed: float) -> str:
@@ -113,7 +149,7 @@ def _text(rows: list[dict[str, Any]], elapsed: float) -> str:
     cells += [[to_text(row[key]) for key in _COLUMNS] for row in rows]
     stale = sum(row["state"] == "stale" for row in rows)
     title = f"unixipc top: {len(rows)} objects, {stale} stale (rates over {elapsed:.1f} s)"
-    return title + "\n" + table(cells)
+    return title + "\n" + table(cells) + "\n" + _LEGEND
 
 
 def run(args: argparse.Namespace) -> int:
