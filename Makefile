@@ -50,7 +50,7 @@ endif
 # UndefinedBehaviorSanitizer in build/sanitize (the normal build is untouched);
 # each process's reports go to build/sanitize/reports, and any fails the run.
 # Add a test file here when it exercises C code (tools/sanitize.py explains).
-SANITIZE_TESTS ?= tests/test_ring.py tests/test_ring_corruption.py tests/test_ring_fuzz.py \
+SANITIZE_TESTS ?= tests/test_ring.py tests/test_ring_corruption.py tests/test_ring_fuzz.py tests/test_ring_ready.py \
 	tests/test_shared_sync.py tests/test_posix_sem.py tests/test_sysv_sem.py \
 	tests/test_posix_mq.py tests/test_sysv_mq.py tests/test_signals.py tests/test_topic.py \
 	tests/test_fuzz_channels.py

@@ -18,6 +18,10 @@ per machine with the machine's cc, see ``unixipc.bench.cbuild``). Sections:
   on an uncontended ring, and per message in batches of 256: the floor under the
   unbatched rate;
 - ``idle``: the CPU a receiver blocked on an empty ring uses;
+- ``aio`` (``--only aio``): 64 B round trips with ``unixipc.aio`` on both sides over
+  ``shm://`` (the rings' doorbells) and over ``mq://`` (the queues' descriptors),
+  against the synchronous ``unix://`` round trip, pinned cross-core as above;
+  and the CPU an asyncio task awaiting ``receive`` on an idle ``shm://`` channel uses;
 - ``scaling`` (``--scaling``): P producers x C consumers on one ring, unpinned,
   64 B messages with send / receive_many(256); a bounded number of messages per
   run (``--messages``) and a time limit per run (``--time-limit``); every message
@@ -32,6 +36,7 @@ skew everything, the tails most.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import mmap
@@ -48,7 +53,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unixipc import EndOfChannel, Ring, TimeoutExpired
+import unixipc
+from unixipc import EndOfChannel, Ring, TimeoutExpired, aio
 from unixipc.bench.cbuild import build
 from unixipc.bench.measure import P999_MIN_SAMPLES, percentile
 from unixipc.bench.transport import buffer_capacity
@@ -56,7 +62,7 @@ from unixipc.bench.transport import buffer_capacity
 CPU_PARENT, CPU_CHILD = 0, 1
 #: Every ring this script makes is named /NAME_PREFIX_...: unique to this process.
 NAME_PREFIX = f"ringbench{os.getpid()}"
-SECTIONS = ("latency", "stream", "overhead", "idle", "scaling")
+SECTIONS = ("latency", "stream", "overhead", "idle", "scaling", "aio")
 DEFAULT_SECTIONS = ("latency", "stream", "overhead", "idle")
 
 
@@ -485,6 +491,146 @@ def idle_receiver_cpu(seconds: float) -> float:
     return used / seconds * 100
 
 
+# -- asyncio over channels -----------------------------------------------------------
+
+
+def channel_url(scheme: str) -> str:
+    if scheme == "unix":
+        return f"unix:///tmp/{NAME_PREFIX}_{time.monotonic_ns()}.sock"
+    return f"{scheme}://{unique('aio')[1:]}"
+
+
+async def _aio_echo(channel: unixipc.Channel) -> None:
+    async with aio.AsyncChannel(channel) as peer:
+        buffer = bytearray(64)
+        with contextlib.suppress(EndOfChannel):
+            while True:
+                size = await peer.receive_into(buffer)
+                await peer.send(memoryview(buffer)[:size])
+
+
+def _sync_echo(channel: unixipc.Channel) -> None:
+    with channel:
+        buffer = bytearray(64)
+        with contextlib.suppress(EndOfChannel):
+            while True:
+                size = channel.receive_into(buffer)
+                channel.send(memoryview(buffer)[:size])
+
+
+async def _aio_drive(channel: unixipc.Channel, rounds: int, warm_up: int) -> array[int]:
+    samples = array("q")
+    clock = time.perf_counter_ns
+    payload = bytes(64)
+    buffer = bytearray(64)
+    async with aio.AsyncChannel(channel) as driver:
+        for turn in range(warm_up + rounds):
+            before = clock()
+            await driver.send(payload)
+            await driver.receive_into(buffer)
+            if turn >= warm_up:
+                samples.append(clock() - before)
+    return samples
+
+
+def _sync_drive(channel: unixipc.Channel, rounds: int, warm_up: int) -> array[int]:
+    samples = array("q")
+    clock = time.perf_counter_ns
+    payload = bytes(64)
+    buffer = bytearray(64)
+    with channel:
+        for turn in range(warm_up + rounds):
+            before = clock()
+            channel.send(payload)
+            channel.receive_into(buffer)
+            if turn >= warm_up:
+                samples.append(clock() - before)
+    return samples
+
+
+def channel_pingpong(scheme: str, asynchronous: bool, rounds: int) -> Latency:
+    """64 B round trips over a connected ``scheme://`` channel, the peer in a pinned child."""
+    url = channel_url(scheme)
+    listener = unixipc.listen(url)
+    try:
+
+        def peer() -> None:
+            channel = unixipc.connect(listener.url, timeout=30)
+            if asynchronous:
+                asyncio.run(_aio_echo(channel))
+            else:
+                _sync_echo(channel)
+
+        pid = in_child(peer)
+        with pinned(CPU_PARENT):
+            channel = listener.accept(timeout=30)
+            warm_up = rounds // 10
+            if asynchronous:
+                samples = asyncio.run(_aio_drive(channel, rounds, warm_up))
+            else:
+                samples = _sync_drive(channel, rounds, warm_up)
+        reap(pid)
+    finally:
+        listener.close()
+    return Latency.of(samples)
+
+
+def idle_aio_waiter_cpu(seconds: float) -> float:
+    """Percent of one core used by an asyncio task awaiting receive on an idle shm:// channel."""
+    near, far = unixipc.channel_pair("shm")
+    read_end, write_end = os.pipe()
+
+    def wait() -> None:
+        async def idle() -> None:
+            with contextlib.suppress(TimeoutExpired):
+                await aio.AsyncChannel(near).receive(timeout=seconds)
+
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        asyncio.run(idle())
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        os.write(write_end, f"{used}".encode())
+
+    try:
+        pid = in_child(wait)
+        reap(pid)
+        used = float(os.read(read_end, 100))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        near.close()
+        far.close()
+    return used / seconds * 100
+
+
+AIO_ROWS = (("shm", True), ("mq", True), ("unix", False))
+
+
+def aio_section(repeat: int, scale: int) -> None:
+    rounds = 20_000 // scale
+    runs: dict[tuple[str, bool], list[Latency]] = {row: [] for row in AIO_ROWS}
+    for _ in range(repeat):  # interleaved: every row sees the same load
+        for scheme, asynchronous in AIO_ROWS:
+            runs[scheme, asynchronous].append(channel_pingpong(scheme, asynchronous, rounds))
+    print(
+        f"64 B round trip over channels, cross-core, both sides alike ({rounds} round trips "
+        f"per run, {repeat} runs interleaved, medians):"
+    )
+    medians = {}
+    for (scheme, asynchronous), latencies in runs.items():
+        label = f"{'asyncio' if asynchronous else 'sync'} {scheme}://"
+        median = statistics.median(x.median for x in latencies)
+        p99 = statistics.median(x.p99 for x in latencies)
+        medians[scheme] = median
+        print(f"  {label:<16} median {median:7.2f} us   p99 {p99:7.2f} us")
+    print(
+        f"  asyncio shm / asyncio mq: {medians['shm'] / medians['mq']:.2f} (target <= 1); "
+        f"asyncio shm / sync unix: {medians['shm'] / medians['unix']:.2f} (target <= 2)"
+    )
+    idle = statistics.median(idle_aio_waiter_cpu(2.0) for _ in range(max(1, repeat // 2)))
+    print(f"idle asyncio waiter on shm:// for 2 s: {idle:.3f}% of a core")
+
+
 # -- scaling -------------------------------------------------------------------------
 
 _ID = struct.Struct("<Q56x")  # a scaling message: its id, then 56 bytes of padding
@@ -731,6 +877,8 @@ def main() -> None:
     if "idle" in sections:
         idle = statistics.median(idle_receiver_cpu(2.0) for _ in range(max(1, args.repeat // 2)))
         print(f"idle receiver blocked 2 s: {idle:.3f}% of a core")
+    if "aio" in sections:
+        aio_section(args.repeat, scale)
     if "scaling" in sections:
         scaling_section(
             args.producers,

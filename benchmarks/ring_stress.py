@@ -8,7 +8,8 @@ processes on one small ring; message sizes range up to the maximum, so records
 often need padding at a lap's end. About every ``--kill-every`` seconds one of:
 a process is SIGKILLed at a random moment (one of the same kind replaces it); a
 new process stops itself at a chosen point of the protocol (claimed, half
-written, written but not committed, claimed by a reader, copied by a reader) and
+written, written but not committed, claimed by a reader, copied by a reader, woken
+one at a time while others sleep, before passing the wake-up on) and
 is SIGKILLed there; or it is let go on after a pause there, as if descheduled
 (that pause exposed padding freed under a reader). A new ring every ``--round``
 seconds.
@@ -50,7 +51,7 @@ LOG = struct.Struct("<II")  # producer, number (consumer logs)
 CONSUMER_KINDS = ("receive", "into", "many", "view", "mixed")
 PRODUCER_KINDS = ("send", "send_many")
 PRODUCER_POINTS = ("producer-claimed", "producer-half-written", "producer-written")
-CONSUMER_POINTS = ("consumer-claimed", "consumer-copied")
+CONSUMER_POINTS = ("consumer-claimed", "consumer-copied", "consumer-woken")
 MAX_BATCH = 24  # send_many and receive_many take at most this many at once
 
 

@@ -423,7 +423,7 @@ static void damage_somewhere(void)
         slot->waiting = (uint32_t)next_random();
         break;
     default:
-        h->data_waiters = (uint32_t)next_random();
+        h->data.waiters = (uint32_t)next_random();
         break;
     }
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import struct
 import threading
@@ -319,8 +320,13 @@ def test_shm_pair_leaves_no_names() -> None:
         assert second.receive(timeout=WAIT) == b"x" * 2032
         with pytest.raises(MessageTooLarge):
             first.send(b"x" * 10_001)
-        with pytest.raises(unixipc.UnsupportedFeature):
-            first.fileno()
+        # The receiving ring's doorbell: armed by a receive that would block.
+        with pytest.raises(unixipc.WouldBlock):
+            second.receive(timeout=0)
+        assert select.select([second.fileno()], [], [], 0)[0] == []
+        first.send(b"ring")
+        assert select.select([second.fileno()], [], [], WAIT)[0] == [second.fileno()]
+        assert second.receive(timeout=0) == b"ring"
 
 
 @pytest.mark.parametrize("into", [False, True])

@@ -714,6 +714,67 @@ def test_a_receiver_killed_in_its_sleep_is_taken_out_of_the_waiter_count(
     assert _data_waiters(handle.name) == 0  # senders stop making wake-up calls
 
 
+def _receive_two(name: str) -> list[bytes]:
+    with Ring.open(name) as handle:
+        return [handle.receive(timeout=60), handle.receive(timeout=60)]
+
+
+def _receive_stopping_when_woken(name: str) -> None:
+    with Ring.open(name) as handle:
+        ring._stop_at("consumer-woken")
+        handle.receive(timeout=60)
+    raise AssertionError("the stop point was never reached")
+
+
+def test_a_sleeper_killed_after_arming_leaves_live_sleepers_their_wake_ups(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    # The dead sleeper left the wake-up word armed: the next commit spends its
+    # wake-up on the futex, where only the live sleeper waits, and no commit skips
+    # the live one because of the dead one.
+    handle = _make(names, cleanup)
+    dead = children(_sleep_in_receive, handle.name)
+    wait_until(lambda: _data_waiters(handle.name) == 1)
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.process.join(30)
+    assert handle.info().attached == 1  # buried: its sleep no longer counts
+    live = children(_receive_two, handle.name)
+    wait_until(lambda: _data_waiters(handle.name) == 1)
+    handle.send(b"one")
+    handle.send(b"two")
+    assert live.result() == [b"one", b"two"]
+
+
+def test_a_consumer_killed_after_its_wake_up_does_not_strand_the_others(
+    names: Names, cleanup: Cleanup, children: Callable[..., Child]
+) -> None:
+    # Consumers are woken one at a time, and the woken one arms the word again for
+    # the others. Killed before it could, it still counts as a sleeper: the live
+    # sleeper's liveness look (every 0.2 s) buries it, which wakes everyone.
+    handle = _make(names, cleanup)
+    woken = children(_receive_stopping_when_woken, handle.name)
+    wait_until(lambda: _data_waiters(handle.name) == 1)
+    live = children(_receive_two, handle.name)
+    wait_until(lambda: _data_waiters(handle.name) == 2)
+    handle.send(b"one")  # wakes the first sleeper (futex wake-ups are first in, first out)
+    _kill_at(woken)
+    started = time.monotonic()
+    handle.send(b"two")  # the word is not armed: no wake-up from this commit
+    assert live.result() == [b"one", b"two"]
+    assert time.monotonic() - started < 5  # about 0.2 s; generous for a busy machine
+    assert _data_waiters(handle.name) == 0
+
+
+def test_a_ring_of_another_layout_version_is_refused_naming_both(
+    names: Names, cleanup: Cleanup
+) -> None:
+    handle = _make(names, cleanup)
+    with PosixSharedMemory.open(handle.name) as memory:
+        memory.buf[8:12] = struct.pack("<I", 2)
+    with pytest.raises(IPCError, match="layout version is 2, and this unixipc reads version 3"):
+        Ring.open(handle.name)
+
+
 def _consume_one_then_die(name: str) -> None:
     handle = Ring.open(name)
     handle.receive(timeout=30)

@@ -13,11 +13,16 @@
  */
 #include "callargs.h"
 #include "common.h"
+#include "doorbell.h"
 #include "ring_core.h"
 
 #include <math.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+_Static_assert(RING_BELL_ID_BYTES == UNIXIPC_BELL_ID_BYTES, "one doorbell name size");
+_Static_assert(RING_BELL_WORDS == UNIXIPC_BELL_MASK_WORDS, "one doorbell mask size");
 
 typedef struct {
     PyObject_HEAD
@@ -27,7 +32,51 @@ typedef struct {
     int busy;              /* calls in progress (they may have let the GIL go) */
     pid_t pid;             /* the process whose handle this is */
     PyObject *description; /* "shared-memory ring '/name'" for messages */
+    int bell_fd;           /* our doorbell (owned by Ring._bell in Python); -1: none */
+    struct ring_bells bells;
 } RingObject;
+
+/* ------------------------------------------------------------------ doorbells */
+
+/* Handles without a doorbell of their own ring others' from this unbound
+ * datagram socket, made on first need (maybe without the GIL: a CAS decides). */
+static int bell_sender_fd = -1;
+
+static int bell_sender(void)
+{
+    int fd = __atomic_load_n(&bell_sender_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0) {
+        return fd;
+    }
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&bell_sender_fd, &expected, fd, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        close(fd);
+        return expected;
+    }
+    return fd;
+}
+
+static void ring_bell(void *context, const unsigned char *id)
+{
+    RingObject *self = context;
+    int fd = self->bell_fd >= 0 ? self->bell_fd : bell_sender();
+    if (fd >= 0) {
+        unixipc_bell_ring_one(fd, id);
+    }
+}
+
+static void drain_bell(void *context)
+{
+    RingObject *self = context;
+    if (self->bell_fd >= 0) {
+        unixipc_bell_drain(self->bell_fd);
+    }
+}
 
 /* ------------------------------------------------------------------ errors */
 
@@ -602,8 +651,49 @@ static PyObject *Ring_attach(RingObject *self, PyObject *args)
                            problem);
     }
     self->core.lock_fd = lock_fd;
+    self->bells.ring = ring_bell;
+    self->bells.drain = drain_bell;
+    self->bells.context = self;
+    self->core.bells = &self->bells;
     self->pid = getpid();
     Py_RETURN_NONE;
+}
+
+/* _set_bell(fd, id): our doorbell (a bound datagram socket that Python keeps
+ * open until after _detach) and its name, published in our slot. */
+static PyObject *Ring_set_bell(RingObject *self, PyObject *args)
+{
+    int fd;
+    Py_buffer id;
+    if (!PyArg_ParseTuple(args, "iy*:_set_bell", &fd, &id)) {
+        return NULL;
+    }
+    if (id.len != RING_BELL_ID_BYTES || fd < 0) {
+        PyBuffer_Release(&id);
+        PyErr_SetString(PyExc_ValueError, "a doorbell needs a descriptor and a 16-byte id");
+        return NULL;
+    }
+    if (ring_enter(self) < 0) {
+        PyBuffer_Release(&id);
+        return NULL;
+    }
+    self->bell_fd = fd;
+    ring_set_bell(&self->core, id.buf);
+    ring_leave(self);
+    PyBuffer_Release(&id);
+    Py_RETURN_NONE;
+}
+
+/* _ready(for_send) -> bool: the readiness protocol (ring_ready). */
+static PyObject *Ring_ready(RingObject *self, PyObject *for_send)
+{
+    int space = PyObject_IsTrue(for_send);
+    if (space < 0 || ring_enter(self) < 0) {
+        return NULL;
+    }
+    int ready = ring_ready(&self->core, space, RING_RECORD_HEADER);
+    ring_leave(self);
+    return PyBool_FromLong(ready);
 }
 
 /* Take a slot for this handle, its liveness held through lock_fd. */
@@ -690,6 +780,9 @@ static PyObject *Ring_forked(RingObject *self, PyObject *Py_UNUSED(ignored))
         self->core.roles = 0;
         self->core.lock_fd = -1;
         self->core.view_open = 0;
+        self->core.has_bell = 0; /* the doorbell is the parent's: Python drops its copy */
+        self->core.pass_on = 0;
+        self->bell_fd = -1;
         self->busy = 0; /* the threads that were in calls did not come along */
     }
     Py_RETURN_NONE;
@@ -734,6 +827,7 @@ static PyObject *Ring_detach(RingObject *self, PyObject *args)
         return NULL;
     }
     ring_detach(&self->core, announce);
+    self->bell_fd = -1;
     if (self->has_buffer) {
         PyBuffer_Release(&self->buffer);
         self->has_buffer = 0;
@@ -782,6 +876,7 @@ static PyObject *Ring_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (self != NULL) {
         self->core.slot = -1; /* the rest is zero: not attached */
         self->core.lock_fd = -1;
+        self->bell_fd = -1;
     }
     return (PyObject *)self;
 }
@@ -884,6 +979,10 @@ static PyMethodDef Ring_methods[] = {
      "_detach(announce=True): leave the ring; announce closes our roles for peers."},
     {"_revoke_slot", (PyCFunction)Ring_revoke_slot, METH_VARARGS,
      "_revoke_slot(index): end the roles of a slot reserved for a child."},
+    {"_set_bell", (PyCFunction)Ring_set_bell, METH_VARARGS,
+     "_set_bell(fd, id): our doorbell, its name published in our slot."},
+    {"_ready", (PyCFunction)Ring_ready, METH_O,
+     "_ready(for_send) -> bool: would the call succeed now? If not, the doorbell is armed."},
     {"_snapshot", (PyCFunction)Ring_snapshot, METH_NOARGS,
      "(capacity, used, messages, producers, consumers, attached)"},
     {NULL, NULL, 0, NULL},
@@ -941,7 +1040,7 @@ static PyObject *native_ring_initialize(PyObject *Py_UNUSED(module), PyObject *a
 static PyObject *native_ring_test_stop(PyObject *Py_UNUSED(module), PyObject *point_object)
 {
     long point;
-    if (parse_int(point_object, "point", RING_STOP_NEVER, RING_STOP_CONSUMER_COPIED, &point) < 0) {
+    if (parse_int(point_object, "point", RING_STOP_NEVER, RING_STOP_CONSUMER_WOKEN, &point) < 0) {
         return NULL;
     }
     ring_test_stop_point = (int)point;

@@ -40,7 +40,10 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +79,10 @@
 #define SUSPECT_NS 100000000LL   /* a suspicion of damage must last this long */
 
 int ring_test_stop_point;
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -186,10 +193,71 @@ static long futex_wait_until(uint32_t *word, uint32_t expected, int64_t deadline
                    FUTEX_BITSET_MATCH_ANY);
 }
 
-static void futex_wake_all(uint32_t *word)
+static void futex_wake(uint32_t *word, int count)
 {
     __atomic_fetch_add(word, 1, __ATOMIC_SEQ_CST);
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+/* Take one direction's doorbell masks and ring every armed handle's doorbell.
+ * The names are copied out of the shared memory first: a hostile process can
+ * only make us send empty datagrams to other doorbells (a look, for them). */
+static void ring_bells(struct ring *ring, struct ring_wake *wake)
+{
+    for (int word = 0; word < RING_BELL_WORDS; word++) {
+        if (__atomic_load_n(&wake->bells[word], __ATOMIC_SEQ_CST) == 0) {
+            continue;
+        }
+        uint64_t bits = __atomic_exchange_n(&wake->bells[word], 0, __ATOMIC_SEQ_CST);
+        while (bits != 0) {
+            int index = word * 64 + __builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (ring->bells != NULL && ring->bells->ring != NULL && index < RING_SLOT_COUNT) {
+                unsigned char id[RING_BELL_ID_BYTES];
+                memcpy(id, ring->header->bell_ids[index], sizeof id);
+                ring->bells->ring(ring->bells->context, id);
+            }
+        }
+    }
+}
+
+/* Wake every sleeper of one direction (closes, deaths, repairs): futex and doorbells. */
+static void wake_all(struct ring *ring, struct ring_wake *wake)
+{
+    futex_wake(&wake->futex, INT_MAX);
+    ring_bells(ring, wake);
+}
+
+/* A commit's wake-up, past the fast check: the one committer that takes the
+ * armed word makes the FUTEX_WAKE (after noting its CPU for the sleeper), and
+ * armed doorbells are rung. */
+static void wake_slow(struct ring *ring, struct ring_wake *wake, int count)
+{
+    if (__atomic_load_n(&wake->armed, __ATOMIC_SEQ_CST) != 0 &&
+        __atomic_exchange_n(&wake->armed, 0, __ATOMIC_SEQ_CST) != 0) {
+        int cpu = sched_getcpu();
+        STORE_RELAXED(&wake->waker_cpu, cpu < 0 ? 0U : (uint32_t)cpu + 1);
+        futex_wake(&wake->futex, count);
+    }
+    ring_bells(ring, wake);
+}
+
+/* After a seq_cst commit (Dekker with the sleeper, which arms and then looks):
+ * loads only, unless someone is armed. */
+static inline void wake_side(struct ring *ring, struct ring_wake *wake, int count)
+{
+    uint32_t armed = __atomic_load_n(&wake->armed, __ATOMIC_SEQ_CST);
+    uint64_t bells = __atomic_load_n(&wake->bells[0], __ATOMIC_SEQ_CST) |
+                     __atomic_load_n(&wake->bells[1], __ATOMIC_SEQ_CST);
+    if (UNLIKELY(armed != 0 || bells != 0)) {
+        wake_slow(ring, wake, count);
+    }
+}
+
+static inline void bell_disarm(struct ring_wake *wake, int index)
+{
+    __atomic_fetch_and(&wake->bells[index / 64], ~((uint64_t)1 << (index % 64)),
+                       __ATOMIC_SEQ_CST);
 }
 
 static inline void waiter_unlock(const struct ring_waiter *waiter)
@@ -322,11 +390,14 @@ static void bury_slot(struct ring *ring, struct ring_slot *slot)
     struct ring_header *header = ring->header;
     uint32_t waiting = __atomic_exchange_n(&slot->waiting, 0, __ATOMIC_SEQ_CST);
     if (waiting & 0xFFFFU) {
-        __atomic_fetch_sub(&header->data_waiters, waiting & 0xFFFFU, __ATOMIC_SEQ_CST);
+        __atomic_fetch_sub(&header->data.waiters, waiting & 0xFFFFU, __ATOMIC_SEQ_CST);
     }
     if (waiting >> 16) {
-        __atomic_fetch_sub(&header->space_waiters, waiting >> 16, __ATOMIC_SEQ_CST);
+        __atomic_fetch_sub(&header->space.waiters, waiting >> 16, __ATOMIC_SEQ_CST);
     }
+    int index = (int)(slot - ring->slots);
+    bell_disarm(&header->data, index);
+    bell_disarm(&header->space, index);
     uint32_t roles = LOAD(&slot->roles);
     STORE(&slot->state, SLOT_DEAD);
     if (roles & RING_PRODUCER) {
@@ -335,8 +406,10 @@ static void bury_slot(struct ring *ring, struct ring_slot *slot)
     if (roles & RING_CONSUMER) {
         raise_event(&header->consumer_event, EVENT_DIED);
     }
-    futex_wake_all(&header->data_futex);
-    futex_wake_all(&header->space_futex);
+    /* Everyone looks again; this also passes on a wake-up that the dead handle
+     * took (woken by a wake-one, it died before passing it on). */
+    wake_all(ring, &header->data);
+    wake_all(ring, &header->space);
 }
 
 struct census {
@@ -419,20 +492,17 @@ static inline int peek(const struct ring *ring, uint64_t position, struct seen *
     return kind;
 }
 
+/* Consumers all wait for the same thing (a message at the head): one is woken
+ * per arming, and it passes the wake-up on (ring_wait, pass_on). Producers wait
+ * for different amounts of space: all are woken. */
 static inline void wake_readers(struct ring *ring)
 {
-    /* seq_cst: the commit before must be visible before this load (Dekker with
-     * the waiter, which registers and then looks). A plain load on x86. */
-    if (UNLIKELY(__atomic_load_n(&ring->header->data_waiters, __ATOMIC_SEQ_CST) != 0)) {
-        futex_wake_all(&ring->header->data_futex);
-    }
+    wake_side(ring, &ring->header->data, 1);
 }
 
 static inline void wake_writers(struct ring *ring)
 {
-    if (UNLIKELY(__atomic_load_n(&ring->header->space_waiters, __ATOMIC_SEQ_CST) != 0)) {
-        futex_wake_all(&ring->header->space_futex);
-    }
+    wake_side(ring, &ring->header->space, INT_MAX);
 }
 
 /* The size of the consumed record at `position`, or 0 if its header is not a
@@ -602,7 +672,7 @@ static int recover_dead_claims(struct ring *ring)
     }
     recovery_unlock(ring);
     if (padded) {
-        futex_wake_all(&header->data_futex);
+        wake_all(ring, &header->data);
     }
     return status;
 }
@@ -698,7 +768,7 @@ static int recover_dead_readers(struct ring *ring)
     }
     recovery_unlock(ring);
     if (reclaimed) {
-        futex_wake_all(&header->space_futex);
+        wake_all(ring, &header->space);
     }
     return status;
 }
@@ -786,8 +856,7 @@ static int ring_wait(struct ring *ring, int for_space, uint64_t argument, int64_
 {
     struct ring_header *header = ring->header;
     int (*ready)(struct ring *, uint64_t) = for_space ? space_ready : data_ready;
-    uint32_t *futex = for_space ? &header->space_futex : &header->data_futex;
-    uint32_t *waiters = for_space ? &header->space_waiters : &header->data_waiters;
+    struct ring_wake *wake = for_space ? &header->space : &header->data;
     uint32_t *event_word = for_space ? &header->consumer_event : &header->producer_event;
     uint32_t *seen_event = for_space ? &ring->seen_consumer_event : &ring->seen_producer_event;
     uint32_t waiting_unit = for_space ? WAITING_SPACE : WAITING_DATA;
@@ -843,16 +912,22 @@ static int ring_wait(struct ring *ring, int for_space, uint64_t argument, int64_
         }
     }
 
-    /* Sleep. Registering as a waiter is a full barrier before the last look, and
-     * the other side commits before reading the waiter count: no wake-up is lost. */
+    /* Sleep. Before each look, the armed word is set (a full barrier between),
+     * and the other side commits before reading it: either it sees the word and
+     * wakes us (the futex word moves first, so a wake before our FUTEX_WAIT makes
+     * that return at once), or we see its commit. No wake-up is lost. */
     int64_t sleep_start = now_ns();
-    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&wake->waiters, 1, __ATOMIC_SEQ_CST);
     __atomic_fetch_add(&slot->waiting, waiting_unit, __ATOMIC_SEQ_CST);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     /* Peers that already left are noticed at once; deaths within a slice. */
     int64_t next_check = (LOAD(event_word) & 3U) != EVENT_NONE ? start : start + SLICE_NS;
+    int woken = 0; /* the last FUTEX_WAIT ended by a FUTEX_WAKE */
     for (;;) {
-        uint32_t sequence = LOAD(futex);
+        uint32_t sequence = LOAD(&wake->futex);
+        if (LOAD_RELAXED(&wake->armed) == 0) {
+            __atomic_store_n(&wake->armed, 1, __ATOMIC_SEQ_CST);
+        }
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (ready(ring, argument)) {
             break;
         }
@@ -882,8 +957,9 @@ static int ring_wait(struct ring *ring, int for_space, uint64_t argument, int64_
         if (deadline >= 0 && deadline < until) {
             until = deadline;
         }
-        if (futex_wait_until(futex, sequence, until) != 0 && errno == EINTR &&
-            waiter != NULL && waiter->interrupted != NULL) {
+        long slept = futex_wait_until(&wake->futex, sequence, until);
+        woken = slept == 0;
+        if (slept != 0 && errno == EINTR && waiter != NULL && waiter->interrupted != NULL) {
             waiter_lock(waiter);
             int stop = waiter->interrupted(waiter->context);
             waiter_unlock(waiter);
@@ -893,16 +969,32 @@ static int ring_wait(struct ring *ring, int for_space, uint64_t argument, int64_
             }
         }
     }
+    if (woken && !for_space) {
+        maybe_stop(RING_STOP_CONSUMER_WOKEN);
+    }
+    if (!for_space && LOAD(&wake->waiters) > 1) {
+        /* Consumers are woken one at a time: whoever leaves while others sleep
+         * arms the word for them (before it stops counting as a sleeper, so that
+         * if it dies here, burying it wakes everyone), and after taking its
+         * message wakes one if more are there (pass_on). */
+        __atomic_store_n(&wake->armed, 1, __ATOMIC_SEQ_CST);
+        ring->pass_on = 1;
+    }
     __atomic_fetch_sub(&slot->waiting, waiting_unit, __ATOMIC_SEQ_CST);
-    __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&wake->waiters, 1, __ATOMIC_SEQ_CST);
     if (spinning) {
         int64_t now = now_ns();
         int64_t waited = now - start;
-        if (result == RING_OK && now - sleep_start < SAME_CPU_NS) {
-            /* It came as soon as we stopped spinning: the peer most likely needed
-             * this CPU to answer (both pinned to one CPU, or a busy machine), so
-             * the spin only delayed it. Measured: a 64 B round trip between two
-             * processes pinned to one CPU took 160 us while the spin grew. */
+        int cpu = woken ? sched_getcpu() : -1;
+        if (result == RING_OK && now - sleep_start < SAME_CPU_NS && cpu >= 0 &&
+            LOAD_RELAXED(&wake->waker_cpu) == (uint32_t)cpu + 1) {
+            /* It came as soon as we stopped spinning, from our own CPU: the peer
+             * needed this CPU to answer (both pinned to one CPU, or a busy
+             * machine), so the spin only delayed it. Measured: a 64 B round trip
+             * between two processes pinned to one CPU took 160 us while the spin
+             * grew. A wake-up from another CPU says nothing of the kind (a peer
+             * preempted for a while): sleeping at once then cost every later
+             * round trip a wake-up (design.md, "Where the tail comes from"). */
             ring->sleep_first = SLEEP_FIRST_WAITS;
         } else if (result == RING_OK && waited < SPIN_MAX_NS) {
             spin = waited * 2 > spin * 2 ? waited * 2 : spin * 2;
@@ -917,6 +1009,33 @@ done:
     return result;
 }
 
+/* For timeout=0 and ring_ready(): with a doorbell, drain it, arm it, and look
+ * once more. Armed, the doorbell rings when a commit (or freed space) comes.
+ * Returns the last look (0 without a doorbell). */
+static int arm_bell(struct ring *ring, int for_space, uint64_t argument)
+{
+    if (!ring->has_bell || ring->bells == NULL) {
+        return 0;
+    }
+    struct ring_wake *wake = for_space ? &ring->header->space : &ring->header->data;
+    if (ring->bells->drain != NULL) {
+        ring->bells->drain(ring->bells->context);
+    }
+    __atomic_fetch_or(&wake->bells[ring->slot / 64], (uint64_t)1 << (ring->slot % 64),
+                      __ATOMIC_SEQ_CST);
+    return for_space ? space_ready(ring, argument) : data_ready(ring, argument);
+}
+
+/* Ring our own doorbell: its descriptor is readable at once. */
+static void ring_own_bell(struct ring *ring)
+{
+    if (ring->bells != NULL && ring->bells->ring != NULL) {
+        unsigned char id[RING_BELL_ID_BYTES];
+        memcpy(id, ring->header->bell_ids[ring->slot], sizeof id);
+        ring->bells->ring(ring->bells->context, id);
+    }
+}
+
 /* A call that found nothing to do: with RING_TRY_ONCE give up (after a look at
  * the peers now and then), else wait. */
 static int wait_or_give_up(struct ring *ring, int for_space, uint64_t argument, int64_t deadline,
@@ -924,9 +1043,32 @@ static int wait_or_give_up(struct ring *ring, int for_space, uint64_t argument, 
 {
     if (deadline == RING_TRY_ONCE) {
         int peers = poll_peers(ring, for_space, argument);
-        return peers == RING_OK ? RING_TIMEOUT : peers;
+        if (peers != RING_OK) {
+            return peers;
+        }
+        if (arm_bell(ring, for_space, argument)) {
+            /* It came while we armed: take it now (once per call), rather than
+             * have the caller's event loop come back for it. */
+            if (!ring->retried) {
+                ring->retried = 1;
+                return RING_OK;
+            }
+            ring_own_bell(ring); /* still not takeable: let the descriptor say "look again" */
+        }
+        return RING_TIMEOUT;
     }
     return ring_wait(ring, for_space, argument, deadline, waiter);
+}
+
+/* A consumer that left a wake-one wait while others slept, after taking its
+ * message (or giving up): when more is there, wake the next sleeper (the word
+ * was armed for them when we left). */
+static void pass_on(struct ring *ring)
+{
+    ring->pass_on = 0;
+    if (data_ready(ring, 0)) {
+        wake_side(ring, &ring->header->data, 1);
+    }
 }
 
 /* ------------------------------------------------------------------ producing */
@@ -1012,6 +1154,7 @@ void ring_publish_roles(struct ring *ring, uint32_t roles)
 int ring_send(struct ring *ring, const void *payload, uint64_t length, int64_t deadline,
               const struct ring_waiter *waiter)
 {
+    ring->retried = 0;
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
     }
@@ -1054,6 +1197,7 @@ int ring_send_many(struct ring *ring, const struct ring_message *messages, size_
                    size_t *sent, int64_t deadline, const struct ring_waiter *waiter)
 {
     *sent = 0;
+    ring->retried = 0;
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
     }
@@ -1227,8 +1371,8 @@ static int take_one(struct ring *ring, ring_sink sink, void *context, uint32_t *
     }
 }
 
-int ring_receive(struct ring *ring, ring_sink sink, void *context, uint32_t *length,
-                 int64_t deadline, const struct ring_waiter *waiter)
+static int receive_one(struct ring *ring, ring_sink sink, void *context, uint32_t *length,
+                       int64_t deadline, const struct ring_waiter *waiter)
 {
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
@@ -1249,8 +1393,8 @@ int ring_receive(struct ring *ring, ring_sink sink, void *context, uint32_t *len
     }
 }
 
-int ring_receive_many(struct ring *ring, size_t max_count, ring_sink sink, void *context,
-                      size_t *count, int64_t deadline, const struct ring_waiter *waiter)
+static int receive_many(struct ring *ring, size_t max_count, ring_sink sink, void *context,
+                        size_t *count, int64_t deadline, const struct ring_waiter *waiter)
 {
     *count = 0;
     if (UNLIKELY(ring->slot < 0)) {
@@ -1338,8 +1482,8 @@ int ring_receive_many(struct ring *ring, size_t max_count, ring_sink sink, void 
     }
 }
 
-int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_t deadline,
-                   const struct ring_waiter *waiter)
+static int view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_t deadline,
+                     const struct ring_waiter *waiter)
 {
     if (UNLIKELY(ring->slot < 0)) {
         return RING_NO_SLOT;
@@ -1376,6 +1520,39 @@ int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_
         *length = seen.length;
         return RING_OK;
     }
+}
+
+int ring_receive(struct ring *ring, ring_sink sink, void *context, uint32_t *length,
+                 int64_t deadline, const struct ring_waiter *waiter)
+{
+    ring->retried = 0;
+    int status = receive_one(ring, sink, context, length, deadline, waiter);
+    if (UNLIKELY(ring->pass_on)) {
+        pass_on(ring);
+    }
+    return status;
+}
+
+int ring_receive_many(struct ring *ring, size_t max_count, ring_sink sink, void *context,
+                      size_t *count, int64_t deadline, const struct ring_waiter *waiter)
+{
+    ring->retried = 0;
+    int status = receive_many(ring, max_count, sink, context, count, deadline, waiter);
+    if (UNLIKELY(ring->pass_on)) {
+        pass_on(ring);
+    }
+    return status;
+}
+
+int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_t deadline,
+                   const struct ring_waiter *waiter)
+{
+    ring->retried = 0;
+    int status = view_take(ring, offset, length, deadline, waiter);
+    if (UNLIKELY(ring->pass_on)) {
+        pass_on(ring);
+    }
+    return status;
 }
 
 void ring_view_release(struct ring *ring)
@@ -1433,7 +1610,11 @@ const char *ring_attach(struct ring *ring, void *base, size_t length)
     uint64_t key = LOAD_RELAXED(&header->key);
     uint64_t max_message = LOAD_RELAXED(&header->max_message);
     if (version != RING_VERSION) {
-        return "its layout version is not the one this unixipc reads";
+        snprintf(ring->attach_problem, sizeof ring->attach_problem,
+                 "its layout version is %u, and this unixipc reads version %d only "
+                 "(recreate it with this version)",
+                 version, RING_VERSION);
+        return ring->attach_problem;
     }
     if (LOAD_RELAXED(&header->header_bytes) != RING_HEADER_BYTES ||
         LOAD_RELAXED(&header->slot_count) != RING_SLOT_COUNT ||
@@ -1461,6 +1642,11 @@ const char *ring_attach(struct ring *ring, void *base, size_t length)
     ring->seen_head = position_ok(head) ? head : 0;
     ring->seen_producer_event = LOAD(&header->producer_event);
     ring->seen_consumer_event = LOAD(&header->consumer_event);
+    /* Map every page now (Linux 5.14; elsewhere nothing happens): otherwise each
+     * process takes a page fault every 4 KiB of the first lap, about 1 us each
+     * (design.md, "Where the tail comes from"). The pages themselves were
+     * reserved when the ring was created. */
+    (void)madvise(base, length, MADV_POPULATE_WRITE);
     return NULL;
 }
 
@@ -1496,6 +1682,9 @@ int ring_claim_slot(struct ring *ring, int lock_fd, uint32_t roles)
         STORE_RELAXED(&slot->read_end, 0);
         STORE_RELAXED(&slot->view_start, 0);
         STORE_RELAXED(&slot->view_end, 0);
+        memset(ring->header->bell_ids[i], 0, RING_BELL_ID_BYTES);
+        bell_disarm(&ring->header->data, i);
+        bell_disarm(&ring->header->space, i);
         __atomic_store_n(&slot->state, SLOT_ATTACHED, __ATOMIC_SEQ_CST);
         return i;
     }
@@ -1526,8 +1715,8 @@ void ring_begin_close(struct ring *ring)
 {
     __atomic_store_n(&ring->closing, 1, __ATOMIC_SEQ_CST);
     if (ring->header != NULL) {
-        futex_wake_all(&ring->header->data_futex);
-        futex_wake_all(&ring->header->space_futex);
+        futex_wake(&ring->header->data.futex, INT_MAX);
+        futex_wake(&ring->header->space.futex, INT_MAX);
     }
 }
 
@@ -1537,6 +1726,9 @@ void ring_detach(struct ring *ring, int announce)
     if (header != NULL && ring->slot >= 0) {
         struct ring_slot *slot = &ring->slots[ring->slot];
         uint32_t roles = LOAD(&slot->roles);
+        bell_disarm(&header->data, ring->slot);
+        bell_disarm(&header->space, ring->slot);
+        ring->has_bell = 0;
         STORE_RELAXED(&slot->roles, 0);
         __atomic_store_n(&slot->state, SLOT_FREE, __ATOMIC_SEQ_CST);
         ring->slot = -1;
@@ -1547,17 +1739,44 @@ void ring_detach(struct ring *ring, int announce)
         }
         if ((roles & RING_PRODUCER) && census.producers == 0) {
             raise_event(&header->producer_event, EVENT_CLOSED);
-            futex_wake_all(&header->data_futex);
+            wake_all(ring, &header->data);
         }
         if ((roles & RING_CONSUMER) && census.consumers == 0) {
             raise_event(&header->consumer_event, EVENT_CLOSED);
-            futex_wake_all(&header->space_futex);
+            wake_all(ring, &header->space);
         }
     }
     ring->header = NULL;
     ring->slots = NULL;
     ring->data = NULL;
     ring->slot = -1;
+}
+
+void ring_set_bell(struct ring *ring, const unsigned char *id)
+{
+    if (ring->header == NULL || ring->slot < 0) {
+        return;
+    }
+    memcpy(ring->header->bell_ids[ring->slot], id, RING_BELL_ID_BYTES);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    ring->has_bell = 1;
+}
+
+int ring_ready(struct ring *ring, int for_space, uint64_t size)
+{
+    if (ring->header == NULL || ring->slot < 0 || damage_found(ring) != RING_OK) {
+        return 1; /* the call raises at once */
+    }
+    if (for_space ? space_ready(ring, size) : data_ready(ring, 0)) {
+        return 1;
+    }
+    if (poll_peers(ring, for_space, size) != RING_OK) {
+        /* The peers are gone (or damage): the call raises, and must not skip
+         * its own look because we just looked. */
+        ring->last_check_ns = 0;
+        return 1;
+    }
+    return arm_bell(ring, for_space, size);
 }
 
 int ring_snapshot(struct ring *ring, struct ring_snapshot *out)

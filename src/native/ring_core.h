@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define RING_MAGIC 0x31474E4952585855ULL /* "UXXRING1" read as little-endian */
-#define RING_VERSION 2                   /* 2: mixed tags */
+#define RING_VERSION 3 /* 2: mixed tags; 3: armed words, wake one, doorbells */
 #define RING_LINE 64
 #define RING_HEADER_BYTES 4096
 #define RING_SLOT_COUNT 128
@@ -29,6 +29,10 @@
 /* Positions only grow; one this large means damage (2^63 bytes: 29 years at
  * 10 GB/s), and below it no sum of a position and a size can overflow. */
 #define RING_POSITION_LIMIT (1ULL << 63)
+/* Doorbells (readiness descriptors, doorbell.h): mask words per direction and
+ * the bytes of each handle's doorbell name. */
+#define RING_BELL_WORDS 2
+#define RING_BELL_ID_BYTES 16
 /* Records (messages and padding) that one receive_many takes at most. */
 #define RING_BATCH 512
 
@@ -38,6 +42,15 @@
 /* Deadlines are CLOCK_MONOTONIC nanoseconds; these two are special. */
 #define RING_NO_DEADLINE ((int64_t)-1)
 #define RING_TRY_ONCE ((int64_t)0)
+
+/* One direction's waking: sleepers on the futex, and doorbells (ready(), fileno()). */
+struct ring_wake {
+    uint32_t futex;   /* bumped before every FUTEX_WAKE */
+    uint32_t waiters; /* handles between registering to sleep and leaving */
+    uint32_t armed;   /* 1: a sleeper needs a FUTEX_WAKE; whoever exchanges it to 0 makes it */
+    uint32_t waker_cpu;                /* sched_getcpu() of the last waker, + 1 */
+    uint64_t bells[RING_BELL_WORDS];   /* bit i: handle slot i's doorbell is armed */
+};
 
 struct ring_header {
     /* Line 0: the layout, written once at creation, magic last. */
@@ -54,12 +67,14 @@ struct ring_header {
     _Alignas(RING_LINE) uint64_t tail; /* producers: end of the last claim */
     _Alignas(RING_LINE) uint64_t head; /* consumers: start of the first unclaimed record */
     _Alignas(RING_LINE) uint64_t free; /* consumers: everything before it may be overwritten */
-    _Alignas(RING_LINE) uint32_t data_futex;
-    uint32_t data_waiters;
-    _Alignas(RING_LINE) uint32_t space_futex;
-    uint32_t space_waiters;
+    /* How waiters sleep and are woken: one line for consumers waiting for data,
+     * one for producers waiting for space. */
+    _Alignas(RING_LINE) struct ring_wake data;
+    _Alignas(RING_LINE) struct ring_wake space;
     _Alignas(RING_LINE) uint32_t producer_event; /* (sequence << 2) | RING_EVENT_* */
     uint32_t consumer_event;
+    /* Each handle slot's doorbell name (its slot in the array below is too full). */
+    _Alignas(RING_LINE) unsigned char bell_ids[RING_SLOT_COUNT][RING_BELL_ID_BYTES];
 };
 _Static_assert(sizeof(struct ring_header) <= RING_HEADER_BYTES, "header fits its page");
 
@@ -128,6 +143,14 @@ struct ring_suspicion {
     int64_t since_ns; /* 0: nothing suspected */
 };
 
+/* How the binding rings doorbells (ring_core.c stays free of sockets): ring the
+ * doorbell named `id`, and drop what our own doorbell received. */
+struct ring_bells {
+    void (*ring)(void *context, const unsigned char *id);
+    void (*drain)(void *context);
+    void *context;
+};
+
 /* One attached handle: process-local, never in the shared memory. The layout
  * fields are the validated copies made by ring_attach. */
 struct ring {
@@ -151,6 +174,11 @@ struct ring {
     struct ring_suspicion head_suspicion, free_suspicion;
     const char *problem; /* after RING_CORRUPT: what is wrong, and where */
     uint64_t problem_position;
+    int pass_on;                   /* woken by a wake-one while others sleep: pass it on */
+    const struct ring_bells *bells; /* NULL: no doorbell rung from or armed by this handle */
+    int has_bell;                  /* our slot's doorbell id is published: arm it on waits */
+    int retried;                   /* a timeout=0 call already looked again after arming */
+    char attach_problem[96];
 };
 
 /* Lay out a ring in `length` zero-filled bytes; the magic number is stored last.
@@ -206,6 +234,16 @@ int ring_view_take(struct ring *ring, uint64_t *offset, uint32_t *length, int64_
                    const struct ring_waiter *waiter);
 void ring_view_release(struct ring *ring);
 
+/* Publish our doorbell's name in our slot; from now on a wait that gives up
+ * (timeout 0) and ring_ready() arm it. */
+void ring_set_bell(struct ring *ring, const unsigned char *id);
+
+/* Would a receive (for_space 0) or a send of `size` bytes (for_space 1) succeed
+ * or fail without waiting? 1 yes, 0 no: then our doorbell (drained first) is
+ * armed and rings when that may have changed. Dead peers are looked for at
+ * most every 50 ms, as timeout=0 calls do. */
+int ring_ready(struct ring *ring, int for_space, uint64_t size);
+
 /* Count producers and consumers (burying dead handles) and what is waiting. */
 int ring_snapshot(struct ring *ring, struct ring_snapshot *out);
 
@@ -217,6 +255,7 @@ enum {
     RING_STOP_PRODUCER_WRITTEN,
     RING_STOP_CONSUMER_CLAIMED,
     RING_STOP_CONSUMER_COPIED,
+    RING_STOP_CONSUMER_WOKEN, /* woken by a wake-one while others sleep, not yet passed on */
 };
 extern int ring_test_stop_point;
 

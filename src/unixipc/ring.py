@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import _native
+from ._doorbell import Doorbell
 from ._names import check_int, check_permissions, check_posix_name
 from ._resource import Resource, all_or_nothing
 from .errors import (
@@ -65,6 +66,7 @@ _TEST_STOP_POINTS = {
     "producer-written": 3,
     "consumer-claimed": 4,
     "consumer-copied": 5,
+    "consumer-woken": 6,
 }
 
 _open_rings: weakref.WeakSet[Ring] = weakref.WeakSet()
@@ -168,7 +170,7 @@ def _inspect(fd: int) -> dict[str, object] | None:
     if magic != _MAGIC:
         return None
     layout_ok = (
-        version == 2
+        version == 3
         and data_offset == header_bytes + slot_count * slot_bytes
         and slot_bytes == _SLOT.size
         and 0 < capacity <= MAX_CAPACITY
@@ -300,6 +302,7 @@ class Ring(Resource, _native.RingCore):
         self._reservation: tuple[int, int] | None = None  # (slot, lock fd) for the child
         self._child_slots: list[tuple[int, int]] = []  # reserved for children: (slot, lock fd)
         self._close_announces = True  # False: close() hands the roles over, silently
+        self._bell: Doorbell | None = None  # made by the first fileno() or ready()
         # Roles a forked child's reserved slot takes although this handle has not
         # declared them yet: a channel_pair end not used yet (the child may be the
         # one that uses it, and may die before it does).
@@ -409,6 +412,59 @@ class Ring(Resource, _native.RingCore):
         """
         self._declare((_PRODUCER if producer else 0) | (_CONSUMER if consumer else 0))
 
+    def fileno(self) -> int:
+        """The readiness descriptor: readable when :meth:`ready` may have become true.
+
+        A doorbell (a datagram socket) made on first use; senders ring it only
+        after this handle armed it (``ready()`` returning False, or a call with
+        ``timeout=0`` raising ``WouldBlock``), so the fast path stays free of
+        system calls. ``selectors``, ``select.poll``, asyncio's ``add_reader`` and
+        :func:`unixipc.wait` watch it.
+
+        Raises:
+            ClosedResourceError: this handle is closed.
+        """
+        self._check_open()
+        if self._bell is None:
+            bell = Doorbell()
+            try:
+                self._set_bell(bell.fileno(), bell.id)
+            except BaseException:
+                bell.close()
+                raise
+            self._bell = bell
+        return self._bell.fileno()
+
+    def ready(self, *, send: bool = False) -> bool:
+        """Would ``receive(timeout=0)`` (``send=True``: a small ``send``) not block now?
+
+        True when a message is there (room for one), or when the call would
+        raise at once (every peer closed or died, a closed ring). Otherwise the
+        doorbell is armed and :meth:`fileno` becomes readable when that may have
+        changed. Dead peers are looked for at most every 50 ms.
+
+        Raises:
+            ClosedResourceError: this handle is closed.
+        """
+        self.fileno()
+        return bool(self._ready(send))
+
+    def _doorbell(self, send: bool) -> int:
+        """For event loops: the descriptor, made and armed for one direction on first use.
+
+        A call with ``timeout=0`` before the doorbell existed could not arm it: the
+        first look here does, and rings it at once if what is awaited is there.
+        """
+        new = self._bell is None
+        fd = self.fileno()
+        if new and self.ready(send=send):
+            self._ring_own_bell()
+        return fd
+
+    def _ring_own_bell(self) -> None:
+        if self._bell is not None:
+            self._bell.ring()
+
     @contextlib.contextmanager
     def receive_view(self, *, timeout: float | None = None) -> Iterator[memoryview]:
         """Take the next message and yield a read-only memoryview of it inside the ring.
@@ -511,6 +567,12 @@ class Ring(Resource, _native.RingCore):
                 os.close(fd)
         self._child_slots = []
         self._detach(announce)
+        if self._bell is not None:
+            # Selectors and other threads watching our descriptor look again (and
+            # find the handle closed); then the doorbell goes.
+            self._bell.ring()
+            self._bell.close()
+            self._bell = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -571,6 +633,9 @@ class Ring(Resource, _native.RingCore):
         If the parent reserved a slot for us, it becomes ours (with the roles).
         """
         self._forked()
+        if self._bell is not None:
+            self._bell.close()  # the parent's doorbell: ours is made on first use
+            self._bell = None
         for fd in [self._lock_fd, *(fd for _, fd in self._child_slots)]:
             if fd >= 0:  # the parent's, and its reservations for earlier children
                 with contextlib.suppress(OSError):

@@ -20,7 +20,10 @@ How an operation waits is what the channel declares (its wait spec):
   tells the loop when the peer goes).
 - ``mq``: the queue descriptors the same way, waking every 0.2 s to probe the
   peer's liveness token.
-- ``sysvmq`` and ``shm``: no descriptor to watch; the blocking call runs in
+- ``shm``: the doorbells of its two rings (readable when a try may succeed;
+  a try that would block arms them) with ``loop.add_reader``, trying again
+  every 0.2 s so that the rings look for a dead peer: no helper thread.
+- ``sysvmq``: no descriptor to watch; the blocking call runs in
   slices of 0.2 s on one shared pool of helper threads (reused, not one per
   call). A cancelled ``receive`` keeps the message its helper may still have
   taken for the next ``receive``; a cancelled ``send`` may still have sent its
@@ -34,7 +37,8 @@ wait for the server's ``accept``); cancelling it stops it within 0.2 s and undoe
 what it made. One task may send and one receive on a channel at the same time.
 
 Topics (:mod:`unixipc.aio.topic`): ``AsyncSubscriber``, ``AsyncPublisher`` and
-``wait`` use the topics' doorbell descriptors: no helper thread at all.
+``wait`` use the topics' doorbell descriptors: no helper thread at all; so does
+``AsyncRing`` (:mod:`unixipc.aio.ring`) with a ring's, and ``wait`` takes rings.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from .._resource import Resource
 from ..channels import registry
 from ..channels.core import Channel, Guarded, Listener, WaitSpec
 from ..errors import MessageTooLarge, TimeoutExpired, WouldBlock
+from .ring import AsyncRing as AsyncRing
 from .topic import AsyncPublisher as AsyncPublisher
 from .topic import AsyncSubscriber as AsyncSubscriber
 from .topic import wait as wait
@@ -67,6 +72,7 @@ __all__ = (
     "AsyncChannel",
     "AsyncListener",
     "AsyncPublisher",
+    "AsyncRing",
     "AsyncSubscriber",
     "channel_pair",
     "connect",
@@ -441,12 +447,13 @@ class AsyncChannel(_Wrapper):
             if left is not None and left <= 0:
                 raise deadline.error(f"{what} on {channel.describe()}")
             wait = interval if left is None else left if interval is None else min(left, interval)
-            watch: tuple[tuple[int, bool], ...] = ((fd, write),)
+            writable = not spec.doorbells  # a doorbell is read, whichever way we wait
+            watch: tuple[tuple[int, bool], ...] = ((fd, write and writable),)
             if not write and channel._has_tail() and spec.write_fd is not None:
-                watch += ((spec.write_fd, True),)
+                watch += ((spec.write_fd, writable),)
             ready = await _ready(channel, watch, wait)
-            if ready == fd:
-                return
+            if ready == fd or (ready is None and spec.doorbells):
+                return  # the caller tries again (a ring's try looks for dead peers)
             if channel.closed:  # closed while this task was not yet watching again
                 raise channel._closed_error()
             if ready is not None:

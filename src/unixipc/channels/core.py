@@ -88,11 +88,16 @@ class WaitSpec:
     has no descriptor (an event loop then runs the blocking call in slices on an
     executor). While waiting on descriptors, the peer is probed every
     ``probe_interval`` seconds (``None``: the descriptors themselves report it).
+    ``doorbells``: both descriptors are doorbells of shared memory (readable, not
+    writable, when a try may succeed; a try that would block arms them), and the
+    try itself looks for dead peers, so a waiter tries again every
+    ``probe_interval``.
     """
 
     read_fd: int | None
     write_fd: int | None
     probe_interval: float | None = None
+    doorbells: bool = False
 
 
 class LinkEnded(Exception):
@@ -555,9 +560,12 @@ class Channel(Guarded):
         after the descriptor is reported readable, call ``receive(timeout=0)``
         until it raises :class:`WouldBlock`.
 
+        For ``shm://`` it is the receiving ring's doorbell, which a
+        ``receive(timeout=0)`` that would block arms (see :meth:`unixipc.Ring.fileno`).
+
         Raises:
-            UnsupportedFeature: this kind of channel has no descriptor (shared
-                memory, System V queues).
+            UnsupportedFeature: this kind of channel has no descriptor (System V
+                queues).
             ClosedResourceError: this channel is closed.
         """
         return self._readable_fd()
@@ -821,8 +829,7 @@ class Listener(Guarded):
         """A descriptor that becomes readable when a client is waiting to be accepted.
 
         Raises:
-            UnsupportedFeature: this kind of listener has none (System V queues,
-                shared memory).
+            UnsupportedFeature: this kind of listener has none (System V queues).
             ClosedResourceError: this listener is closed.
         """
         return self._readable_fd()

@@ -58,6 +58,7 @@ from .core import (
     WaitSpec,
     close_all,
     max_size_option,
+    passable_by_multiprocessing,
     refused,
 )
 from .liveness import PATIENCE, check_mine, in_use, names_it, not_ours
@@ -70,6 +71,8 @@ MAGIC = b"uxr\x02"
 DEFAULT_CAPACITY = 1024 * 1024
 _REQUEST_RING_CAPACITY = 4096
 _HELLO = b"unixipc shm channel\x02"
+#: How often an event loop waiting on the doorbells tries again (dead peers are found so).
+_SLICE = 0.2
 
 
 def _names(base: str) -> tuple[str, str]:
@@ -131,7 +134,10 @@ class ShmLink(LinkBase):
         pass  # closing the rings announces it
 
     def wait_spec(self) -> WaitSpec:
-        return WaitSpec(None, None)
+        # The rings' doorbells: the receiving ring's rings for a message (or the
+        # peer's close), the sending ring's for room; a dead peer is found by the
+        # try that an event loop makes every slice.
+        return WaitSpec(self._rx._doorbell(False), self._tx._doorbell(True), _SLICE, doorbells=True)
 
     def passable(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         receive_fd, send_fd = self._descriptors
@@ -151,6 +157,28 @@ class ShmLink(LinkBase):
         finally:
             for fd in self._descriptors:
                 os.close(fd)
+
+
+class ShmChannel(PieceChannel):
+    """A ``shm://`` channel end: a piece channel whose ``fileno()`` is a doorbell, with ``ready()``.
+
+    ``ready()`` is the readiness protocol (:mod:`unixipc.waitset`): True when
+    ``receive(timeout=0)`` would not block (a message, or the end of the
+    conversation: a closed or dead peer, noticed within 50 ms of looking);
+    otherwise the receiving ring's doorbell is armed. ``unixipc.wait`` asks it
+    every 0.2 s, which is how a peer killed without closing is found.
+    """
+
+    _link: ShmLink
+
+    def ready(self) -> bool:
+        """True when ``receive(timeout=0)`` would not block (see the class)."""
+        if self._closed or self._ending is not None or self._kept is not None:
+            return True  # the call returns or raises at once
+        return self._link._rx.ready()
+
+
+passable_by_multiprocessing(ShmChannel)
 
 
 def _rebuild(receive: tuple[str, Any], send: tuple[str, Any]) -> ShmLink:
@@ -184,8 +212,8 @@ def pair(options: dict[str, Any]) -> tuple[PieceChannel, PieceChannel]:
     first = ShmLink(a_receive, a_send, (descriptors[2], descriptors[0]))
     second = ShmLink(b_receive, b_send, (descriptors[1], descriptors[3]))
     return (
-        PieceChannel("shm:", first, max_message_size=size, in_use=False),
-        PieceChannel("shm:", second, max_message_size=size, in_use=False),
+        ShmChannel("shm:", first, max_message_size=size, in_use=False),
+        ShmChannel("shm:", second, max_message_size=size, in_use=False),
     )
 
 
@@ -259,7 +287,7 @@ class ShmInbox(InboxBase):
                 raise IPCError("the client is gone")
             down.send(_HELLO, timeout=0)
             link = ShmLink(up, down, (up_fd, down_fd))
-            return PieceChannel(self.url, link, max_message_size=self.max_message_size)
+            return ShmChannel(self.url, link, max_message_size=self.max_message_size)
         return None
 
     def forget(self, token: str) -> None:
@@ -275,7 +303,7 @@ class ShmInbox(InboxBase):
             up.close()
 
     def wait_spec(self) -> WaitSpec:
-        return WaitSpec(None, None)
+        return WaitSpec(self._requests._doorbell(False), None, _SLICE, doorbells=True)
 
     def interrupt(self) -> None:
         self._requests._begin_close()  # waiters in receive() give up at once
@@ -326,7 +354,7 @@ def connect(url: str, name: str, deadline: Deadline, options: dict[str, Any]) ->
         descriptors = (attempt.keep(_descriptor(names[1])), attempt.keep(_descriptor(names[0])))
         rendezvous(url, _ShmClient(url, requests, down), MAGIC, token, deadline)
     link = ShmLink(down, up, descriptors)
-    return PieceChannel(url, link, max_message_size=options["max_message_size"])
+    return ShmChannel(url, link, max_message_size=options["max_message_size"])
 
 
 def _check_capacity(value: object) -> int:

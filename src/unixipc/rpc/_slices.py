@@ -60,6 +60,8 @@ def socket_waker(channel: Channel) -> Callable[[], None] | None:
     descriptor number may belong to another file once the channel is closed.
     """
     try:
+        if channel._wait_spec().doorbells:
+            return None  # shm://: fileno() is a doorbell, not the transport
         descriptor = channel.fileno()
         if not stat.S_ISSOCK(os.fstat(descriptor).st_mode):
             return None
