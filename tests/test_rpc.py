@@ -210,11 +210,61 @@ def test_server_killed_mid_call_then_restarted(
         assert service.events == []  # the parent never served
 
 
+def test_a_lone_call_meets_a_second_thread_then_a_close(scheme: str, names: Names) -> None:
+    with serving(scheme, names) as (_server, service, connect):
+        client = connect()
+        service.release.set()
+        assert client.call("held") == "released"  # the name is known: the fast path next
+        service.release.clear()
+        service.started.clear()
+        outcome: list[Any] = []
+
+        def call_held() -> None:
+            try:
+                outcome.append(client.call("held"))
+            except BaseException as error:
+                outcome.append(error)
+
+        # A lone call: its own thread reads the reply, blocked with no timeout.
+        first = threading.Thread(target=call_held)
+        first.start()
+        assert service.started.wait(WAIT)
+        assert client._reading  # the fast path: this thread reads, and keeps no record
+        assert client._pending == {}
+        # Other threads join mid-call: their replies reach them through the first.
+        assert client.call("add", 1, 2) == 3
+        assert client.call("echo", value=5) == 5
+        service.release.set()
+        first.join(WAIT)
+        assert outcome == ["released"]
+        assert client.call("add", 2, 2) == 4
+        assert (client._free, client._reading, client._pending) == (
+            client.max_concurrency,
+            False,
+            {},
+        )
+        # close() from another thread wakes a lone call blocked in its receive.
+        service.release.clear()
+        service.started.clear()
+        outcome.clear()
+        blocked = threading.Thread(target=call_held)
+        blocked.start()
+        assert service.started.wait(WAIT)
+        client.close()
+        blocked.join(WAIT)
+        assert [type(error) for error in outcome] == [unixipc.ClosedResourceError]
+        service.release.set()
+
+
 def test_server_closing_ends_its_clients(scheme: str, names: Names) -> None:
     with serving(scheme, names) as (server, _service, connect):
         client = connect()
         assert client.call("add", 1, 1) == 2
+        connections = list(server._core.connections)
         server.close()
+        # Its readers, blocked with no timeout, were woken: every connection ended.
+        assert connections
+        assert all(connection.done.is_set() for connection in connections)
         with pytest.raises(unixipc.EndOfChannel):
             client.call("add", 1, 1)
         with pytest.raises(unixipc.EndOfChannel):

@@ -158,7 +158,7 @@ def test_bad_arguments_fail_before_anything_is_sent(names: Names) -> None:
 
 
 def test_close_from_another_thread_wakes_waiting_calls(names: Names) -> None:
-    with serving("shm", names) as (_server, service, connect):
+    with serving("shm", names) as (server, service, connect):
         client = connect()
         errors: list[BaseException] = []
 
@@ -168,10 +168,13 @@ def test_close_from_another_thread_wakes_waiting_calls(names: Names) -> None:
             except BaseException as error:
                 errors.append(error)
 
+        def running() -> int:  # the calls the server has started
+            return sum(len(connection.tasks) for connection in list(server._core.connections))
+
         threads = [threading.Thread(target=wait_for_hang) for _ in range(3)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(client._pending) == 3, WAIT)
+        wait_until(lambda: running() == 3, WAIT)
         client.close()
         for thread in threads:
             thread.join(WAIT)

@@ -45,8 +45,6 @@ from ._protocol import (
     parse_welcome,
     remote_error,
 )
-from ._slices import SLICE as _SLICE
-from ._slices import receive_slice, send_slice, socket_waker
 
 #: Stream items the server may send before the client asks for more.
 WINDOW = 64
@@ -172,9 +170,6 @@ class Client(ClientBase):
         self._reading = False
         self._sleepers: dict[int, _Call] = {}
         self._cancel_later: list[int] = []  # ids of calls given up without sending CANCEL
-        # On a socket the reader blocks without a timeout and close() wakes it.
-        self._wake = socket_waker(channel)
-        self._solo_wait = None if self._wake is not None else _SLICE  # a lone call receives
         self.max_concurrency = limit
 
     def __enter__(self) -> Client:
@@ -226,17 +221,18 @@ class Client(ClientBase):
                     return self._solo(call_id, request, deadline)
                 # The same as _solo without a deadline, written out: the hottest path.
                 request = [CALL, call_id, name, args, None, None, WINDOW]
+                # No timeouts: close() closes the channel, which wakes these.
                 send_lock = self._send_lock
                 send_lock.acquire()
                 try:
-                    self._channel.send(self._pack(request), timeout=_SLICE)
+                    self._channel.send(self._pack(request))
                 except BaseException as error:
                     send_lock.release()
                     self._solo_send_failed(request, error, None)
                 else:
                     send_lock.release()
                 try:
-                    message = self._unpack(self._channel.receive(timeout=self._solo_wait))
+                    message = self._unpack(self._channel.receive())
                 except BaseException as error:
                     message = self._solo_receive_failed(call_id, error)
                 if (
@@ -274,18 +270,13 @@ class Client(ClientBase):
     def _solo(self, call_id: int, request: list[Any], deadline: Deadline | None) -> Any:
         """A call while no other is in flight: this thread already holds a slot and
         the reading role, and most often the next message is its result."""
-        wait: float | None = _SLICE
-        if deadline is not None:
-            wait = min(_SLICE, deadline.remaining() or 0.0)
         try:
             with self._send_lock:
-                self._channel.send(self._pack(request), timeout=wait)
+                self._channel.send(self._pack(request), timeout=_left(deadline))
         except BaseException as error:
             self._solo_send_failed(request, error, deadline)
-        if deadline is not None:
-            wait = min(_SLICE, deadline.remaining() or 0.0)
         try:
-            message = self._unpack(self._channel.receive(timeout=wait))
+            message = self._unpack(self._channel.receive(timeout=_left(deadline)))
         except BaseException as error:
             message = self._solo_receive_failed(call_id, error)
         if (
@@ -351,9 +342,11 @@ class Client(ClientBase):
         with self._lock:
             self._pending[call_id] = call  # its reply must find it (and be dropped)
         if isinstance(error, IPCError):
-            self._break(error)
+            self._break(error)  # unless close() came first: then it names the client
         self._stop_reading()
         self._abandon(call)
+        if isinstance(error, IPCError):
+            raise self._error() from None
         raise error
 
     def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
@@ -381,15 +374,9 @@ class Client(ClientBase):
             self._closed = True
             if self._broken is None:
                 self._broken = (ClosedResourceError, f"the RPC client of {self.url!r} is closed")
-            reading = self._reading
             for call in list(self._sleepers.values()):
                 self._wake_locked(call)
-        if not reading:
-            self._close_channel()
-        elif self._wake is not None:
-            with self._send_lock:
-                if not self._channel.closed:
-                    self._wake()  # the reading thread closes the channel then
+        self._channel.close()  # wakes the threads blocked reading or sending
 
     # Slots and ids.
 
@@ -447,21 +434,15 @@ class Client(ClientBase):
             self._send_locked(self._codec.encode(message), deadline)
 
     def _send_locked(self, data: bytes, deadline: Deadline | None) -> None:
-        send = self._channel.send
-        while True:
-            left = _left(deadline)
-            try:
-                send_slice(send, data, _SLICE if left is None else min(_SLICE, left))
-                return
-            except (TimeoutExpired, WouldBlock):  # nothing was sent
-                if self._broken is not None:
-                    raise self._error() from None
-                if deadline is not None and deadline.expired():
-                    raise deadline.error(f"sending to {self.url!r}") from None
-            except MessageTooLarge:
-                raise
-            except IPCError as error:
-                raise self._gone(error, False) from None
+        try:
+            self._channel.send(data, timeout=_left(deadline))  # close() wakes it
+        except (TimeoutExpired, WouldBlock):  # nothing was sent
+            assert deadline is not None
+            raise deadline.error(f"sending to {self.url!r}") from None
+        except MessageTooLarge:
+            raise
+        except IPCError as error:
+            raise self._gone(error, False) from None
 
     def _flush_cancels(self, deadline: Deadline | None) -> None:
         while self._cancel_later:
@@ -549,16 +530,11 @@ class Client(ClientBase):
             while True:
                 if self._closed:
                     raise self._error()
-                left = _left(deadline)
                 try:
-                    if left is None and self._wake is not None:
-                        data = receive()
-                    else:
-                        data = receive_slice(receive, _SLICE if left is None else min(_SLICE, left))
+                    data = receive(timeout=_left(deadline))  # close() wakes it
                 except (TimeoutExpired, WouldBlock):
-                    if deadline is not None and deadline.expired():
-                        raise deadline.error(f"waiting for {self.url!r}") from None
-                    continue
+                    assert deadline is not None
+                    raise deadline.error(f"waiting for {self.url!r}") from None
                 except IPCError as error:
                     self._break(error)
                     raise self._error() from None
@@ -601,11 +577,8 @@ class Client(ClientBase):
         """Give up the reading role: wake a sleeping caller to take it."""
         with self._lock:
             self._reading = False
-            closed = self._closed
-            if not closed and self._sleepers:
+            if not self._closed and self._sleepers:
                 self._promote_locked()
-        if closed:
-            self._close_channel()
 
     def _route_message(self, message: Any, call: _Call, slot: bool) -> bool:
         """Hand a reply to its call; True if ``call`` is now ready."""
@@ -652,10 +625,6 @@ class Client(ClientBase):
                 self._broken = (type(error), str(error))
             for call in list(self._sleepers.values()):
                 self._wake_locked(call)
-
-    def _close_channel(self) -> None:
-        with self._send_lock:
-            self._channel.close()
 
 
 def check_reply(message: Any) -> list[Any]:

@@ -9,8 +9,8 @@ thread of the slow call ends when the call does. ``async def`` handlers run on
 an event loop (the server's own loop thread, or the asyncio server's loop) and
 send their replies from there without ever blocking it.
 
-Every waiting thread wakes at least every ``_SLICE`` seconds to notice
-``close()``: the channels have no way to wake a thread blocked on them.
+Readers and senders block on the channel without a timeout (a timed call costs
+a ring about 0.1 us more): ``close()`` closes the channel, which wakes them.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ from ._protocol import (
 )
 from ._registry import ASYNC, ASYNC_STREAM, Method, Registry
 from ._slices import SLICE as _SLICE
-from ._slices import receive_slice, send_slice, socket_waker
 
 logger = logging.getLogger("unixipc.rpc")
 
@@ -133,6 +132,7 @@ def _check_call(message: list[Any]) -> str | None:
 _INLINE: Any = object()
 # What the fast path's decoding gives for bytes that are not a message.
 _UNDECODABLE: Any = object()
+_GENERATOR = types.GeneratorType
 
 
 class _Task:
@@ -163,19 +163,15 @@ class Connection:
         self.tasks: dict[int, _Task] = {}
         # The reader is the thread started for the current generation.
         self.generation = 0
-        # The reader runs a call itself (inline); the watchdog compares inline_seq
-        # between two ticks to find a call that has run for a whole tick.
-        self.inline = False
-        self.inline_seq = 0
-        self.inline_method: Method | None = None
-        self.inline_id = 0
-        self.watch_seq = -1
+        # The request of the call the reader runs itself (inline), or None. The
+        # watchdog finds the same request object there at two ticks in a row when
+        # a call has run for a whole tick (one store per call: this is the hot path).
+        self.running: list[Any] | None = None
+        self.watched: list[Any] | None = None
         self.stopping = False
         self.outbox = Outbox(channel, self.send_lock, lambda: self.stopping)
         self.done = threading.Event()
         self.greeted = False  # the handshake is done: BYE may be sent
-        # On a socket the reader blocks without a timeout and stop() wakes it.
-        self.wake = socket_waker(channel)
 
     def start(self) -> None:
         self._thread(self._first)
@@ -196,17 +192,10 @@ class Connection:
 
     def _handshake(self) -> bool:
         deadline = time.monotonic() + _HANDSHAKE_TIMEOUT
-        data = None
-        while data is None:
-            left = deadline - time.monotonic()
-            if self.stopping or left <= 0:
-                return False
-            try:
-                data = receive_slice(self.channel.receive, min(_SLICE, left))
-            except WouldBlock:
-                continue
-            except IPCError:
-                return False
+        try:
+            data = self.channel.receive(timeout=_HANDSHAKE_TIMEOUT)  # stop() wakes it
+        except IPCError:
+            return False
         codec = parse_hello(data)
         if codec is None:
             logger.info("dropped a client of %s that does not speak unixipc RPC", self.core.url)
@@ -252,15 +241,8 @@ class Connection:
         send_lock = self.send_lock
         watchdog = self.core.watchdog
         monotonic = time.monotonic
-        wait = None if self.wake is not None else _SLICE
         while not self.stopping:
-            try:
-                data = receive(timeout=wait)
-            except TimeoutExpired:
-                try:
-                    data = receive(timeout=0)  # this look also checks the client lives
-                except WouldBlock:
-                    continue
+            data = receive()  # stop() closes the channel to wake this
             try:
                 message = unpack(data)
             except Exception:
@@ -277,14 +259,10 @@ class Connection:
                     and args.__class__ is list
                     and window.__class__ is int
                     and 0 < window <= MAX_WINDOW
-                    and call_id not in tasks
-                    and len(tasks) < limit
+                    and (not tasks or (call_id not in tasks and len(tasks) < limit))
                     and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
                 ):
-                    self.inline_id = call_id
-                    self.inline_method = method
-                    self.inline_seq += 1
-                    self.inline = True
+                    self.running = message
                     if watchdog.sleeping:
                         watchdog.wake()
                     token = None if timeout is None else _deadline.set(monotonic() + timeout)
@@ -295,7 +273,7 @@ class Connection:
                         reply = error_message(call_id, error)
                     else:
                         reply = [RESULT, call_id, result]
-                        if result.__class__ is types.GeneratorType:
+                        if result.__class__ is _GENERATOR:
                             task = _Task(call_id, _deadline.get(), window)
                             tasks[call_id] = task
                             self._stream(task, result, generation)  # sends its final message
@@ -305,24 +283,23 @@ class Connection:
                     lock.acquire()
                     mine = self.generation == generation
                     if mine:
-                        self.inline = False
+                        self.running = None
                     elif reply is not None and tasks.get(call_id) is _INLINE:
                         del tasks[call_id]  # handed over: it counted until now (see _end)
                     lock.release()
                     if reply is not None:
                         packed: bytes | None
+                        send_lock.acquire()  # the packer too: a handed-over call packs
                         try:
                             packed = pack(reply)
                         except Exception:
                             packed = None
                         if packed is None or len(packed) > largest:
+                            send_lock.release()
                             self._send(reply)
                         else:
-                            send_lock.acquire()
                             try:
-                                send(packed, timeout=_SLICE)
-                            except TimeoutExpired:
-                                self._send_locked(packed, None)
+                                send(packed)
                             except IPCError:
                                 pass  # the client is gone: the next receive says so
                             finally:
@@ -348,45 +325,49 @@ class Connection:
             tasks = list(self.tasks.values())
         for task in tasks:
             self._cancel(task)
-        with self.send_lock:
-            self.channel.close()
+        self.channel.close()  # wakes a thread blocked sending
         self.core.forget(self)
         self.done.set()
 
     def stop(self) -> None:
-        """Say BYE, stop reading (the reader closes the channel at once on a socket,
-        else within a slice)."""
+        """Say BYE and close the channel, which wakes the reader and any thread
+        blocked sending (calls still running finish unanswered: BYE said so)."""
         with self.lock:
             self.stopping = True
             tasks = list(self.tasks.values())
         for task in tasks:
             self._cancel(task)
-        with self.send_lock:
-            if self.channel.closed:
-                return
-            if self.greeted:
-                with contextlib.suppress(IPCError):  # no room, or the client is gone
-                    self.channel.send(self.codec.encode([BYE, 0]), timeout=0)
-            if self.wake is not None:
-                self.wake()
+        # Not held for long unless a send waits for room, where BYE would not fit.
+        if self.send_lock.acquire(timeout=_SLICE):
+            try:
+                if self.greeted and not self.channel.closed:
+                    with contextlib.suppress(IPCError):  # no room, or the client is gone
+                        self.channel.send(self.codec.encode([BYE, 0]), timeout=0)
+            finally:
+                self.send_lock.release()
+        self.channel.close()
 
-    def handoff(self, generation: int | None = None, seq: int | None = None) -> None:
+    def handoff(self, generation: int | None = None, running: list[Any] | None = None) -> None:
         """Make a new thread the reader: the current one is busy with a call.
 
-        With ``seq``, only if the reader still runs that same call (the watchdog);
-        with ``generation``, only if the caller is still the reader.
+        With ``running`` (the watchdog), only if the reader still runs that same
+        request; with ``generation``, only if the caller is still the reader.
         """
         with self.lock:
-            if self.stopping or (seq is not None and (not self.inline or self.inline_seq != seq)):
+            current = self.running
+            if self.stopping or (running is not None and current is not running):
                 return
             if generation is not None and generation != self.generation:
                 return
-            if seq is not None and self.inline_method is not None:
-                self.inline_method.set_slow(True)
-            if self.inline and self.inline_id not in self.tasks:
-                self.tasks[self.inline_id] = _INLINE  # counts in flight until it ends
+            if current is not None:
+                if running is not None:
+                    method = self.core.registry._methods.get(current[2])
+                    if method is not None:
+                        method.set_slow(True)
+                if current[1] not in self.tasks:
+                    self.tasks[current[1]] = _INLINE  # counts in flight until it ends
             self.generation += 1
-            self.inline = False
+            self.running = None
             generation = self.generation
         self._thread(self._read, generation)
 
@@ -425,7 +406,7 @@ class Connection:
             return True
         deadline = None if timeout is None else received + timeout
         if method.mode < ASYNC:
-            return self._run_inline(call_id, deadline, window, method, args, kwargs, generation)
+            return self._run_inline(message, deadline, method, generation)
         task = _Task(call_id, deadline, window)
         if not self._admit(call_id, task):
             return True
@@ -455,19 +436,18 @@ class Connection:
 
     def _run_inline(
         self,
-        call_id: int,
+        request: list[Any],
         deadline: float | None,
-        window: int,
         method: Method,
-        args: list[Any],
-        kwargs: dict[str, Any] | None,
         generation: int,
     ) -> bool:
-        """Run a plain function's call in this thread (the reader), and reply.
+        """Run a plain function's call (a checked ``request``) in this thread (the
+        reader), and reply.
 
         The watchdog may make another thread the reader meanwhile: then this
         returns False and the thread ends after replying.
         """
+        _, call_id, _, args, kwargs, _, window = request
         if not self._admit(call_id, None):
             return True
         reply: list[Any] | None
@@ -479,10 +459,7 @@ class Connection:
                 self.handoff(generation=generation)
                 started = time.monotonic()
             else:
-                self.inline_id = call_id
-                self.inline_method = method
-                self.inline_seq += 1
-                self.inline = True
+                self.running = request
                 if self.core.watchdog.sleeping:
                     self.core.watchdog.wake()
             token = None if deadline is None else _deadline.set(deadline)
@@ -509,7 +486,7 @@ class Connection:
                 self.tasks.pop(call_id, None)  # before the reply: see _end
             mine = self.generation == generation
             if mine:
-                self.inline = False
+                self.running = None
         if reply is not None:
             self._send(reply)
         return mine
@@ -629,12 +606,7 @@ class Connection:
                 replaced = True
             if replaced:
                 data, replaced = self._encode(self.codec, message)
-            try:
-                self.channel.send(data, timeout=_SLICE)
-            except TimeoutExpired:
-                if not self._send_locked(data, None):
-                    return FAILED
-            except IPCError:
+            if not self._send_locked(data, None):
                 return FAILED
         return REPLACED if replaced else SENT
 
@@ -643,16 +615,16 @@ class Connection:
             return self._send_locked(data, deadline)
 
     def _send_locked(self, data: bytes, deadline: float | None) -> bool:
-        send = self.channel.send
-        while True:
-            try:
-                send_slice(send, data, _SLICE)
-                return True
-            except WouldBlock:  # nothing was sent: try again unless closing
-                if self.stopping or (deadline is not None and time.monotonic() > deadline):
-                    return False
-            except IPCError:  # the client is gone, or the channel closed
-                return False
+        """Send, waiting for room until ``deadline`` (monotonic; None: until the
+        channel closes); False if not sent."""
+        try:
+            if deadline is None:
+                self.channel.send(data)
+            else:
+                self.channel.send(data, timeout=max(0.0, deadline - time.monotonic()))
+            return True
+        except IPCError:  # no room in time, the client is gone, or the channel closed
+            return False
 
     # Calls on the event loop.
 
@@ -769,12 +741,12 @@ class Watchdog:
         with self.core.lock:
             connections = list(self.core.connections)
         for connection in connections:
-            if connection.inline:
+            running = connection.running
+            if running is not None:
                 busy = True
-                seq = connection.inline_seq
-                if seq == connection.watch_seq:
-                    connection.handoff(seq=seq)
-                connection.watch_seq = seq
+                if running is connection.watched:
+                    connection.handoff(running=running)
+            connection.watched = running
         return busy
 
     def _run(self) -> None:
@@ -787,7 +759,7 @@ class Watchdog:
             idle += 1
             if idle < _IDLE_TICKS:
                 continue
-            # Sleep until a call starts inline. A reader sets `inline` and then looks
+            # Sleep until a call starts inline. A reader sets `running` and then looks
             # at `sleeping`: one of the two sides always sees the other's write.
             self._wake.clear()
             self.sleeping = True

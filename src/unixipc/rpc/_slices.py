@@ -1,6 +1,8 @@
 """Waiting on a channel so that close() can still stop the waiting thread (private).
 
-The channels have no way to wake a thread blocked on them. On a socket (unix,
+Used by the asyncio client's receiving thread and the server's Outbox, which stop
+on a flag of their own. (The threaded client and the server's readers block
+without a timeout: a channel's close() wakes them.) On a socket (unix,
 tcp, socketpair) a blocking ``receive()`` is the fastest wait by far (a timed
 one polls first: 7 us more per message), and shutting the socket down for
 reading, through a duplicate of its descriptor, wakes it: :func:`socket_waker`.
