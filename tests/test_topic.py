@@ -508,10 +508,19 @@ def test_a_subscriber_killed_mid_receive_never_blocks_publishers(
     assert made.info().subscribers == 0
 
 
-def _signal_me(times: int, pause: float, then: Callable[[], object] = lambda: None) -> None:
-    for _ in range(times):
+def _signal_me(
+    times: int,
+    pause: float,
+    then: Callable[[], object] = lambda: None,
+    handled: list[int] | None = None,
+) -> None:
+    for sent in range(1, times + 1):
         time.sleep(pause)
         os.kill(os.getpid(), signal.SIGUSR1)
+        # SIGUSR1 does not queue: two sent before the handler ran would count as one.
+        deadline = time.monotonic() + 30
+        while handled is not None and len(handled) < sent and time.monotonic() < deadline:
+            time.sleep(0.001)
     then()
 
 
@@ -523,7 +532,8 @@ def test_signal_handlers_run_and_the_wait_goes_on(names: Names, cleanup: Cleanup
     previous = signal.signal(signal.SIGUSR1, lambda number, frame: handled.append(number))
     cleanup(signal.signal, signal.SIGUSR1, previous)
     signals = threading.Thread(
-        target=_signal_me, args=(5, 0.05, lambda: publisher.publish(b"after the signals"))
+        target=_signal_me,
+        args=(5, 0.05, lambda: publisher.publish(b"after the signals"), handled),
     )
     signals.start()
     assert subscriber.receive(timeout=30) == b"after the signals"
