@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -155,8 +156,9 @@ def fresh_tmp_commands() -> str:
     )
     commands = ["exec 9</tmp", "mount -t tmpfs -o mode=1777 tmpfs /tmp"]
     for top in kept:
-        commands.append(f"mkdir /tmp/{top}")
+        old, new = shlex.quote(f"/proc/self/fd/9/{top}"), shlex.quote(f"/tmp/{top}")
+        commands.append(f"mkdir {new}")
         # --no-canonicalize: mount must not resolve the path to "/tmp/top", the new one.
-        commands.append(f"mount --no-canonicalize --bind /proc/self/fd/9/{top} /tmp/{top}")
+        commands.append(f"mount --no-canonicalize --bind {old} {new}")
     commands.append("exec 9<&-")
     return " && ".join(commands)
