@@ -91,11 +91,39 @@ def unlink(name: str) -> None:
         ResourceNotFoundError: no object called ``name``.
         PermissionDeniedError: not allowed to remove it.
     """
+    unlink_as(name, KIND)
+
+
+def unlink_as(name: str, kind: str) -> None:
+    """:func:`unlink`, with errors naming the object as ``kind`` (a ring, a topic...)."""
     name = check_posix_name(name)
     try:
         _native.shm_unlink(name)
     except OSError as error:
-        raise from_os_error(error, KIND, name) from None
+        raise from_os_error(error, kind, name) from None
+
+
+def starts_with(name: str, magic: bytes) -> bool:
+    """True if ``name`` is an object we can read whose first bytes are ``magic``.
+
+    How the objects built on shared memory (rings, topics) recognise their own.
+    """
+    name = check_posix_name(name)
+    try:
+        with open(f"{DEV_SHM}/{name[1:]}", "rb") as memory:
+            return memory.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def names_starting_with(magic: bytes) -> list[str]:
+    """The names of the objects in /dev/shm that this user can read and whose
+    first bytes are ``magic``, sorted."""
+    try:
+        entries = os.listdir(DEV_SHM)
+    except FileNotFoundError:
+        return []
+    return sorted(f"/{entry}" for entry in entries if starts_with(f"/{entry}", magic))
 
 
 class PosixSharedMemory(FileMemory):

@@ -45,8 +45,7 @@ from .errors import (
     ResourceLimitError,
     from_os_error,
 )
-from .posix_shm import PosixSharedMemory
-from .posix_shm import unlink as _unlink_shm
+from .posix_shm import PosixSharedMemory, names_starting_with, starts_with, unlink_as
 
 __all__ = ("Ring", "RingInfo", "exists", "list_names", "unlink")
 
@@ -91,21 +90,12 @@ class RingInfo:
 
 def exists(name: str) -> bool:
     """True if a ring called ``name`` exists (a shared memory object with the ring's magic)."""
-    name = check_posix_name(name)
-    try:
-        with open(f"/dev/shm/{name[1:]}", "rb") as memory:
-            return memory.read(8) == _MAGIC
-    except OSError:
-        return False
+    return starts_with(name, _MAGIC)
 
 
 def list_names() -> list[str]:
     """The names of the rings in /dev/shm that this user can read, sorted."""
-    try:
-        entries = os.listdir("/dev/shm")
-    except FileNotFoundError:
-        return []
-    return sorted(f"/{entry}" for entry in entries if exists(f"/{entry}"))
+    return names_starting_with(_MAGIC)
 
 
 def unlink(name: str) -> None:
@@ -115,11 +105,7 @@ def unlink(name: str) -> None:
         ResourceNotFoundError: no object called ``name``.
         PermissionDeniedError: not allowed to remove it.
     """
-    name = check_posix_name(name)
-    try:
-        _unlink_shm(name)
-    except IPCOSError as error:
-        raise from_os_error(error, KIND, name) from None
+    unlink_as(name, KIND)
 
 
 # --- For the inspector (unixipc.inspect): a ring read through a descriptor, never attached.

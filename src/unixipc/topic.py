@@ -53,8 +53,7 @@ from ._doorbell import Doorbell
 from ._names import check_int, check_permissions, check_posix_name
 from ._resource import Resource
 from .errors import IPCError, IPCOSError, ResourceLimitError, from_os_error
-from .posix_shm import DEV_SHM, PosixSharedMemory
-from .posix_shm import unlink as _unlink_shm
+from .posix_shm import PosixSharedMemory, names_starting_with, starts_with, unlink_as
 
 __all__ = ("Publisher", "Subscriber", "Topic", "TopicInfo", "exists", "list_names", "unlink")
 
@@ -87,21 +86,12 @@ class TopicInfo:
 
 def exists(name: str) -> bool:
     """True if a topic called ``name`` exists (a shared memory object with its magic)."""
-    name = check_posix_name(name)
-    try:
-        with open(f"{DEV_SHM}/{name[1:]}", "rb") as memory:
-            return memory.read(8) == _MAGIC
-    except OSError:
-        return False
+    return starts_with(name, _MAGIC)
 
 
 def list_names() -> list[str]:
     """The names of the topics in /dev/shm that this user can read, sorted."""
-    try:
-        entries = os.listdir(DEV_SHM)
-    except FileNotFoundError:
-        return []
-    return sorted(f"/{entry}" for entry in entries if exists(f"/{entry}"))
+    return names_starting_with(_MAGIC)
 
 
 def unlink(name: str) -> None:
@@ -111,11 +101,7 @@ def unlink(name: str) -> None:
         ResourceNotFoundError: no object called ``name``.
         PermissionDeniedError: not allowed to remove it.
     """
-    name = check_posix_name(name)
-    try:
-        _unlink_shm(name)
-    except IPCOSError as error:
-        raise from_os_error(error, KIND, name) from None
+    unlink_as(name, KIND)
 
 
 # --- For the inspector (unixipc.inspect): a topic read through a descriptor, never
