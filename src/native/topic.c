@@ -1531,12 +1531,13 @@ static void end_dealloc(TopicEnd *end)
     Py_DECREF(type);
 }
 
+/* The buffer's exporter is not visited, for the reason given at Ring_traverse in
+ * ring.c: visited, a collection that found it in the same garbage as us (a topic
+ * and its ends refer to each other) could clear the memoryview while we still hold
+ * its buffer, and our dealloc's release would then crash. */
 static int end_traverse(TopicEnd *end, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(end));
-    if (end->has_buffer) {
-        Py_VISIT(end->buffer.obj);
-    }
     return 0;
 }
 
