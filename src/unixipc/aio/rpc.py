@@ -38,7 +38,7 @@ from typing import Any
 from .._deadline import Deadline, check_timeout
 from ..channel import Channel
 from ..errors import ClosedResourceError, IPCError, MessageTooLarge, TimeoutExpired, WouldBlock
-from ..rpc._client import WINDOW, ClientBase, StreamBase, StreamFinished, check_reply, parse_methods
+from ..rpc._client import ClientBase, StreamBase, StreamFinished, check_reply, parse_methods
 from ..rpc._codec import Codec, check_codec_allowed, make_codec
 from ..rpc._outbox import Outbox
 from ..rpc._protocol import (
@@ -50,6 +50,7 @@ from ..rpc._protocol import (
     LIST,
     RESULT,
     STREAM,
+    WINDOW,
     MethodInfo,
     check_name,
     hello,

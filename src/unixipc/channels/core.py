@@ -445,6 +445,23 @@ class Channel(Guarded):
     _in_use: bool = False
     _authenticated = False
 
+    # The direct calls, for the hot loops of unixipc.rpc: while ``_direct`` is
+    # True, a message of at most ``_fast_send`` bytes may go out by
+    # ``_direct_send(data)``, and ``_direct_receive()`` returns the next message,
+    # whole if it has at most ``_fast_receive`` bytes (else its first piece, which
+    # ``_receive_rest`` completes). They are the engine's own calls without the
+    # channel's frame: each sends or takes all or nothing, so after any Exception
+    # from one, the caller does the same with send()/receive(), which raise the
+    # channel's own error. Engines without such calls leave ``_direct`` False.
+    _direct = False
+    _fast_send = -1
+    _fast_receive = -1
+    _direct_send: Callable[..., None]
+    _direct_receive: Callable[..., bytes]
+
+    def _receive_rest(self, first: bytes) -> bytes:
+        raise NotImplementedError  # pragma: no cover - only engines with direct calls
+
     def _start(self, url: str, link: Link, max_message_size: int, *, in_use: bool) -> None:
         """Call from the engine's __init__ once the link is held."""
         self.url = url

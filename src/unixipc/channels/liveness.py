@@ -462,7 +462,7 @@ class TokenLink(LinkBase):
     wait in the kernel in slices and probe the peer's token between them."""
 
     probe_interval = PROBE_INTERVAL
-    direct_into = False
+    direct = False
 
     def __init__(self, tokens: TokenPair) -> None:
         super().__init__()
@@ -539,7 +539,7 @@ class TokenLink(LinkBase):
             inside[PROBE] = False
 
     def take_into(self, buffer: object, *, timeout: float | None) -> int:
-        raise NotImplementedError  # pragma: no cover - direct_into is False
+        raise NotImplementedError  # pragma: no cover - direct is False
 
     def wake_receiver(self, send_wake_up: Callable[[], object]) -> None:
         """interrupt(): no call starts any more, and a receive asleep in the kernel

@@ -292,7 +292,7 @@ class NatsLink(LinkBase):
     """
 
     probe_interval = None  # the loop wakes the descriptor when the peer is gone
-    direct_into = False
+    direct = False
 
     def __init__(self, url: str, connection: _nats.Connection, settings: Settings) -> None:
         super().__init__()
@@ -713,7 +713,7 @@ class NatsLink(LinkBase):
             inside[RECEIVE] = False
 
     def take_into(self, buffer: Buffer, *, timeout: float | None) -> int:
-        raise NotImplementedError  # direct_into is False: the core copies
+        raise NotImplementedError  # direct is False: the core copies
 
     def _acknowledge(self) -> None:
         with self._lock:

@@ -103,7 +103,7 @@ class JetStreamLink(LinkBase):
     """One end of a durable conversation (see the module docstring)."""
 
     probe_interval = None
-    direct_into = False
+    direct = False
 
     def __init__(self, url: str, connection: _nats.Connection, name: str, client: bool) -> None:
         super().__init__()
@@ -216,7 +216,7 @@ class JetStreamLink(LinkBase):
             self.inside[RECEIVE] = False
 
     def take_into(self, buffer: Buffer, *, timeout: float | None) -> int:
-        raise NotImplementedError  # direct_into is False: the core copies
+        raise NotImplementedError  # direct is False: the core copies
 
     def _fetch(self, seconds: float) -> None:
         from nats.errors import TimeoutError as NatsTimeout

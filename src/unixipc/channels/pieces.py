@@ -68,8 +68,9 @@ class PieceLink(Link, Protocol):
         ...
 
     @property
-    def direct_into(self) -> bool:
-        """True when take_into reads a piece straight into a buffer (a ring)."""
+    def direct(self) -> bool:
+        """True when the calls are a ring's own: take_into reads a piece straight
+        into a buffer, and put/take may be called without a timeout (blocking)."""
         ...
 
     def put(self, piece: Buffer, *, timeout: float | None) -> None:
@@ -84,7 +85,7 @@ class PieceLink(Link, Protocol):
         ...
 
     def take_into(self, buffer: Buffer, *, timeout: float | None) -> int:
-        """Receive one piece into ``buffer`` (MessageTooLarge keeps it); with direct_into."""
+        """Receive one piece into ``buffer`` (MessageTooLarge keeps it); only if direct."""
         ...
 
     def peer_state(self) -> PeerState:
@@ -117,7 +118,10 @@ class PieceChannel(Channel):
         self._start(url, link, max_message_size, in_use=in_use)
         self._put = link.put
         self._take = link.take
-        self._take_into = link.take_into if link.direct_into else None
+        self._take_into = link.take_into if link.direct else None
+        if link.direct:  # the channel's direct calls (see Channel._direct)
+            self._direct_send = link.put
+            self._direct_receive = link.take
         self._refresh()
 
     @classmethod
@@ -137,6 +141,7 @@ class PieceChannel(Channel):
             and not self._partial
             and self._kept is None
         )
+        self._direct = self._ready and self._link.direct
 
     def _has_tail(self) -> bool:
         return bool(self._tail)
@@ -273,6 +278,9 @@ class PieceChannel(Channel):
                 return data
             return self._assemble(data, Deadline(timeout))
         return self._assemble(None, self._before_slow_receive(timeout))
+
+    def _receive_rest(self, first: bytes) -> bytes:
+        return self._assemble(first, Deadline(None))
 
     def _before_slow_receive(self, timeout: float | None) -> Deadline:
         deadline = Deadline(timeout)

@@ -95,7 +95,7 @@ class ShmLink(LinkBase):
     """Two rings (receive, send) and a descriptor on each, for passing the end on."""
 
     probe_interval = None  # the rings watch the peer themselves
-    direct_into = True
+    direct = True
 
     def __init__(self, receive_ring: Ring, send_ring: Ring, descriptors: tuple[int, int]) -> None:
         super().__init__()

@@ -16,7 +16,9 @@ channel, in any order:
     [CANCEL, id]                              [NOT_FOUND, id, name]
     [CREDIT, id, items]                       [STREAM, id] [ITEM, id, value]... [END, id]
     [LIST, id]                                (LIST is answered by a RESULT)
-                                              [BYE, 0]: the server is closing
+    [CALL, id, name, args]: the short form    [BYE, 0]: the server is closing
+     of [CALL, id, name, args, None, None, WINDOW] (the most common call: a
+     few fields less to encode and decode)
 
 Every call gets exactly one final message (RESULT, ERROR, NOT_FOUND or END),
 even a cancelled one: the client counts its calls in flight against the
@@ -45,6 +47,8 @@ FINAL = frozenset((RESULT, ERROR, NOT_FOUND, END))
 
 #: The most items a stream may send ahead of the client's credit.
 MAX_WINDOW = 1 << 16
+#: The window of a call in the short form (what the clients ask for).
+WINDOW = 64
 #: The longest method name.
 MAX_NAME = 256
 

@@ -51,6 +51,7 @@ from ._protocol import (
     LIST,
     MAX_NAME,
     MAX_WINDOW,
+    WINDOW,
     NOT_FOUND,
     RESULT,
     STREAM,
@@ -106,11 +107,16 @@ def _bad_request(message: list[Any], why: str) -> list[Any]:
     return [ERROR, message[1], BAD_REQUEST, why, ""]
 
 
+def _call_fields(message: list[Any]) -> list[Any]:
+    """A CALL message in its full form (see _protocol for the short one)."""
+    return message + [None, None, WINDOW] if len(message) == 4 else message
+
+
 def _check_call(message: list[Any]) -> str | None:
     """Why a CALL message is malformed, or None."""
-    if len(message) != 7:
-        return "a call has 7 fields"
-    _, _, name, args, kwargs, timeout, window = message
+    if len(message) not in (4, 7):
+        return "a call has 7 fields (or 4)"
+    _, _, name, args, kwargs, timeout, window = _call_fields(message)
     if type(name) is not str or not 0 < len(name) <= MAX_NAME:
         return "the method name is not a str of 1 to 256 characters"
     if type(args) is not list and type(args) is not tuple:  # pickle keeps the client's tuple
@@ -229,8 +235,15 @@ class Connection:
         # The hot path of the server: a plain function's call is run and answered
         # here, with as little as possible in between. It is not entered in `tasks`
         # unless it is handed over (see handoff).
-        receive = self.channel.receive
-        send = self.channel.send
+        # The channel's direct calls where it has them (see Channel._direct); their
+        # limits are fixed once the channel is established.
+        channel = self.channel
+        receive = channel.receive
+        send = channel.send
+        direct_receive = getattr(channel, "_direct_receive", receive)
+        direct_send = getattr(channel, "_direct_send", send)
+        fast_receive = channel._fast_receive
+        fast_send = channel._fast_send
         unpack = self.codec.unpack
         pack = self.codec.pack
         methods = self.core.registry._methods
@@ -242,13 +255,29 @@ class Connection:
         watchdog = self.core.watchdog
         monotonic = time.monotonic
         while not self.stopping:
-            data = receive()  # stop() closes the channel to wake this
+            # stop() closes the channel to wake this.
+            if channel._direct:
+                try:
+                    data = direct_receive()
+                except Exception:
+                    data = receive()
+                else:
+                    if len(data) > fast_receive:
+                        data = channel._receive_rest(data)
+            else:
+                data = receive()
             try:
                 message = unpack(data)
             except Exception:
                 message = _UNDECODABLE
-            if message.__class__ is list and len(message) == 7:
-                kind, call_id, name, args, keywords, timeout, window = message
+            fields = len(message) if message.__class__ is list else 0
+            if fields == 4 or fields == 7:
+                if fields == 4:
+                    kind, call_id, name, args = message
+                    keywords = timeout = None
+                    window = WINDOW
+                else:
+                    kind, call_id, name, args, keywords, timeout, window = message
                 method = methods.get(name) if name.__class__ is str else None
                 if (
                     kind == CALL
@@ -299,7 +328,13 @@ class Connection:
                             self._send(reply)
                         else:
                             try:
-                                send(packed)
+                                if channel._direct and len(packed) <= fast_send:
+                                    try:
+                                        direct_send(packed)
+                                    except Exception:
+                                        send(packed)
+                                else:
+                                    send(packed)
                             except IPCError:
                                 pass  # the client is gone: the next receive says so
                             finally:
@@ -399,7 +434,7 @@ class Connection:
         if why is not None:
             self._send(_bad_request(message, why))
             return True
-        _, _, name, args, kwargs, timeout, window = message
+        _, _, name, args, kwargs, timeout, window = _call_fields(message)
         method = self.core.registry._methods.get(name)
         if method is None:
             self._send([NOT_FOUND, call_id, name])
@@ -447,7 +482,7 @@ class Connection:
         The watchdog may make another thread the reader meanwhile: then this
         returns False and the thread ends after replying.
         """
-        _, call_id, _, args, kwargs, _, window = request
+        _, call_id, _, args, kwargs, _, window = _call_fields(request)
         if not self._admit(call_id, None):
             return True
         reply: list[Any] | None

@@ -136,12 +136,9 @@ class _UnixipcRpcTransport(_RpcTransport):
         from unixipc import rpc
 
         client = rpc.connect(address, timeout=_TIMEOUT)
-        call = client.call
-
-        def echo(value: Any) -> Any:
-            return call("echo", value)
-
-        return _CallerLink(echo, lambda: call("stop"), (client.close,))
+        # A partial adds no Python frame: the peers' links call a bound method too.
+        echo = functools.partial(client.call, "echo")
+        return _CallerLink(echo, functools.partial(client.call, "stop"), (client.close,))
 
     def cleanup(self, plan: Plan) -> None:
         remove_paths(plan)
