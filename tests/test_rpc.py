@@ -45,6 +45,8 @@ def test_calls_results_and_remote_errors(scheme: str, names: Names) -> None:
         assert client.call("echo", value=7, name="n") == [7, {"name": "n"}]
         if scheme != "sysvmq":  # the others carry more than msgmax (8 KiB)
             assert client.call("blob", 50_000) == bytes(50_000)
+            # Several ring pieces each way on shm:// (the direct calls' slow case).
+            assert client.call("echo", bytes(range(256)) * 280) == bytes(range(256)) * 280
         assert client.call("echo", bytearray(b"\x00\xff")) == b"\x00\xff"
 
         with pytest.raises(rpc.RemoteError) as caught:
