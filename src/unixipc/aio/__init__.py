@@ -22,7 +22,10 @@ How an operation waits is what the channel declares (its wait spec):
   peer's liveness token.
 - ``shm``: the doorbells of its two rings (readable when a try may succeed;
   a try that would block arms them) with ``loop.add_reader``, trying again
-  every 0.2 s so that the rings look for a dead peer: no helper thread.
+  every 0.2 s so that the rings look for a dead peer: no helper thread. A
+  receiver whose messages come within microseconds of its waiting first waits
+  up to 50 µs in the ring's own spin, blocking the loop that long (see
+  :mod:`unixipc.aio._spin`: it stops as soon as messages come slower).
 - ``sysvmq``: no descriptor to watch; the blocking call runs in
   slices of 0.2 s on one shared pool of helper threads (reused, not one per
   call). A cancelled ``receive`` keeps the message its helper may still have
@@ -58,6 +61,7 @@ from .._resource import Resource
 from ..channels import registry
 from ..channels.core import Channel, Guarded, Listener, WaitSpec
 from ..errors import MessageTooLarge, TimeoutExpired, WouldBlock
+from ._spin import Spin
 from .ring import AsyncRing as AsyncRing
 from .topic import AsyncPublisher as AsyncPublisher
 from .topic import AsyncSubscriber as AsyncSubscriber
@@ -326,6 +330,7 @@ class AsyncChannel(_Wrapper):
         self.authenticated = channel.authenticated
         self._wrapped = channel
         self._stash: list[bytes] = []  # messages a cancelled receive's helper took
+        self._spin: Spin | None = None  # made at the first wait on doorbells (shm://)
 
     def fileno(self) -> int:
         """The channel's descriptor (see :meth:`unixipc.Channel.fileno`).
@@ -383,9 +388,17 @@ class AsyncChannel(_Wrapper):
         if self._stash:
             return self._stash.pop(0)
         channel = self.channel
+        spin = self._spin
+        if spin is not None:
+            message = spin.take(lambda wait: channel.receive(timeout=wait), deadline)
+            if message is not None:
+                return message
         while True:
             try:
-                return channel.receive(timeout=0)
+                message = channel.receive(timeout=0)
+                if spin is not None:
+                    spin.arrived()
+                return message
             except WouldBlock:
                 if deadline.timeout == 0:
                     raise
@@ -397,6 +410,7 @@ class AsyncChannel(_Wrapper):
                     deadline,
                     self._stash.append,
                 )
+            spin = self._spinning(spec)
             await self._wait(spec.read_fd, False, deadline, "receiving", spec)
 
     async def receive_into(self, buffer: Buffer, *, timeout: float | None = None) -> int:
@@ -422,15 +436,33 @@ class AsyncChannel(_Wrapper):
                 )
             view[: len(message)] = message
             return len(message)
+        spin = self._spin
+        if spin is not None:
+            size = spin.take(lambda wait: channel.receive_into(view, timeout=wait), deadline)
+            if size is not None:
+                return size
         while True:
             try:
-                return channel.receive_into(view, timeout=0)
+                size = channel.receive_into(view, timeout=0)
+                if spin is not None:
+                    spin.arrived()
+                return size
             except WouldBlock:
                 if deadline.timeout == 0:
                     raise
             spec = channel._wait_spec()
             assert spec.read_fd is not None
+            spin = self._spinning(spec)
             await self._wait(spec.read_fd, False, deadline, "receiving", spec)
+
+    def _spinning(self, spec: WaitSpec) -> Spin | None:
+        """A receiver on doorbells (``shm://``) is about to wait in the loop: its
+        spin credit (see :mod:`unixipc.aio._spin`), told so."""
+        if spec.doorbells:
+            if self._spin is None:
+                self._spin = Spin()
+            self._spin.waiting()
+        return self._spin
 
     async def _wait(
         self, fd: int, write: bool, deadline: Deadline, what: str, spec: WaitSpec
