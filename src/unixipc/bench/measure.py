@@ -3,6 +3,9 @@
 Latency: the driver sends a message and waits for the peer's echo, timing each
 round trip with ``perf_counter_ns``; a tenth of the time is warm-up.
 
+An asynchronous link (:class:`AsyncLink`) runs the same loops in an asyncio event
+loop on each side, awaiting each send and receive.
+
 Throughput: the peer sends as fast as the transport lets it; the driver
 receives, times from its first message, and after a tenth of the time for
 warm-up counts for ``seconds``, then raises a stop flag in shared memory. The
@@ -12,12 +15,13 @@ count is exact.
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import time
 from array import array
 from dataclasses import dataclass
 
-from .transport import END, Link
+from .transport import END, AsyncLink, Link
 
 WARM_UP = 0.1  # fraction of the measured time spent warming up first
 #: Fewer round trips than this leave too few samples beyond the 99.9th percentile
@@ -47,6 +51,8 @@ class Measured:
 
 def ping(link: Link, size: int, seconds: float) -> Measured:
     """Driver side of the latency test: round trips for ``seconds`` after a warm-up."""
+    if isinstance(link, AsyncLink):
+        return asyncio.run(_aping(link, size, seconds))
     payload = bytes(size)
     clock = time.perf_counter_ns
     send, receive = link.send, link.receive
@@ -73,7 +79,39 @@ def ping(link: Link, size: int, seconds: float) -> Measured:
             break
     round_trips += len(samples)
     send(bytes([END]) + bytes(size - 1))
-    cpu = time.process_time() - cpu_start
+    return _round_trips(samples, round_trips, time.process_time() - cpu_start)
+
+
+async def _aping(link: AsyncLink, size: int, seconds: float) -> Measured:
+    """ping() awaiting an asynchronous link."""
+    payload = bytes(size)
+    clock = time.perf_counter_ns
+    send, receive = link.asend, link.areceive
+    cpu_start = time.process_time()
+    round_trips = 0
+    warm_until = clock() + int(seconds * WARM_UP * 1e9)
+    while clock() < warm_until:
+        await send(payload)
+        await receive()
+        round_trips += 1
+    samples = array("q")
+    record = samples.append
+    end = clock() + int(seconds * 1e9)
+    while True:
+        before = clock()
+        await send(payload)
+        await receive()
+        after = clock()
+        record(after - before)
+        if after >= end:
+            break
+    round_trips += len(samples)
+    await send(bytes([END]) + bytes(size - 1))
+    return _round_trips(samples, round_trips, time.process_time() - cpu_start)
+
+
+def _round_trips(samples: array[int], round_trips: int, cpu: float) -> Measured:
+    """The driver's report of a latency run."""
     ordered = sorted(samples)
     return Measured(
         2 * round_trips,
@@ -91,6 +129,8 @@ def ping(link: Link, size: int, seconds: float) -> Measured:
 
 def echo(link: Link) -> Measured:
     """Peer side of the latency test: send every message back until END."""
+    if isinstance(link, AsyncLink):
+        return asyncio.run(_aecho(link))
     send, receive = link.send, link.receive
     cpu_start = time.process_time()
     count = 0
@@ -99,6 +139,20 @@ def echo(link: Link) -> Measured:
         if message[0] == END:
             break
         send(message)
+        count += 1
+    return Measured(2 * count, time.process_time() - cpu_start, {})
+
+
+async def _aecho(link: AsyncLink) -> Measured:
+    """echo() awaiting an asynchronous link."""
+    send, receive = link.asend, link.areceive
+    cpu_start = time.process_time()
+    count = 0
+    while True:
+        message = await receive()
+        if message[0] == END:
+            break
+        await send(message)
         count += 1
     return Measured(2 * count, time.process_time() - cpu_start, {})
 

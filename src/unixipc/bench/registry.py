@@ -33,6 +33,9 @@ TRANSPORTS: tuple[Transport, ...] = (
     channels.ChannelMqTransport(),
     channels.ChannelSysvMqTransport(),
     nats.ChannelNatsTransport(),
+    channels.AioShmTransport(),
+    channels.AioMqTransport(),
+    channels.AioUnixTransport(),
     # what users pick instead
     peers.PySpinTransport(),
     peers.MpPipeTransport(),

@@ -117,6 +117,17 @@ class Link:
         """Flush what was sent and release this end."""
 
 
+class AsyncLink(Link):
+    """A link whose ends are awaited: the latency loops run in one asyncio event
+    loop on each side (``asyncio.run``), awaiting ``asend`` and ``areceive``."""
+
+    async def asend(self, data: Any) -> None:
+        raise NotImplementedError
+
+    async def areceive(self) -> Any:
+        raise NotImplementedError
+
+
 class Transport:
     """A benchmarked transport; subclasses set the class attributes and override methods."""
 

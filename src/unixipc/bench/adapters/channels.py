@@ -15,7 +15,7 @@ import unixipc
 from unixipc.channel import PairKind
 
 from ...channels.sysvmq import token_base
-from ..transport import Link, Plan, Role, Transport, Unsupported, buffer_capacity
+from ..transport import AsyncLink, Link, Plan, Role, Test, Transport, Unsupported, buffer_capacity
 from ._common import quietly, remove_paths, remove_shared_memory_names
 
 
@@ -42,6 +42,28 @@ def _channel_link(channel: Any, size: int, closers: tuple[Callable[[], Any], ...
 
     link.close = close  # type: ignore[method-assign]
     return link
+
+
+class _AsyncChannelLink(AsyncLink):
+    """A channel driven with ``unixipc.aio.AsyncChannel`` (``receive_into`` a buffer)."""
+
+    def __init__(self, channel: Any, size: int, closers: tuple[Callable[[], Any], ...]) -> None:
+        from unixipc import aio
+
+        self._channel = channel
+        self._closers = closers
+        self._buffer = bytearray(size)
+        self._async = aio.AsyncChannel(channel)
+        self.asend = self._async.send  # type: ignore[method-assign]
+
+    async def areceive(self) -> bytearray:
+        await self._async.receive_into(self._buffer)
+        return self._buffer
+
+    def close(self) -> None:
+        self._channel.close()
+        for closer in self._closers:
+            closer()
 
 
 def _open_and_unlink(queue_type: Any, name: object) -> None:
@@ -189,3 +211,33 @@ class ChannelShmUrlTransport(_UrlTransport):
     def cleanup(self, plan: Plan) -> None:
         for path in glob.glob(f"/dev/shm/{glob.escape(plan.prefix)}_chshm*"):
             quietly(os.unlink, path)
+
+
+# asyncio on both sides (unixipc.aio): round trips only.
+
+
+class _AsyncUrlTransport(_UrlTransport):
+    tests: ClassVar[tuple[Test, ...]] = ("latency",)
+
+    def serve(self, plan: Plan, announce: Callable[[str], None]) -> Link:
+        listener = unixipc.listen(self.url(plan), **self.listen_options(plan))
+        announce(str(getattr(listener, "url", self.url(plan))))
+        return _AsyncChannelLink(listener.accept(), plan.size, (listener.close,))
+
+    def connect(self, plan: Plan, address: str) -> Link:
+        return _AsyncChannelLink(unixipc.connect(address, **self.options(plan)), plan.size, ())
+
+
+class AioShmTransport(_AsyncUrlTransport, ChannelShmUrlTransport):
+    name = "aio-shm"
+    summary = "unixipc.aio over shm://name, asyncio on both sides (doorbells, no threads)"
+
+
+class AioMqTransport(_AsyncUrlTransport, ChannelMqTransport):
+    name = "aio-mq"
+    summary = "unixipc.aio over mq:///name, asyncio on both sides (queue descriptors)"
+
+
+class AioUnixTransport(_AsyncUrlTransport, ChannelUnixTransport):
+    name = "aio-unix"
+    summary = "unixipc.aio over unix:///path, asyncio on both sides"
