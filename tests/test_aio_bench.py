@@ -36,7 +36,7 @@ def test_asyncio_round_trips_run_on_both_sides_and_leave_nothing(tmp_path: Path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    stdout, stderr = process.communicate(timeout=180)
+    _, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr
     results = json.loads(json_path.read_text())["results"]
     # Round trips only: an asyncio link has no throughput test.

@@ -51,11 +51,11 @@ from ._protocol import (
     LIST,
     MAX_NAME,
     MAX_WINDOW,
-    WINDOW,
     NOT_FOUND,
     RESULT,
     STREAM,
     TOO_MANY_CALLS,
+    WINDOW,
     error_message,
     parse_hello,
     refusal,
@@ -109,7 +109,7 @@ def _bad_request(message: list[Any], why: str) -> list[Any]:
 
 def _call_fields(message: list[Any]) -> list[Any]:
     """A CALL message in its full form (see _protocol for the short one)."""
-    return message + [None, None, WINDOW] if len(message) == 4 else message
+    return [*message, None, None, WINDOW] if len(message) == 4 else message
 
 
 def _check_call(message: list[Any]) -> str | None:
