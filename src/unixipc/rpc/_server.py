@@ -271,25 +271,30 @@ class Connection:
             except Exception:
                 message = _UNDECODABLE
             fields = len(message) if message.__class__ is list else 0
-            if fields == 4 or fields == 7:
-                if fields == 4:
-                    kind, call_id, name, args = message
-                    keywords = timeout = None
-                    window = WINDOW
-                else:
-                    kind, call_id, name, args, keywords, timeout, window = message
+            if fields == 4:  # the short form: no keywords, no deadline, the default window
+                kind, call_id, name, args = message
+                timeout = None
+                window = WINDOW
+                plain = True
+            elif fields == 7:
+                kind, call_id, name, args, keywords, timeout, window = message
+                plain = (
+                    keywords is None
+                    and window.__class__ is int
+                    and 0 < window <= MAX_WINDOW
+                    and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
+                )
+            else:
+                plain = False
+            if plain:
                 method = methods.get(name) if name.__class__ is str else None
                 if (
                     kind == CALL
                     and method is not None
                     and method.inline
-                    and keywords is None
                     and call_id.__class__ is int
                     and args.__class__ is list
-                    and window.__class__ is int
-                    and 0 < window <= MAX_WINDOW
                     and (not tasks or (call_id not in tasks and len(tasks) < limit))
-                    and (timeout is None or (timeout.__class__ is float and 0 < timeout < _FAR))
                 ):
                     self.running = message
                     if watchdog.sleeping:
