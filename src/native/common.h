@@ -95,5 +95,6 @@ int unixipc_init_signals(PyObject *module);
 int unixipc_init_ring(PyObject *module);
 int unixipc_init_doorbell(PyObject *module);
 int unixipc_init_topic(PyObject *module);
+int unixipc_init_thread_lock(PyObject *module);
 
 #endif

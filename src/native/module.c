@@ -22,6 +22,7 @@ static int (*const facility_inits[])(PyObject *) = {
     unixipc_init_ring,
     unixipc_init_doorbell,
     unixipc_init_topic,
+    unixipc_init_thread_lock,
 };
 
 static int native_exec(PyObject *module)
