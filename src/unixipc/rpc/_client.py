@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._deadline import Deadline, check_timeout
+from .._native import ThreadLock
 from ..channel import Channel
 from ..channel import connect as channel_connect
 from ..errors import (
@@ -160,8 +161,10 @@ class Client(ClientBase):
         self._codec = codec
         self._pack = codec.pack
         self._unpack = codec.unpack
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
+        # Locks of the hot path: threading.Lock's semantics at less than half the cost
+        # (a call takes three pairs; see _native.ThreadLock).
+        self._lock = ThreadLock()
+        self._send_lock = ThreadLock()
         self._pending: dict[int, _Call] = {}  # sent, final reply not yet received
         self._queue: deque[_Call] = deque()  # waiting for a slot
         self._free = limit

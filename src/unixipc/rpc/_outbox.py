@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from .._native import ThreadLock
 from ..channel import Channel
 from ..errors import IPCError, WouldBlock
 from ._slices import SLICE, send_slice
@@ -22,7 +23,10 @@ class Outbox:
     """Orderly, non-blocking sends on ``channel`` from one event-loop thread."""
 
     def __init__(
-        self, channel: Channel, send_lock: threading.Lock, stopping: Callable[[], bool]
+        self,
+        channel: Channel,
+        send_lock: threading.Lock | ThreadLock,
+        stopping: Callable[[], bool],
     ) -> None:
         self._channel = channel
         self._send_lock = send_lock  # shared with threads that send directly

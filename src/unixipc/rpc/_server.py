@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from .._native import ThreadLock
 from ..channel import Channel, Listener, listen
 from ..errors import (
     ClosedResourceError,
@@ -164,8 +165,9 @@ class Connection:
         self.channel = channel
         self.codec = make_codec(core.codec_name)  # encodes under send_lock
         self.loop_codec = make_codec(core.codec_name)  # encodes on the event loop
-        self.send_lock = threading.Lock()
-        self.lock = threading.Lock()  # the fields below
+        # Locks of the reader's hot path (two pairs a call): see _native.ThreadLock.
+        self.send_lock = ThreadLock()
+        self.lock = ThreadLock()  # the fields below
         self.tasks: dict[int, _Task] = {}
         # The reader is the thread started for the current generation.
         self.generation = 0
@@ -535,7 +537,7 @@ class Connection:
         self, task: _Task, items: types.GeneratorType[Any, None, None], generation: int
     ) -> None:
         """Send a generator's items as the client's credit allows."""
-        task.condition = threading.Condition(self.lock)
+        task.condition = threading.Condition(self.lock)  # type: ignore[arg-type]
         final: list[Any] | None = [END, task.id]
         try:
             if self._send([STREAM, task.id]) != SENT:
