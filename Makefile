@@ -53,7 +53,7 @@ endif
 SANITIZE_TESTS ?= tests/test_ring.py tests/test_ring_corruption.py tests/test_ring_fuzz.py tests/test_ring_ready.py \
 	tests/test_shared_sync.py tests/test_posix_sem.py tests/test_sysv_sem.py \
 	tests/test_posix_mq.py tests/test_sysv_mq.py tests/test_signals.py tests/test_topic.py \
-	tests/test_fuzz_channels.py
+	tests/test_fuzz_channels.py tests/test_thread_lock.py
 sanitize: $(INSTALLED)
 	$(BIN)/python tools/sanitize.py run -- -q $(SANITIZE_TESTS)
 
