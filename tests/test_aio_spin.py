@@ -1,10 +1,11 @@
 """asyncio receivers on shared memory spin while their messages come soon, and only then.
 
 The spin (``unixipc.aio._spin``) blocks the event loop for at most 50 µs per
-receive. These tests check what it is for and what it must never cost: a peer
-that answers at once is caught by the spin; every message still arrives whole
-and in order; a receiver whose messages come slowly stops spinning after a few
-misses; close() and timeouts behave as without it.
+receive. These tests check what it must never cost, whatever the machine's load:
+every message still arrives whole and in order when receives spin; a receiver
+whose messages come slowly stops spinning after a few misses; close() and
+timeouts behave as without it. (How often a spin catches the answer is timing,
+measured by ``unixipc bench``'s ``aio-*`` rows, never asserted here.)
 """
 
 from __future__ import annotations
@@ -35,41 +36,44 @@ def _echo(channel: unixipc.Channel) -> int:
         return count
 
 
-def _shm_pair(cleanup: Callable[..., None]) -> tuple[unixipc.Channel, unixipc.Channel]:
+def _with_child(
+    cleanup: Callable[..., None],
+    children: Callable[..., Child],
+    function: Callable[..., Any],
+    *args: Any,
+) -> tuple[Child, aio.AsyncChannel]:
+    """A ``shm`` channel pair: ``function(their_end, *args)`` in a child, our end for asyncio."""
     ours, theirs = unixipc.channel_pair("shm")
     cleanup(ours.close)
     cleanup(theirs.close)
-    return ours, theirs
+    child = children(function, theirs, *args)
+    theirs.close()
+    return child, aio.AsyncChannel(ours)
 
 
-def test_a_prompt_peer_is_caught_by_the_spin_and_nothing_is_lost(
+def test_receives_that_spin_lose_nothing_and_keep_the_order(
     cleanup: Callable[..., None], children: Callable[..., Child]
 ) -> None:
-    ours, theirs = _shm_pair(cleanup)
-    child = children(_echo, theirs)
-    theirs.close()
-    channel = aio.AsyncChannel(ours)
-    caught = 0
+    child, channel = _with_child(cleanup, children, _echo)
+    spin = channel._spin = _spin.Spin()  # as the first wait on the doorbells makes it
 
     async def main() -> list[bytes]:
-        nonlocal caught
         answers = []
         for turn in range(ROUNDS):
+            spin.waiting()
+            spin.arrived()  # as if the last message came at once: this receive spins first
             await channel.send(turn.to_bytes(4, "little") * 8, timeout=WAIT)
-            spin = channel._spin
-            before = spin.caught if spin is not None else 0
             answers.append(await channel.receive(timeout=WAIT))
-            spin = channel._spin
-            caught += (spin.caught if spin is not None else 0) - before
         return answers
 
     answers = asyncio.run(main())
     assert answers == [turn.to_bytes(4, "little") * 8 for turn in range(ROUNDS)]
     channel.close()
     assert child.result() == ROUNDS
-    # The echo answers within microseconds: most answers come from the spin (not
-    # all: the first waits go through the loop, and a busy machine preempts).
-    assert caught > 0
+    # Every receive spun first; whether the answer came within the 50 µs is up to the
+    # machine (a busy one preempts the echo), and either way nothing was lost.
+    assert spin.tries == ROUNDS
+    assert 0 <= spin.caught <= ROUNDS
 
 
 def _send_slowly(channel: unixipc.Channel, quick: int, slow: int, gap: float) -> None:
@@ -87,11 +91,8 @@ def _send_slowly(channel: unixipc.Channel, quick: int, slow: int, gap: float) ->
 def test_a_receiver_whose_messages_come_slowly_stops_spinning(
     cleanup: Callable[..., None], children: Callable[..., Child]
 ) -> None:
-    ours, theirs = _shm_pair(cleanup)
     slow = 3 * _spin.MISSES
-    child = children(_send_slowly, theirs, 200, slow, 0.02)
-    theirs.close()
-    channel = aio.AsyncChannel(ours)
+    child, channel = _with_child(cleanup, children, _send_slowly, 200, slow, 0.02)
     tries: list[int] = []
 
     async def main() -> list[bytes]:
@@ -120,10 +121,7 @@ def test_a_receiver_whose_messages_come_slowly_stops_spinning(
 def test_close_from_another_thread_wakes_a_receiver_that_was_spinning(
     cleanup: Callable[..., None], children: Callable[..., Child]
 ) -> None:
-    ours, theirs = _shm_pair(cleanup)
-    child = children(_echo, theirs)
-    theirs.close()
-    channel = aio.AsyncChannel(ours)
+    child, channel = _with_child(cleanup, children, _echo)
 
     async def main() -> BaseException | None:
         for _ in range(100):  # earn the spin credit
@@ -151,9 +149,11 @@ def test_a_timeout_shorter_than_the_spin_is_kept(names: Any, cleanup: Callable[.
     receiver = aio.AsyncRing(ring)
 
     async def main() -> None:
-        for turn in range(_spin.MISSES + 2):  # quick messages: the credit is earned
+        for turn in range(3):
             ring.send(b"%d" % turn)
             assert await receiver.receive(timeout=WAIT) == b"%d" % turn
+        receiver._spin.waiting()
+        receiver._spin.arrived()  # as after a message that came at once: the next spins
         started = time.monotonic()
         try:
             await receiver.receive(timeout=0.001)
@@ -162,5 +162,6 @@ def test_a_timeout_shorter_than_the_spin_is_kept(names: Any, cleanup: Callable[.
         else:
             raise AssertionError("a receive on an empty ring returned")
         assert time.monotonic() - started < WAIT
+        assert receiver._spin.tries == 1  # the spin ran, timed out, and the wait went on
 
     asyncio.run(main())
