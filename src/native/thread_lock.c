@@ -60,12 +60,14 @@ static int wait_for_lock(ThreadLockObject *self, int64_t deadline)
         if (deadline != UNIXIPC_NO_DEADLINE && unixipc_monotonic_ns() >= deadline) {
             return 0;
         }
-        struct timespec at;
-        unixipc_abstime(deadline, CLOCK_MONOTONIC, &at);
+        struct timespec at, *until = NULL; /* absolute, CLOCK_MONOTONIC */
+        if (deadline != UNIXIPC_NO_DEADLINE) {
+            unixipc_abstime(deadline, CLOCK_MONOTONIC, &at);
+            until = &at;
+        }
         Py_BEGIN_ALLOW_THREADS
         result = syscall(SYS_futex, &self->word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 2,
-                         deadline == UNIXIPC_NO_DEADLINE ? NULL : &at, NULL,
-                         FUTEX_BITSET_MATCH_ANY);
+                         until, NULL, FUTEX_BITSET_MATCH_ANY);
         error = errno;
         Py_END_ALLOW_THREADS
         if (result < 0 && error == EINTR && PyErr_CheckSignals() < 0) {
