@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._deadline import Deadline, check_timeout
-from .._native import ThreadLock
+from .._thread_lock import ThreadLock
 from ..channel import Channel
 from ..channel import connect as channel_connect
 from ..errors import (
@@ -162,7 +162,7 @@ class Client(ClientBase):
         self._pack = codec.pack
         self._unpack = codec.unpack
         # Locks of the hot path: threading.Lock's semantics at less than half the cost
-        # (a call takes three pairs; see _native.ThreadLock).
+        # (a call takes three pairs; see unixipc._thread_lock).
         self._lock = ThreadLock()
         self._send_lock = ThreadLock()
         self._pending: dict[int, _Call] = {}  # sent, final reply not yet received

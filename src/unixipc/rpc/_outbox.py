@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .._native import ThreadLock
+from .._thread_lock import ThreadLock
 from ..channel import Channel
 from ..errors import IPCError, WouldBlock
 from ._slices import SLICE, send_slice

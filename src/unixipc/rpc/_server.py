@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from .._native import ThreadLock
+from .._thread_lock import ThreadLock
 from ..channel import Channel, Listener, listen
 from ..errors import (
     ClosedResourceError,
@@ -165,7 +165,7 @@ class Connection:
         self.channel = channel
         self.codec = make_codec(core.codec_name)  # encodes under send_lock
         self.loop_codec = make_codec(core.codec_name)  # encodes on the event loop
-        # Locks of the reader's hot path (two pairs a call): see _native.ThreadLock.
+        # Locks of the reader's hot path (two pairs a call): see unixipc._thread_lock.
         self.send_lock = ThreadLock()
         self.lock = ThreadLock()  # the fields below
         self.tasks: dict[int, _Task] = {}
