@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .._deadline import Deadline
 from ..errors import WouldBlock
@@ -64,12 +64,45 @@ async def _readable(fds: list[int], seconds: float | None) -> set[int]:
     return fired
 
 
-async def _await_ready(obj: Publisher | Subscriber, deadline: Deadline, what: str) -> None:
-    """After a call found nothing to do (and armed the doorbell): wait for a ring."""
-    if deadline.timeout == 0 or deadline.expired():
-        raise deadline.error(f"{what} on {obj.describe()}")
-    left = deadline.remaining()
-    await _readable([obj.fileno()], SLICE if left is None else min(left, SLICE))
+class _Doorbelled(Protocol):
+    """A ring handle, topic publisher or subscriber: what _retry needs of it."""
+
+    def fileno(self) -> int: ...
+
+    def describe(self) -> str: ...
+
+
+async def _retry(
+    obj: _Doorbelled,
+    call: Callable[[float], _T],
+    timeout: float | None,
+    what: str,
+    spin: Spin | None = None,
+) -> _T:
+    """``call(timeout=0)`` until it succeeds, waiting on ``obj``'s doorbell between
+    tries (a try that would block arms it) and ending every 0.2 s so that the next
+    try looks for dead peers. A receive passes its ``spin``: while its messages come
+    soon, ``call`` first gets the spin's budget as its timeout."""
+    deadline = Deadline(timeout)
+    if spin is not None:
+        result = spin.take(call, deadline)
+        if result is not None:
+            return result
+    obj.fileno()  # the doorbell exists before the first try, which arms it
+    while True:
+        try:
+            result = call(0)
+        except WouldBlock:
+            if deadline.timeout == 0 or deadline.expired():
+                raise deadline.error(f"{what} on {obj.describe()}") from None
+        else:
+            if spin is not None:
+                spin.arrived()
+            return result
+        if spin is not None:
+            spin.waiting()
+        left = deadline.remaining()
+        await _readable([obj.fileno()], SLICE if left is None else min(left, SLICE))
 
 
 class AsyncSubscriber:
@@ -82,23 +115,6 @@ class AsyncSubscriber:
         self.subscriber = subscriber
         self._spin = Spin()
 
-    async def _receive(self, call: Callable[[float], _T], timeout: float | None, what: str) -> _T:
-        """``call(timeout)``: a spin while messages come soon, then tries with
-        timeout=0 and waits on the doorbell between them."""
-        deadline = Deadline(timeout)
-        spin = self._spin
-        result = spin.take(call, deadline)
-        if result is not None:
-            return result
-        while True:
-            try:
-                result = call(0)
-                spin.arrived()
-                return result
-            except WouldBlock:
-                spin.waiting()
-                await _await_ready(self.subscriber, deadline, what)
-
     async def receive(self, *, timeout: float | None = None) -> bytes:
         """The next message.
 
@@ -107,22 +123,34 @@ class AsyncSubscriber:
                 ``Subscriber.receive``.
         """
         subscriber = self.subscriber
-        return await self._receive(
-            lambda wait: subscriber.receive(timeout=wait), timeout, "receive"
+        return await _retry(
+            subscriber,
+            lambda wait: subscriber.receive(timeout=wait),
+            timeout,
+            "receive",
+            self._spin,
         )
 
     async def receive_into(self, buffer: Any, *, timeout: float | None = None) -> int:
         """Copy the next message into ``buffer``; return its length (see ``receive_into``)."""
         subscriber = self.subscriber
-        return await self._receive(
-            lambda wait: subscriber.receive_into(buffer, timeout=wait), timeout, "receive_into"
+        return await _retry(
+            subscriber,
+            lambda wait: subscriber.receive_into(buffer, timeout=wait),
+            timeout,
+            "receive_into",
+            self._spin,
         )
 
     async def receive_many(self, max_count: int, *, timeout: float | None = None) -> list[bytes]:
         """At least one and at most ``max_count`` messages (see ``receive_many``)."""
         subscriber = self.subscriber
-        return await self._receive(
-            lambda wait: subscriber.receive_many(max_count, timeout=wait), timeout, "receive_many"
+        return await _retry(
+            subscriber,
+            lambda wait: subscriber.receive_many(max_count, timeout=wait),
+            timeout,
+            "receive_many",
+            self._spin,
         )
 
     def fileno(self) -> int:
@@ -157,12 +185,10 @@ class AsyncPublisher:
             MessageTooLarge, WouldBlock, TimeoutExpired, ClosedResourceError: as
                 ``Publisher.publish``.
         """
-        deadline = Deadline(timeout)
-        while True:
-            try:
-                return self.publisher.publish(data, timeout=0)
-            except WouldBlock:
-                await _await_ready(self.publisher, deadline, "publish")
+        publisher = self.publisher
+        await _retry(
+            publisher, lambda wait: publisher.publish(data, timeout=wait), timeout, "publish"
+        )
 
     def fileno(self) -> int:
         """The publisher's doorbell."""
