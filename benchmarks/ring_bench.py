@@ -464,28 +464,46 @@ def print_overhead(figures: dict[str, float]) -> None:
 # -- idle ----------------------------------------------------------------------------
 
 
+def _cpu_seconds(function: Callable[[], object]) -> float:
+    """CPU time (user and system) this process spends in ``function()``."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    function()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _in_child_value(work: Callable[[], float]) -> float:
+    """``work()`` run in a child process; the float it returns."""
+    read_end, write_end = os.pipe()
+
+    def report() -> None:
+        os.write(write_end, f"{work()}".encode())
+
+    try:
+        reap(in_child(report))
+        return float(os.read(read_end, 100))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def idle_receiver_cpu(seconds: float) -> float:
     """Percent of one core used by a receiver blocked on an empty ring for ``seconds``."""
     name = unique("idle")
     handle = Ring.create(name, 1 << 16)
-    read_end, write_end = os.pipe()
 
-    def wait() -> None:
+    def wait() -> float:
         with Ring.open(name) as idle:
-            before = resource.getrusage(resource.RUSAGE_SELF)
-            with contextlib.suppress(TimeoutExpired):
-                idle.receive(timeout=seconds)
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            os.write(write_end, f"{used}".encode())
+
+            def blocked() -> None:
+                with contextlib.suppress(TimeoutExpired):
+                    idle.receive(timeout=seconds)
+
+            return _cpu_seconds(blocked)
 
     try:
-        pid = in_child(wait)
-        reap(pid)
-        used = float(os.read(read_end, 100))
+        used = _in_child_value(wait)
     finally:
-        os.close(read_end)
-        os.close(write_end)
         handle.unlink()
         handle.close()
     return used / seconds * 100
@@ -578,26 +596,14 @@ def channel_pingpong(scheme: str, asynchronous: bool, rounds: int) -> Latency:
 def idle_aio_waiter_cpu(seconds: float) -> float:
     """Percent of one core used by an asyncio task awaiting receive on an idle shm:// channel."""
     near, far = unixipc.channel_pair("shm")
-    read_end, write_end = os.pipe()
 
-    def wait() -> None:
-        async def idle() -> None:
-            with contextlib.suppress(TimeoutExpired):
-                await aio.AsyncChannel(near).receive(timeout=seconds)
-
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        asyncio.run(idle())
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        os.write(write_end, f"{used}".encode())
+    async def idle() -> None:
+        with contextlib.suppress(TimeoutExpired):
+            await aio.AsyncChannel(near).receive(timeout=seconds)
 
     try:
-        pid = in_child(wait)
-        reap(pid)
-        used = float(os.read(read_end, 100))
+        used = _in_child_value(lambda: _cpu_seconds(lambda: asyncio.run(idle())))
     finally:
-        os.close(read_end)
-        os.close(write_end)
         near.close()
         far.close()
     return used / seconds * 100
