@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import selectors
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float = CHILD_TIMEOUT) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.01)
+
+
+def drain_selected(
+    selector: selectors.BaseSelector, receivers: Sequence[Any], count: int
+) -> dict[int, bytes]:
+    """Receive until ``count`` messages came from ``receivers`` (each registered in
+    ``selector`` with its index as data): every object reported ready is drained
+    with ``receive(timeout=0)`` until WouldBlock, which re-arms its doorbell."""
+    from unixipc import WouldBlock
+
+    received: dict[int, bytes] = {}
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while len(received) < count and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=5):
+            while True:
+                try:
+                    received[key.data] = receivers[key.data].receive(timeout=0)
+                except WouldBlock:
+                    break
+    return received
 
 
 def assert_elapsed(started: float, timeout: float, *, slack: float = 1.0) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import unixipc
 from tests.conftest import Names
-from tests.helpers import Child, wait_until
+from tests.helpers import Child, drain_selected, wait_until
 from unixipc import (
     ClosedResourceError,
     EndOfChannel,
@@ -71,16 +71,7 @@ def test_selectors_wait_on_a_hundred_rings_at_once(
         assert selector.select(timeout=0) == []
         order = random.Random(5).sample(range(RINGS), RINGS)
         child = children(_send_to, [r.name for r in rings], order, 0.0005)
-        received: dict[int, bytes] = {}
-        deadline = time.monotonic() + 60
-        while len(received) < RINGS and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=5):
-                handle = rings[key.data]
-                while True:  # drain until WouldBlock, which arms the doorbell again
-                    try:
-                        received[key.data] = handle.receive(timeout=0)
-                    except WouldBlock:
-                        break
+        received = drain_selected(selector, rings, RINGS)
         assert child.result() == RINGS
     assert received == {index: b"to %d" % index for index in range(RINGS)}
 
